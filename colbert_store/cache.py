@@ -1,0 +1,127 @@
+"""An in-memory cache of stored documents keyed by revision, so searches skip most store reads.
+
+A revision is unique to one write of one document: replacing a document gives it a new revision
+and deleting it removes it from the store's candidate answers. The cache therefore never serves a
+stale document; the store stays the source of truth.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from colbert_store.storage import DocumentBatch
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    batch: DocumentBatch
+    sorted_revisions: np.ndarray = field(init=False)
+    order: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        order = np.argsort(self.batch.revisions, kind="stable")
+        object.__setattr__(self, "order", order)
+        object.__setattr__(self, "sorted_revisions", self.batch.revisions[order])
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.batch.centroid_ids.nbytes + self.batch.residuals.nbytes)
+
+    def slots(self, revisions: np.ndarray) -> np.ndarray:
+        """Cache slot of each revision, -1 where absent."""
+        if not len(self.sorted_revisions):
+            return np.full(len(revisions), -1, dtype=np.int64)
+        position = np.searchsorted(self.sorted_revisions, revisions).clip(max=len(self.sorted_revisions) - 1)
+        found = self.sorted_revisions[position] == revisions
+        return np.where(found, self.order[position], -1)
+
+
+def _empty_batch() -> DocumentBatch:
+    return DocumentBatch(
+        ids=[],
+        revisions=np.empty(0, np.int64),
+        token_offsets=np.zeros(1, np.int64),
+        centroid_ids=np.empty(0, np.uint16),
+        residuals=np.empty((0, 0), np.uint8),
+    )
+
+
+def concat_batches(batches: list[DocumentBatch]) -> DocumentBatch:
+    """One batch holding every document of ``batches`` in order."""
+    batches = [b for b in batches if len(b)]
+    if not batches:
+        return _empty_batch()
+    if len(batches) == 1:
+        return batches[0]
+    lengths = np.concatenate([np.diff(b.token_offsets) for b in batches])
+    return DocumentBatch(
+        ids=[doc_id for b in batches for doc_id in b.ids],
+        revisions=np.concatenate([b.revisions for b in batches]),
+        token_offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        centroid_ids=np.concatenate([b.centroid_ids for b in batches]),
+        residuals=np.concatenate([b.residuals for b in batches]),
+        texts=[text for b in batches for text in (b.texts or [None] * len(b))],
+        metadata=[entry for b in batches for entry in (b.metadata or [{}] * len(b))],
+    )
+
+
+def token_positions(token_offsets: np.ndarray, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Token row numbers of the documents in ``slots`` and, for each, the index into ``slots``.
+
+    >>> token_positions(np.array([0, 2, 5, 6]), np.array([2, 0]))
+    (array([5, 0, 1]), array([0, 1, 1]))
+    """
+    starts = token_offsets[slots]
+    lengths = token_offsets[slots + 1] - starts
+    owner = np.repeat(np.arange(len(slots)), lengths)
+    first = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(slots) else np.empty(0, np.int64)
+    positions = np.arange(int(lengths.sum())) - np.repeat(first - starts, lengths)
+    return positions, owner
+
+
+class DocumentCache:
+    """Thread-safe revision-keyed cache of encoded documents with a byte budget."""
+
+    def __init__(self, max_bytes: int = 1 << 30) -> None:
+        self._max_bytes = max_bytes
+        self._snapshot = _Snapshot(_empty_batch())
+        self._lock = threading.Lock()
+
+    def lookup(self, revisions: np.ndarray) -> tuple[DocumentBatch, np.ndarray]:
+        """The cached batch and the slot of each revision in it (-1 where not cached)."""
+        snapshot = self._snapshot
+        return snapshot.batch, snapshot.slots(revisions)
+
+    def insert(self, batch: DocumentBatch) -> None:
+        """Add fetched documents; when over budget, the old entries are dropped first."""
+        with self._lock:
+            current = self._snapshot
+            new = np.flatnonzero(current.slots(batch.revisions) < 0)
+            if not len(new):
+                return
+            fresh = _subset(batch, new)
+            keep = [] if current.nbytes + _Snapshot(fresh).nbytes > self._max_bytes else [current.batch]
+            self._snapshot = _Snapshot(concat_batches([*keep, fresh]))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._snapshot = _Snapshot(_empty_batch())
+
+
+def _subset(batch: DocumentBatch, rows: np.ndarray) -> DocumentBatch:
+    if len(rows) == len(batch):
+        return batch
+    positions, _ = token_positions(batch.token_offsets, rows)
+    lengths = np.diff(batch.token_offsets)[rows]
+    return DocumentBatch(
+        ids=[batch.ids[i] for i in rows],
+        revisions=batch.revisions[rows],
+        token_offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        centroid_ids=batch.centroid_ids[positions],
+        residuals=batch.residuals[positions],
+        texts=[batch.texts[i] for i in rows] if batch.texts else [],
+        metadata=[batch.metadata[i] for i in rows] if batch.metadata else [],
+    )

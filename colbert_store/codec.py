@@ -1,0 +1,155 @@
+"""ColBERTv2 residual codec: nearest centroid id plus a per-dimension quantized, bit-packed residual.
+
+Compared with ColBERTv2's single set of bucket cutoffs shared by every dimension, the cutoffs and
+bucket weights here are fitted per dimension (quantile start, then Lloyd-Max refinement), which
+lowers the reconstruction error at the same bit budget.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from colbert_store.bitpack import SUPPORTED_NBITS, pack, unpack
+from colbert_store.kmeans import nearest_centroids, spherical_kmeans
+
+_COMPRESS_CHUNK = 65_536
+_LLOYD_ITERATIONS = 6
+
+
+def default_centroid_count(n_tokens: int) -> int:
+    """A power of two near ``16 * sqrt(n_tokens)`` (ColBERTv2's rule), at least 16.
+
+    >>> default_centroid_count(1_200_000)
+    16384
+    """
+    target = 16 * math.sqrt(max(n_tokens, 1))
+    return max(16, 2 ** round(math.log2(target)))
+
+
+def centroid_id_dtype(n_centroids: int) -> np.dtype:
+    """The narrowest unsigned integer type holding ids ``0 .. n_centroids - 1``."""
+    return np.dtype(np.uint16) if n_centroids <= 1 << 16 else np.dtype(np.uint32)
+
+
+@dataclass(frozen=True)
+class ResidualCodec:
+    """Fitted codec parameters: unit-norm ``centroids`` (k, dim), per-dimension ``cutoffs``
+    (dim, 2**nbits - 1) and bucket ``weights`` (dim, 2**nbits)."""
+
+    centroids: np.ndarray
+    cutoffs: np.ndarray
+    weights: np.ndarray
+    nbits: int
+
+    @property
+    def dim(self) -> int:
+        return int(self.centroids.shape[1])
+
+    @property
+    def n_centroids(self) -> int:
+        return int(self.centroids.shape[0])
+
+    @property
+    def packed_bytes_per_token(self) -> int:
+        return self.dim * self.nbits // 8
+
+    @classmethod
+    def fit(
+        cls,
+        sample: np.ndarray,
+        *,
+        nbits: int,
+        n_centroids: int,
+        kmeans_iterations: int = 8,
+        seed: int = 0,
+    ) -> ResidualCodec:
+        """Fit centroids by spherical k-means on ``sample`` and the residual quantizer on its residuals."""
+        if nbits not in SUPPORTED_NBITS:
+            raise ValueError(f"nbits must be one of {SUPPORTED_NBITS}, got {nbits}")
+        sample = np.ascontiguousarray(sample, dtype=np.float32)
+        centroids = spherical_kmeans(sample, n_centroids, iterations=kmeans_iterations, seed=seed)
+        residuals = _residuals(sample, centroids)
+        cutoffs, weights = _fit_scalar_quantizer(residuals, nbits)
+        return cls(centroids=centroids, cutoffs=cutoffs, weights=weights, nbits=nbits)
+
+    def compress(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Encode ``(n, dim)`` vectors as centroid ids ``(n,)`` and packed residuals ``(n, dim*nbits/8)`` uint8."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        ids = np.empty(len(vectors), dtype=centroid_id_dtype(self.n_centroids))
+        packed = np.empty((len(vectors), self.packed_bytes_per_token), dtype=np.uint8)
+        centroids = torch.from_numpy(self.centroids)
+        for start in range(0, len(vectors), _COMPRESS_CHUNK):
+            chunk = vectors[start : start + _COMPRESS_CHUNK]
+            chunk_ids = nearest_centroids(torch.from_numpy(chunk), centroids).numpy()
+            residuals = chunk - self.centroids[chunk_ids]
+            ids[start : start + len(chunk)] = chunk_ids
+            packed[start : start + len(chunk)] = pack(_bucketize(residuals, self.cutoffs), self.nbits)
+        return ids, packed
+
+    def decompress(self, ids: np.ndarray, packed: np.ndarray) -> np.ndarray:
+        """Rebuild unit-norm float32 vectors from centroid ids and packed residuals."""
+        buckets = unpack(packed, self.nbits)
+        flat_weights = self.weights.ravel()
+        offsets = (np.arange(self.dim) * self.weights.shape[1]).astype(np.intp)
+        vectors = self.centroids[ids] + flat_weights[buckets + offsets]
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return vectors
+
+    def to_bytes(self) -> bytes:
+        """Serialise to an ``.npz`` payload (plain arrays, no pickle)."""
+        buffer = io.BytesIO()
+        np.savez(
+            buffer,
+            centroids=self.centroids,
+            cutoffs=self.cutoffs,
+            weights=self.weights,
+            nbits=np.array(self.nbits),
+        )
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, payload: bytes) -> ResidualCodec:
+        """Inverse of :meth:`to_bytes`; refuses pickled objects."""
+        with np.load(io.BytesIO(payload), allow_pickle=False) as arrays:
+            return cls(
+                centroids=arrays["centroids"].astype(np.float32),
+                cutoffs=arrays["cutoffs"].astype(np.float32),
+                weights=arrays["weights"].astype(np.float32),
+                nbits=int(arrays["nbits"]),
+            )
+
+
+def _residuals(vectors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    ids = nearest_centroids(torch.from_numpy(vectors), torch.from_numpy(centroids)).numpy()
+    return vectors - centroids[ids]
+
+
+def _bucketize(residuals: np.ndarray, cutoffs: np.ndarray) -> np.ndarray:
+    """Bucket index per value: how many of its dimension's cutoffs it reaches."""
+    return (residuals[:, :, None] >= cutoffs[None, :, :]).sum(axis=2, dtype=np.uint8)
+
+
+def _fit_scalar_quantizer(residuals: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension Lloyd-Max quantizer: cutoffs start at quantiles; weights are bucket means."""
+    n_buckets = 1 << nbits
+    dim = residuals.shape[1]
+    quantiles = np.arange(1, n_buckets) / n_buckets
+    cutoffs = np.quantile(residuals, quantiles, axis=0).T.astype(np.float32)
+    flat_offsets = np.arange(dim) * n_buckets
+    weights = np.zeros((dim, n_buckets), dtype=np.float32)
+    for _ in range(_LLOYD_ITERATIONS):
+        flat = (_bucketize(residuals, cutoffs).astype(np.intp) + flat_offsets).ravel()
+        sums = np.bincount(flat, weights=residuals.ravel(), minlength=dim * n_buckets)
+        counts = np.bincount(flat, minlength=dim * n_buckets)
+        means = sums / np.maximum(counts, 1)
+        # An empty bucket keeps its previous weight (or its cutoff, at the start).
+        fallback = np.concatenate([cutoffs[:, :1], cutoffs], axis=1).ravel() if not weights.any() else weights.ravel()
+        weights = np.where(counts > 0, means, fallback).reshape(dim, n_buckets).astype(np.float32)
+        weights.sort(axis=1)
+        cutoffs = ((weights[:, 1:] + weights[:, :-1]) / 2).astype(np.float32)
+    return cutoffs, weights

@@ -1,0 +1,46 @@
+"""Exception hierarchy: every error raised on purpose by colbert-store derives from one base."""
+
+from __future__ import annotations
+
+
+class ColbertStoreError(Exception):
+    """Base class of every error colbert-store raises on purpose."""
+
+
+class InvalidInputError(ColbertStoreError, ValueError):
+    """Arguments that cannot be indexed or searched: wrong shapes, types, lengths or values."""
+
+
+class FilterError(InvalidInputError):
+    """A metadata filter that is malformed, uses an unknown operator or a wrong value type."""
+
+
+class IndexExistsError(ColbertStoreError):
+    """``Index.create`` was asked for a name the store already holds."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"index {name!r} already exists; use Index.open to reuse it")
+        self.name = name
+
+
+class IndexNotFoundError(ColbertStoreError, KeyError):
+    """``Index.open`` (or another call) named an index the store does not hold."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"index {name!r} does not exist; use Index.create to make it")
+        self.name = name
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class IncompatibleIndexError(ColbertStoreError):
+    """The stored index was written by an incompatible format version or another encoder."""
+
+
+class NotTrainedError(ColbertStoreError):
+    """An operation needs the codec, but the index has not been trained yet."""
+
+
+class MissingDependencyError(ColbertStoreError, ImportError):
+    """An optional integration was used without its extra installed."""

@@ -1,0 +1,124 @@
+"""The storage protocol: everything the engine needs of a backend, and the batches it exchanges.
+
+A backend keeps, per index, a *header* (a JSON manifest plus the serialised codec) and one record
+per document: its id, a revision number unique to that write, the per-token centroid ids, the
+packed residuals, the distinct centroid ids (indexed, for candidate generation), the text and the
+metadata. Every method takes plain numpy arrays and Python values; a new backend is one new file
+implementing :class:`Store`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from colbert_store.filters import Filter
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class IndexHeader:
+    """What an index is: its manifest (settings, format version, encoder) and its codec, if trained."""
+
+    manifest: dict[str, Any]
+    codec: bytes | None = None
+
+
+@dataclass(frozen=True)
+class DocumentBatch:
+    """Encoded documents, back to back. Document ``i`` owns tokens ``token_offsets[i]:token_offsets[i+1]``."""
+
+    ids: list[str]
+    revisions: np.ndarray  # (n_docs,) int64, unique per write
+    token_offsets: np.ndarray  # (n_docs + 1,) int64
+    centroid_ids: np.ndarray  # (n_tokens,) uint16 or uint32
+    residuals: np.ndarray  # (n_tokens, packed_bytes) uint8
+    texts: list[str | None] = field(default_factory=list)
+    metadata: list[dict[str, Any]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def distinct_centroids(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each document's sorted distinct centroid ids, as ``(offsets, values)`` (vectorised).
+
+        >>> batch = DocumentBatch(["a", "b"], np.array([1, 2]), np.array([0, 3, 4]),
+        ...                       np.array([5, 2, 5, 7], dtype=np.uint16), np.zeros((4, 1), np.uint8))
+        >>> offsets, values = batch.distinct_centroids()
+        >>> offsets.tolist(), values.tolist()
+        ([0, 2, 3], [2, 5, 7])
+        """
+        n_docs = len(self.ids)
+        owner = np.repeat(np.arange(n_docs, dtype=np.int64), np.diff(self.token_offsets))
+        span = np.int64(int(self.centroid_ids.max(initial=0)) + 1)
+        keys = np.unique(owner * span + self.centroid_ids.astype(np.int64))
+        counts = np.bincount(keys // span, minlength=n_docs)
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return offsets, (keys % span).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Documents that hold at least one probed centroid and pass the filter."""
+
+    ids: list[str]
+    revisions: np.ndarray  # (n,) int64
+
+
+class Store(ABC):
+    """Abstract storage backend. Implementations must make each call atomic: a header write and each
+    document of an upsert are applied entirely or not at all, and a reader never sees half of one."""
+
+    # -- index catalogue ---------------------------------------------------------------------
+    @abstractmethod
+    def list_indexes(self) -> list[str]:
+        """Names of the indexes this store holds."""
+
+    @abstractmethod
+    def create_index(self, name: str, header: IndexHeader) -> None:
+        """Create an empty index; raise :class:`~colbert_store.errors.IndexExistsError` if it exists."""
+
+    @abstractmethod
+    def drop_index(self, name: str) -> None:
+        """Remove an index and all its documents; raise IndexNotFoundError if absent."""
+
+    @abstractmethod
+    def read_header(self, name: str) -> IndexHeader:
+        """The index's header; raise :class:`~colbert_store.errors.IndexNotFoundError` if absent."""
+
+    @abstractmethod
+    def write_header(self, name: str, header: IndexHeader) -> None:
+        """Replace the header atomically."""
+
+    # -- documents ---------------------------------------------------------------------------
+    @abstractmethod
+    def upsert(self, name: str, batch: DocumentBatch) -> None:
+        """Insert documents, replacing any stored document with the same id."""
+
+    @abstractmethod
+    def delete(self, name: str, ids: Sequence[str]) -> None:
+        """Delete documents by id; ids not present are ignored."""
+
+    @abstractmethod
+    def count(self, name: str) -> int:
+        """Number of stored documents."""
+
+    @abstractmethod
+    def candidates(self, name: str, centroid_ids: np.ndarray, where: Filter | None) -> Candidates:
+        """Documents holding any of ``centroid_ids`` and matching ``where``, answered by the store's index."""
+
+    @abstractmethod
+    def fetch(self, name: str, revisions: np.ndarray) -> DocumentBatch:
+        """The stored documents with these revisions (those no longer stored are left out), any order."""
+
+    @abstractmethod
+    def scan(self, name: str, batch_size: int = 1024) -> Iterator[DocumentBatch]:
+        """Every stored document, in batches of about ``batch_size``."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; the default does nothing."""
