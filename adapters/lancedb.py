@@ -149,13 +149,15 @@ class LanceDBStore(Store):
     def count(self, name: str) -> int:
         return int(self._table(name).count_rows())
 
-    def candidates(self, name: str, centroid_ids: np.ndarray, where: Filter | None) -> Candidates:
+    def candidates(self, name: str, centroid_ids: np.ndarray | None, where: Filter | None) -> Candidates:
         table = self._table(name)
-        probes = ", ".join(str(int(c)) for c in np.unique(centroid_ids))
-        condition = f"array_has_any(centroids, [{probes}])"
+        conditions = []
+        if centroid_ids is not None:
+            conditions.append(f"array_has_any(centroids, [{', '.join(str(int(c)) for c in np.unique(centroid_ids))}])")
         if where is not None:
-            condition += f" AND ({render_filter(where, _existing_metadata_columns(table.schema))}) IS TRUE"
-        rows = table.search().where(condition).select(["id", "rev"]).limit(None).to_arrow()
+            conditions.append(f"({render_filter(where, _existing_metadata_columns(table.schema))}) IS TRUE")
+        query = table.search().select(["id", "rev"]).limit(None)
+        rows = (query.where(" AND ".join(conditions)) if conditions else query).to_arrow()
         return Candidates(
             ids=rows.column("id").to_pylist(),
             revisions=rows.column("rev").to_numpy().astype(np.int64, copy=False),

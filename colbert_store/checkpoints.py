@@ -234,8 +234,13 @@ def _load_stanford(folder: Path) -> LoadedCheckpoint:
             f"{model.config.hidden_size}"
         )
     if meta.get("dim") not in (None, linear.shape[0]):
-        logger.warning("%s: artifact.metadata says dim=%s but linear.weight gives %d; using %d",
-                       folder, meta["dim"], linear.shape[0], linear.shape[0])
+        logger.warning(
+            "%s: artifact.metadata says dim=%s but linear.weight gives %d; using %d",
+            folder,
+            meta["dim"],
+            linear.shape[0],
+            linear.shape[0],
+        )
     tokenizer = _load_tokenizer(folder)
     query_marker, query_marker_id = _resolve_marker(tokenizer, meta.get("query_token_id", "[unused0]"), folder)
     doc_marker, doc_marker_id = _resolve_marker(tokenizer, meta.get("doc_token_id", "[unused1]"), folder)
@@ -329,8 +334,11 @@ def _pylate_modules(folder: Path, modules: list[dict[str, Any]]) -> tuple[Path, 
     if "Dense" not in kinds:
         return None
     if "Pooling" in kinds:
-        logger.warning("%s: modules.json pools before its Dense layer (a single-vector model); "
-                       "loading it as plain and ignoring the Dense layer", folder)
+        logger.warning(
+            "%s: modules.json pools before its Dense layer (a single-vector model); "
+            "loading it as plain and ignoring the Dense layer",
+            folder,
+        )
         return None
     transformer_dir: Path | None = None
     dense_dirs: list[Path] = []
@@ -355,15 +363,18 @@ def _load_dense(folder: Path) -> DenseLayer:
         raise ColbertStoreError(f"Dense module {folder} lacks a 2-D 'linear.weight'")
     expected = (config.get("out_features", weight.shape[0]), config.get("in_features", weight.shape[1]))
     if tuple(weight.shape) != tuple(expected):
-        raise ColbertStoreError(f"Dense module {folder}: linear.weight is {tuple(weight.shape)}, "
-                                f"config.json says (out, in) = {expected}")
+        raise ColbertStoreError(
+            f"Dense module {folder}: linear.weight is {tuple(weight.shape)}, config.json says (out, in) = {expected}"
+        )
     bias = weights.get("linear.bias") if config.get("bias", True) else None
     if config.get("bias", True) and bias is None:
         raise ColbertStoreError(f"Dense module {folder} has bias=true but no 'linear.bias'")
     name = str(config.get("activation_function", "torch.nn.modules.linear.Identity"))
     if name not in _ACTIVATIONS:
-        raise ColbertStoreError(f"Dense module {folder}: unsupported activation_function {name!r} "
-                                f"(supported: {', '.join(sorted(_ACTIVATIONS))})")
+        raise ColbertStoreError(
+            f"Dense module {folder}: unsupported activation_function {name!r} "
+            f"(supported: {', '.join(sorted(_ACTIVATIONS))})"
+        )
     residual: torch.Tensor | Literal["identity"] | None = None
     if config.get("use_residual", False):
         residual = weights["residual.weight"].float() if "residual.weight" in weights else "identity"
@@ -384,7 +395,7 @@ def _build_backbone(folder: Path, weights: dict[str, torch.Tensor]) -> PreTraine
         config = AutoConfig.from_pretrained(folder)
     except (OSError, ValueError) as exc:
         raise ColbertStoreError(f"cannot read the model config in {folder}: {exc}") from exc
-    model_class = MODEL_MAPPING.get(type(config), None)
+    model_class: Any = MODEL_MAPPING.get(type(config), None)
     if model_class is None:
         raise ColbertStoreError(f"{folder}: unsupported model type {config.model_type!r}")
     with _quiet_transformers():
@@ -402,8 +413,15 @@ def _load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def _resolve_marker(tokenizer: PreTrainedTokenizerBase, marker: str | int, folder: Path) -> tuple[str, int]:
-    """Map a marker given as a token string (``"[unused0]"``, ``"[Q] "``) or an id to (token, id)."""
+def _resolve_marker(
+    tokenizer: PreTrainedTokenizerBase, marker: str | int | None, folder: Path
+) -> tuple[str | None, int | None]:
+    """Map a marker given as a token string (``"[unused0]"``, ``"[Q] "``) or an id to (token, id).
+
+    An empty or missing marker (a PyLate model trained without prefixes) means no marker: ``(None, None)``.
+    """
+    if marker is None or marker == "":
+        return None, None
     if isinstance(marker, int):
         return str(tokenizer.convert_ids_to_tokens(marker)), marker
     for candidate in dict.fromkeys((marker, marker.strip())):

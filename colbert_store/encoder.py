@@ -74,7 +74,8 @@ class ColBERTEncoder:
             width = matrix.shape[1]
         self._dim = width
         self._head = torch.nn.Sequential(*head).to(self._device).eval()
-        self._model = checkpoint.model.to(self._device).eval()
+        model: torch.nn.Module = checkpoint.model
+        self._model = model.to(self._device).eval()
         tokenizer = checkpoint.tokenizer
         self._pad_id = int(tokenizer.pad_token_id)
         self._mask_id = int(tokenizer.mask_token_id)
@@ -131,8 +132,14 @@ class ColBERTEncoder:
             _check_length(name, getattr(checkpoint, name), n_special, checkpoint.max_positions)
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        return cls(checkpoint, name_or_path=os.fspath(name_or_path), device=device, projection=projection,
-                   batch_size=batch_size, show_progress=show_progress)
+        return cls(
+            checkpoint,
+            name_or_path=os.fspath(name_or_path),
+            device=device,
+            projection=projection,
+            batch_size=batch_size,
+            show_progress=show_progress,
+        )
 
     # ------------------------------------------------------------------------------------------ properties
 
@@ -183,8 +190,10 @@ class ColBERTEncoder:
         }
 
     def __repr__(self) -> str:
-        return (f"ColBERTEncoder({self._name_or_path!r}, layout={self.layout!r}, dim={self.dim}, "
-                f"query_maxlen={self.query_maxlen}, doc_maxlen={self.doc_maxlen}, device={str(self._device)!r})")
+        return (
+            f"ColBERTEncoder({self._name_or_path!r}, layout={self.layout!r}, dim={self.dim}, "
+            f"query_maxlen={self.query_maxlen}, doc_maxlen={self.doc_maxlen}, device={str(self._device)!r})"
+        )
 
     # ------------------------------------------------------------------------------------------ encoding
 
@@ -224,13 +233,15 @@ class ColBERTEncoder:
         show = self._show_progress if self._show_progress is not None else n_batches > AUTO_PROGRESS_MIN_BATCHES
         window = self._batch_size * _SORT_WINDOW_BATCHES
         kind = "queries" if is_query else "documents"
-        with tqdm(total=len(texts), desc=f"Encoding {kind}", unit="text", disable=not show) as bar, \
-                torch.inference_mode():
+        with (
+            tqdm(total=len(texts), desc=f"Encoding {kind}", unit="text", disable=not show) as bar,
+            torch.inference_mode(),
+        ):
             for start in range(0, len(texts), window):
-                token_ids = self._tokenize(texts[start:start + window], is_query=is_query)
+                token_ids = self._tokenize(texts[start : start + window], is_query=is_query)
                 order = np.argsort([-len(ids) for ids in token_ids], kind="stable")
                 for first in range(0, len(order), self._batch_size):
-                    rows = order[first:first + self._batch_size]
+                    rows = order[first : first + self._batch_size]
                     vectors = self._encode_batch([token_ids[i] for i in rows], is_query=is_query)
                     for row, array in zip(rows, vectors, strict=True):
                         outputs[start + int(row)] = array
@@ -273,8 +284,8 @@ class ColBERTEncoder:
         ids = np.full((len(token_ids), width), self._mask_id if is_query else self._pad_id, dtype=np.int64)
         attention = np.zeros_like(ids)
         for row, row_ids in enumerate(token_ids):
-            ids[row, :len(row_ids)] = row_ids
-            attention[row, :len(row_ids)] = 1
+            ids[row, : len(row_ids)] = row_ids
+            attention[row, : len(row_ids)] = 1
         if marker is not None:
             ids = np.insert(ids, self._marker_position, marker, axis=1)
             attention = np.insert(attention, self._marker_position, 1, axis=1)
@@ -293,7 +304,9 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
             f"texts must be a sequence of strings, not a single {type(texts).__name__}; wrap it in a list: [text]"
         )
     if not isinstance(texts, Sequence):
-        raise InvalidInputError(f"texts must be a list or other sequence of strings, got {type(texts).__name__}")
+        raise InvalidInputError(
+            f"texts must be a list or other sequence of strings, got {type(texts).__name__}; pass list(texts)"
+        )
     for position, text in enumerate(texts):
         if not isinstance(text, str):
             raise InvalidInputError(f"texts[{position}] is {type(text).__name__}, expected str")

@@ -73,6 +73,8 @@ def search_one(
     nprobe = min(params.nprobe, codec.n_centroids)
     probes = centroid_scores.topk(nprobe, dim=1).indices.unique().numpy()
     candidates = store.candidates(name, probes, where)
+    if len(candidates.revisions) < k:  # too few share a probed centroid (e.g. a selective filter)
+        candidates = store.candidates(name, None, where)
     batch, slots = _cached_documents(store, name, cache, candidates.revisions)
     if not len(slots):
         return ScoredDocuments(batch, slots, np.empty(0, np.float32))

@@ -109,8 +109,11 @@ class Store(ABC):
         """Number of stored documents."""
 
     @abstractmethod
-    def candidates(self, name: str, centroid_ids: np.ndarray, where: Filter | None) -> Candidates:
-        """Documents holding any of ``centroid_ids`` and matching ``where``, answered by the store's index."""
+    def candidates(self, name: str, centroid_ids: np.ndarray | None, where: Filter | None) -> Candidates:
+        """Documents holding any of ``centroid_ids`` and matching ``where``, answered by the store's index.
+
+        ``centroid_ids=None`` drops the centroid condition: every document matching ``where``.
+        """
 
     @abstractmethod
     def fetch(self, name: str, revisions: np.ndarray) -> DocumentBatch:

@@ -1,0 +1,136 @@
+"""Core-engine benchmark on SciFact: quality against exhaustive exact MaxSim, latency, build time, size.
+
+    python -m benchmarks.core_scifact --data ../shared/data/scifact
+
+Token vectors come from benchmarks.scifact_vectors (MiniLM, PCA to 128-d, cached on disk).
+Results go to benchmarks/results/core_scifact.json and a markdown table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import colbert_store as cs
+from benchmarks.exhaustive import ExhaustiveMaxSim
+from benchmarks.metrics import latency_summary, ndcg_at_k, overlap_at_k
+from benchmarks.scifact_vectors import load_scifact_vectors
+from colbert_store.adapters.lancedb import LanceDBStore
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def split(flat: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
+    return [flat[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def run_exhaustive(exhaustive: ExhaustiveMaxSim, queries: list[np.ndarray], k: int) -> tuple[list[list[str]], list[float]]:
+    rankings, seconds = [], []
+    for query in queries:
+        start = time.perf_counter()
+        hits = exhaustive.search(query, k)
+        seconds.append(time.perf_counter() - start)
+        rankings.append([doc_id for doc_id, _ in hits])
+    return rankings, seconds
+
+
+def evaluate_index(
+    index: cs.Index, queries: list[np.ndarray], query_ids: list[str], exact: list[list[str]],
+    qrels: dict[str, dict[str, int]], k: int, **params: Any,
+) -> dict[str, Any]:
+    for query in queries[:50]:  # warm the document cache, as a long-running service would be
+        index.search(query, k=k, **params)
+    rankings, seconds = [], []
+    for query in queries:
+        start = time.perf_counter()
+        hits = index.search(query, k=k, **params)
+        seconds.append(time.perf_counter() - start)
+        rankings.append([hit.id for hit in hits])
+    return {
+        "recall_at_10_vs_exact": float(np.mean([overlap_at_k(r, e, k) for r, e in zip(rankings, exact)])),
+        "ndcg_at_10": float(np.mean([ndcg_at_k(r, qrels[q], k) for r, q in zip(rankings, query_ids)])),
+        **latency_summary(seconds),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default="../shared/data/scifact")
+    parser.add_argument("--cache", default=os.path.expanduser("~/.cache/colbert-store/scifact"))
+    parser.add_argument("--nbits", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--n-centroids", type=int, default=None)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--out", default=str(RESULTS / "core_scifact.json"))
+    args = parser.parse_args(argv)
+
+    vectors = load_scifact_vectors(args.cache, data=args.data)
+    docs = split(vectors.doc_vectors, vectors.doc_offsets)
+    queries = [q.astype(np.float32) for q in split(vectors.query_vectors, vectors.query_offsets)]
+    n_tokens = int(vectors.doc_offsets[-1])
+    print(f"{len(docs)} documents, {n_tokens} tokens, {len(queries)} queries")
+
+    exhaustive = ExhaustiveMaxSim(vectors.doc_ids, vectors.doc_vectors, vectors.doc_offsets)
+    exact, exact_seconds = run_exhaustive(exhaustive, queries, args.k)
+    exact_row = {
+        "ndcg_at_10": float(np.mean([ndcg_at_k(r, vectors.qrels[q], args.k) for r, q in zip(exact, vectors.query_ids)])),
+        **latency_summary(exact_seconds),
+        "bytes_per_token": 2 * vectors.doc_vectors.shape[1],
+    }
+    results: dict[str, Any] = {"n_docs": len(docs), "n_tokens": n_tokens, "exhaustive_fp32": exact_row, "colbert_store": {}}
+
+    for nbits in args.nbits:
+        workdir = Path(tempfile.mkdtemp(prefix="colbert-store-bench-"))
+        try:
+            store = LanceDBStore(workdir)
+            start = time.perf_counter()
+            index = cs.Index.create(store, "scifact", dim=docs[0].shape[1], nbits=nbits, n_centroids=args.n_centroids)
+            index.add(vectors.doc_ids, docs)
+            build_seconds = time.perf_counter() - start
+            row = evaluate_index(index, queries, vectors.query_ids, exact, vectors.qrels, args.k)
+            row.update(
+                build_seconds=build_seconds,
+                n_centroids=index.codec.n_centroids if index.codec else None,
+                bytes_per_token=store.size_bytes("scifact") / n_tokens,
+                disk_bytes_per_token=folder_bytes(workdir) / n_tokens,
+                speedup_p50_vs_exhaustive=exact_row["p50_ms"] / row["p50_ms"],
+            )
+            results["colbert_store"][f"nbits={nbits}"] = row
+            print(f"nbits={nbits}: {json.dumps(row, indent=None)}")
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    print(markdown_table(results))
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    exact = results["exhaustive_fp32"]
+    lines = [
+        "| system | recall@10 vs exact | nDCG@10 | p50 ms | p95 ms | build s | bytes/token |",
+        "|---|---|---|---|---|---|---|",
+        f"| exhaustive exact MaxSim (fp32 in memory) | 1.000 | {exact['ndcg_at_10']:.4f} | {exact['p50_ms']:.1f} "
+        f"| {exact['p95_ms']:.1f} | – | {exact['bytes_per_token']} (fp16) |",
+    ]
+    for name, row in results["colbert_store"].items():
+        lines.append(
+            f"| colbert-store LanceDB {name} | {row['recall_at_10_vs_exact']:.3f} | {row['ndcg_at_10']:.4f} "
+            f"| {row['p50_ms']:.1f} | {row['p95_ms']:.1f} | {row['build_seconds']:.1f} | {row['bytes_per_token']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

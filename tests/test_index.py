@@ -1,0 +1,233 @@
+"""Conformance suite: one body per behaviour, run on every supported store."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import colbert_store as cs
+from colbert_store.filters import matches, parse_filter
+from tests.conftest import DIM, Corpus, make_corpus
+from tests.test_maxsim import brute_force_maxsim
+
+
+def build(store, corpus: Corpus, name: str = "papers", **settings) -> cs.Index:
+    index = cs.Index.create(store, name, dim=DIM, nbits=2, **settings)
+    index.add(corpus.ids, corpus.embeddings, texts=corpus.texts, metadata=corpus.metadata)
+    return index
+
+
+def ranked(hits: list[cs.Hit]) -> list[tuple[str, float]]:
+    return [(hit.id, round(hit.score, 5)) for hit in hits]
+
+
+def test_create_twice_raises_and_open_missing_raises(store):
+    cs.Index.create(store, "papers", dim=DIM)
+    with pytest.raises(cs.IndexExistsError, match="papers"):
+        cs.Index.create(store, "papers", dim=DIM)
+    with pytest.raises(cs.IndexNotFoundError, match="nothing"):
+        cs.Index.open(store, "nothing")
+
+
+def test_empty_index_returns_no_hits(store, corpus):
+    index = cs.Index.create(store, "papers", dim=DIM)
+    assert len(index) == 0
+    assert index.search(corpus.query(0), k=5) == []
+
+
+def test_search_finds_the_topic_and_scores_are_exact_maxsim(store, corpus):
+    index = build(store, corpus)
+    query = corpus.query(3)
+    hits = index.search(query, k=10, ncandidates=len(corpus.ids))
+    assert len(hits) == 10
+    assert all(hit.metadata["topic"] == 3 for hit in hits)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    # Reference: brute-force MaxSim over every stored document, decompressed by the codec.
+    stored = {doc_id: None for doc_id in corpus.ids}
+    for batch in index.documents():
+        vectors = index.codec.decompress(batch.centroid_ids, batch.residuals)
+        for i, doc_id in enumerate(batch.ids):
+            stored[doc_id] = vectors[batch.token_offsets[i] : batch.token_offsets[i + 1]]
+    reference = brute_force_maxsim(query, list(stored.values()))
+    order = np.argsort(-reference)[:10]
+    assert [h.id for h in hits] == [list(stored)[i] for i in order]
+    np.testing.assert_allclose([h.score for h in hits], reference[order], atol=1e-4)
+
+
+def test_hits_carry_text_and_metadata(store, corpus):
+    index = build(store, corpus)
+    hit = index.search(corpus.embeddings[17], k=1)[0]
+    assert hit.id == corpus.ids[17]
+    assert hit.text == corpus.texts[17]
+    assert hit.metadata == corpus.metadata[17]
+
+
+def test_reopen_gives_identical_results(store_factory, corpus):
+    first = build(store_factory(), corpus)
+    queries = [corpus.query(t, seed=t) for t in range(5)]
+    before = [ranked(first.search(q, k=10)) for q in queries]
+    reopened = cs.Index.open(store_factory(), "papers")
+    assert reopened.settings == first.settings
+    assert [ranked(reopened.search(q, k=10)) for q in queries] == before
+    assert len(reopened) == len(corpus.ids)
+
+
+def test_deleted_ids_never_come_back(store, corpus):
+    index = build(store, corpus)
+    query = corpus.query(2)
+    doomed = [hit.id for hit in index.search(query, k=5)]
+    index.delete(doomed)
+    assert len(index) == len(corpus.ids) - 5
+    for _ in range(2):  # the second search is served from the warm cache
+        returned = {hit.id for hit in index.search(query, k=50, ncandidates=1000)}
+        assert returned.isdisjoint(doomed)
+    index.delete(["not-there"])  # unknown ids are ignored
+    assert len(index) == len(corpus.ids) - 5
+
+
+def test_replacing_an_id_leaves_one_document(store, corpus):
+    index = build(store, corpus)
+    target = corpus.ids[0]
+    index.search(corpus.embeddings[0], k=1)  # warm the cache with the old version
+    new_vectors = corpus.query(7, n_tokens=12, seed=99)
+    index.add([target], [new_vectors], texts=["replaced"], metadata=[{"year": 1999}])
+    assert len(index) == len(corpus.ids)
+    hits = index.search(new_vectors, k=len(corpus.ids), ncandidates=1000)
+    assert [h.id for h in hits].count(target) == 1
+    assert hits[0].id == target and hits[0].text == "replaced" and hits[0].metadata == {"year": 1999}
+
+
+FILTERS = [
+    {"lang": "en"},
+    {"year": {"$gte": 2010, "$lt": 2020}},
+    {"lang": {"$in": ["de", "fr"]}, "open": True},
+    {"$or": [{"year": {"$lte": 2003}}, {"score": {"$gt": 20.5}}]},
+    {"$not": {"lang": "en"}},
+    {"lang": {"$ne": "de"}, "year": {"$nin": [2001, 2002]}},
+    {"$and": [{"topic": {"$eq": 4}}, {"$not": {"open": False}}]},
+    {"missing_field": "x"},
+]
+
+
+@pytest.mark.parametrize("where", FILTERS, ids=[str(f) for f in FILTERS])
+def test_every_hit_satisfies_the_filter(store, corpus, where):
+    index = build(store, corpus)
+    expr = parse_filter(where)
+    allowed = {doc_id for doc_id, meta in zip(corpus.ids, corpus.metadata) if matches(expr, meta)}
+    for topic in range(4):
+        hits = index.search(corpus.query(topic), k=20, filter=where, ncandidates=1000, nprobe=64)
+        assert {hit.id for hit in hits} <= allowed
+        assert len(hits) == min(20, len(allowed))
+
+
+def test_filter_values_cannot_escape_the_filter_syntax(store, corpus):
+    index = build(store, corpus)
+    hostile = ["en' OR '1'='1", 'en" OR 1=1 --', "en\\", "') OR true --", "en%"]
+    for value in hostile:
+        assert index.search(corpus.query(0), k=10, filter={"lang": value}) == []
+        assert len(index.search(corpus.query(0), k=10, filter={"lang": {"$in": [value, "de"]}})) == 10
+
+
+def test_bad_filters_raise_clear_errors(store, corpus):
+    index = build(store, corpus)
+    with pytest.raises(cs.FilterError, match=r"\$regex"):
+        index.search(corpus.query(0), filter={"lang": {"$regex": "e.*"}})
+    with pytest.raises(cs.FilterError, match="list"):
+        index.search(corpus.query(0), filter={"lang": {"$in": "en"}})
+    with pytest.raises(cs.FilterError, match="dict"):
+        index.search(corpus.query(0), filter={"$or": [["lang", "en"]]})
+
+
+def test_bad_input_raises_and_leaves_the_index_unchanged(store, corpus):
+    index = build(store, corpus)
+    query = corpus.query(1)
+    before = ranked(index.search(query, k=10))
+    good = corpus.embeddings[0]
+    bad_calls = [
+        ((["a", "b"], [good]), "2 ids but 1 embeddings"),
+        ((["a"], [good[:, :5]]), r"shape \(n_tokens, 32\)"),
+        ((["a"], [np.full_like(good, np.nan)]), "NaN"),
+        ((["a"], [good.astype(np.int64)]), "floating-point"),
+        ((["a", "a"], [good, good]), "repeats 'a'"),
+        (([""], [good]), "empty string"),
+        (([7], [good]), "must be a string"),
+        ((["a"], [np.zeros((0, DIM), np.float32)]), "no tokens"),
+        ((["a", "b"], [good, good], ["t"]), "2 ids but 1 texts"),
+        ((["a"], [good], None, [{"k": object()}]), "JSON-like"),
+        ((["a"], [good], None, [{"k": float("inf")}]), "finite"),
+        ((["a"], [good], None, [{"year": "not a number"}]), "holds int values"),
+    ]
+    for args, message in bad_calls:
+        with pytest.raises(cs.InvalidInputError, match=message):
+            index.add(*args)
+    with pytest.raises(cs.InvalidInputError, match="shape"):
+        index.search(query[:, :4])
+    with pytest.raises(cs.InvalidInputError, match="k must be"):
+        index.search(query, k=0)
+    with pytest.raises(cs.InvalidInputError, match="unknown search parameters"):
+        index.search(query, nprobes=3)
+    assert len(index) == len(corpus.ids)
+    assert ranked(index.search(query, k=10)) == before
+
+
+def test_per_call_knobs_do_not_change_the_index_settings(store, corpus):
+    index = build(store, corpus)
+    defaults = index.settings.search
+    index.search(corpus.query(0), k=5, nprobe=1, ncandidates=3, centroid_threshold=None)
+    assert index.settings.search == defaults
+
+
+def test_odd_ids_round_trip(store, corpus):
+    index = build(store, corpus)
+    odd = ["it's", 'quote"d', "ünï©ødé ✓", "semi;colon -- comment", "x" * 4096, "back\\slash", "%_wild"]
+    vectors = [corpus.query(i % 10, seed=i) for i in range(len(odd))]
+    index.add(odd, vectors)
+    for doc_id, query in zip(odd, vectors):
+        assert index.search(query, k=1)[0].id == doc_id
+    index.delete(odd)
+    assert len(index) == len(corpus.ids)
+
+
+def test_incremental_adds_are_searchable_without_rebuild(store):
+    first, second = make_corpus(150, seed=1, prefix="a"), make_corpus(150, seed=1, prefix="b")
+    index = build(store, first)
+    index.add(second.ids, second.embeddings)
+    assert len(index) == 300
+    hit_ids = {h.id for h in index.search(second.embeddings[5], k=2)}
+    assert {"a-5", "b-5"} == hit_ids  # same vectors under both prefixes
+
+
+def test_readers_and_a_writer_concurrently(store, corpus):
+    index = build(store, corpus)
+    errors: list[BaseException] = []
+    deleted: set[str] = set()
+    stop = threading.Event()
+    extra = make_corpus(40, seed=5, prefix="extra")
+
+    def reader(topic: int) -> None:
+        try:
+            while not stop.is_set():
+                snapshot = set(deleted)  # deletes that had returned before this search began
+                hits = index.search(corpus.query(topic % 10), k=10)
+                assert not {h.id for h in hits} & snapshot
+        except BaseException as error:  # noqa: BLE001 - collected and re-raised below
+            errors.append(error)
+
+    threads = [threading.Thread(target=reader, args=(t,)) for t in range(3)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 4
+    i = 0
+    while time.monotonic() < deadline and i < len(extra.ids):
+        index.add([extra.ids[i]], [extra.embeddings[i]])
+        index.delete([corpus.ids[i]])
+        deleted.add(corpus.ids[i])
+        i += 1
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[0]
+    assert len(index) == len(corpus.ids)
