@@ -32,12 +32,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from colbert_store.adapters._lancedb_sql import MetadataColumn, render_filter, sql_string
 
 from colbert_store._optional import require
 from colbert_store.errors import IndexExistsError, IndexNotFoundError, InvalidInputError
 from colbert_store.filters import Filter
 from colbert_store.storage import Candidates, DocumentBatch, IndexHeader, Store
-from colbert_store.adapters._lancedb_sql import MetadataColumn, render_filter, sql_string
 
 _CATALOGUE = "_colbert_store_catalogue"
 _KEY_METADATA = b"colbert_store.key"

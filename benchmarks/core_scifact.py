@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from colbert_store.adapters.lancedb import LanceDBStore
 
 import colbert_store as cs
 from benchmarks.exhaustive import ExhaustiveMaxSim
 from benchmarks.metrics import latency_summary, ndcg_at_k, overlap_at_k
 from benchmarks.scifact_vectors import load_scifact_vectors
-from colbert_store.adapters.lancedb import LanceDBStore
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -72,19 +72,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nbits", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--n-centroids", type=int, default=None)
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--queries", type=int, default=None, help="evaluate only the first N queries")
     parser.add_argument("--out", default=str(RESULTS / "core_scifact.json"))
     args = parser.parse_args(argv)
 
-    vectors = load_scifact_vectors(args.cache, data=args.data)
+    vectors = load_scifact_vectors(args.cache, data_dir=args.data)
     docs = split(vectors.doc_vectors, vectors.doc_offsets)
-    queries = [q.astype(np.float32) for q in split(vectors.query_vectors, vectors.query_offsets)]
+    queries = [q.astype(np.float32) for q in split(vectors.query_vectors, vectors.query_offsets)][: args.queries]
+    query_ids = vectors.query_ids[: len(queries)]
     n_tokens = int(vectors.doc_offsets[-1])
     print(f"{len(docs)} documents, {n_tokens} tokens, {len(queries)} queries")
 
     exhaustive = ExhaustiveMaxSim(vectors.doc_ids, vectors.doc_vectors, vectors.doc_offsets)
     exact, exact_seconds = run_exhaustive(exhaustive, queries, args.k)
     exact_row = {
-        "ndcg_at_10": float(np.mean([ndcg_at_k(r, vectors.qrels[q], args.k) for r, q in zip(exact, vectors.query_ids)])),
+        "ndcg_at_10": float(np.mean([ndcg_at_k(r, vectors.qrels[q], args.k) for r, q in zip(exact, query_ids)])),
         **latency_summary(exact_seconds),
         "bytes_per_token": 2 * vectors.doc_vectors.shape[1],
     }
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
             index = cs.Index.create(store, "scifact", dim=docs[0].shape[1], nbits=nbits, n_centroids=args.n_centroids)
             index.add(vectors.doc_ids, docs)
             build_seconds = time.perf_counter() - start
-            row = evaluate_index(index, queries, vectors.query_ids, exact, vectors.qrels, args.k)
+            row = evaluate_index(index, queries, query_ids, exact, vectors.qrels, args.k)
             row.update(
                 build_seconds=build_seconds,
                 n_centroids=index.codec.n_centroids if index.codec else None,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -30,7 +30,7 @@ def pack(codes: np.ndarray, nbits: int) -> np.ndarray:
     return np.bitwise_or.reduce(grouped << shifts, axis=2)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _unpack_table(nbits: int) -> np.ndarray:
     """``table[byte]`` holds the ``8 // nbits`` codes stored in ``byte``."""
     per_byte = 8 // nbits

@@ -230,8 +230,7 @@ def _load_stanford(folder: Path) -> LoadedCheckpoint:
     model = _build_backbone(folder, weights)
     if linear.shape[1] != model.config.hidden_size:
         raise ColbertStoreError(
-            f"{folder}: linear.weight has {linear.shape[1]} inputs but the model's hidden size is "
-            f"{model.config.hidden_size}"
+            f"{folder}: linear.weight has {linear.shape[1]} inputs but the model's hidden size is {model.config.hidden_size}"
         )
     if meta.get("dim") not in (None, linear.shape[0]):
         logger.warning(
@@ -372,8 +371,7 @@ def _load_dense(folder: Path) -> DenseLayer:
     name = str(config.get("activation_function", "torch.nn.modules.linear.Identity"))
     if name not in _ACTIVATIONS:
         raise ColbertStoreError(
-            f"Dense module {folder}: unsupported activation_function {name!r} "
-            f"(supported: {', '.join(sorted(_ACTIVATIONS))})"
+            f"Dense module {folder}: unsupported activation_function {name!r} (supported: {', '.join(sorted(_ACTIVATIONS))})"
         )
     residual: torch.Tensor | Literal["identity"] | None = None
     if config.get("use_residual", False):
@@ -413,9 +411,7 @@ def _load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def _resolve_marker(
-    tokenizer: PreTrainedTokenizerBase, marker: str | int | None, folder: Path
-) -> tuple[str | None, int | None]:
+def _resolve_marker(tokenizer: PreTrainedTokenizerBase, marker: str | int | None, folder: Path) -> tuple[str | None, int | None]:
     """Map a marker given as a token string (``"[unused0]"``, ``"[Q] "``) or an id to (token, id).
 
     An empty or missing marker (a PyLate model trained without prefixes) means no marker: ``(None, None)``.

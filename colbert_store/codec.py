@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from colbert_store.bitpack import SUPPORTED_NBITS, pack, unpack
-from colbert_store.kmeans import nearest_centroids, spherical_kmeans
+from colbert_store.kmeans import CentroidGroups, nearest_centroids, spherical_kmeans
 
 _COMPRESS_CHUNK = 65_536
 _LLOYD_ITERATIONS = 6
@@ -83,9 +83,10 @@ class ResidualCodec:
         ids = np.empty(len(vectors), dtype=centroid_id_dtype(self.n_centroids))
         packed = np.empty((len(vectors), self.packed_bytes_per_token), dtype=np.uint8)
         centroids = torch.from_numpy(self.centroids)
+        groups = CentroidGroups.build(centroids) if self.n_centroids > 2048 else None
         for start in range(0, len(vectors), _COMPRESS_CHUNK):
             chunk = vectors[start : start + _COMPRESS_CHUNK]
-            chunk_ids = nearest_centroids(torch.from_numpy(chunk), centroids).numpy()
+            chunk_ids = nearest_centroids(torch.from_numpy(chunk), centroids, groups).numpy()
             residuals = chunk - self.centroids[chunk_ids]
             ids[start : start + len(chunk)] = chunk_ids
             packed[start : start + len(chunk)] = pack(_bucketize(residuals, self.cutoffs), self.nbits)

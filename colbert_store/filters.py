@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from colbert_store.errors import FilterError
 
-Scalar = Union[str, int, float, bool]
+Scalar = str | int | float | bool
 
 COMPARISONS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte")
 MEMBERSHIPS = ("$in", "$nin")
@@ -59,7 +59,7 @@ class Not:
     clause: Filter
 
 
-Filter = Union[Comparison, Membership, And, Or, Not]
+Filter = Comparison | Membership | And | Or | Not
 
 
 def parse_filter(spec: Mapping[str, Any] | None) -> Filter | None:

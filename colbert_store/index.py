@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from colbert_store.cache import DocumentCache
-from colbert_store.codec import ResidualCodec, default_centroid_count
-from colbert_store.errors import IncompatibleIndexError, InvalidInputError, NotTrainedError
+from colbert_store.codec import ResidualCodec, centroid_id_dtype, default_centroid_count
+from colbert_store.errors import IncompatibleIndexError, InvalidInputError
 from colbert_store.filters import parse_filter
 from colbert_store.search import ScoredDocuments, SearchParams, search_one
 from colbert_store.storage import FORMAT_VERSION, DocumentBatch, IndexHeader, Store
@@ -219,6 +219,26 @@ class Index:
             _hits(search_one(self._store, self._name, codec, self._cache, q, k, where, search_params))
             for q in matrices
         ]
+
+    def stats(self) -> dict[str, Any]:
+        """Documents, tokens, encoded bytes per token and codec settings (streams the store once)."""
+        n_docs = n_tokens = 0
+        for batch in self.documents():
+            n_docs += len(batch)
+            n_tokens += int(batch.token_offsets[-1])
+        codec = self._codec
+        return {
+            "name": self._name,
+            "documents": n_docs,
+            "tokens": n_tokens,
+            "dim": self._settings.dim,
+            "nbits": self._settings.nbits,
+            "centroids": codec.n_centroids if codec else None,
+            "bytes_per_token": (
+                codec.packed_bytes_per_token + centroid_id_dtype(codec.n_centroids).itemsize if codec else None
+            ),
+            "encoder": self._settings.encoder,
+        }
 
     def documents(self, batch_size: int = 1024) -> Iterator[DocumentBatch]:
         """Stream every stored document (encoded) from the store."""

@@ -1,58 +1,67 @@
-"""Spherical k-means and nearest-centroid assignment, vectorised in torch and processed in chunks."""
+"""Spherical k-means and nearest-centroid assignment, vectorised in torch and processed in chunks.
+
+With many centroids, assignment is two-level: the centroids are themselves clustered into about
+sqrt(k) groups; each vector is compared with every group centre, then only with the centroids of
+its best few groups. That is ~16x fewer multiply-adds than comparing with every centroid at 16k
+centroids, and finds the exact nearest centroid for the vast majority of vectors (the rest get a
+near-nearest one, which only makes their residual slightly larger).
+"""
 
 from __future__ import annotations
 
 import logging
-import sys
-from functools import lru_cache
+import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 logger = logging.getLogger(__name__)
 
-_ASSIGN_CHUNK = 32_768
-_SHORTLIST = 8
+_CHUNK = 131_072
+_FLAT_LIMIT = 2048  # up to this many centroids, compare with all of them
+_GROUPS_PROBED = 4
+_GROUP_ITERATIONS = 4
 
 
-@lru_cache(maxsize=None)
-def _cpu_has_fast_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX), read from /proc/cpuinfo."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as info:
-            flags = info.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+@dataclass(frozen=True)
+class CentroidGroups:
+    """A coarse clustering of the centroids: unit-norm ``centres`` and each group's member ids."""
+
+    centres: torch.Tensor
+    members: list[torch.Tensor]
+
+    @classmethod
+    def build(cls, centroids: torch.Tensor, seed: int = 0) -> CentroidGroups:
+        n_groups = max(2, round(math.sqrt(len(centroids))))
+        centres = _lloyd(centroids, n_groups, _GROUP_ITERATIONS, torch.Generator().manual_seed(seed), flat=True)
+        assignment = (centroids @ centres.T).argmax(dim=1)
+        order = torch.argsort(assignment, stable=True)
+        counts = torch.bincount(assignment, minlength=n_groups).tolist()
+        return cls(centres=centres, members=list(torch.split(order, counts)))
 
 
-def _use_bf16_shortlist(device: torch.device, n_centroids: int) -> bool:
-    if n_centroids <= 4 * _SHORTLIST:
-        return False
-    return device.type == "cuda" or (device.type == "cpu" and _cpu_has_fast_bf16())
+def nearest_centroids(vectors: torch.Tensor, centroids: torch.Tensor, groups: CentroidGroups | None = None) -> torch.Tensor:
+    """Index of the centroid with the largest dot product for each row of ``vectors`` (int64)."""
+    if len(centroids) <= _FLAT_LIMIT:
+        return torch.cat([(chunk @ centroids.T).argmax(dim=1) for chunk in vectors.split(_CHUNK)])
+    groups = groups or CentroidGroups.build(centroids)
+    return torch.cat([_two_level(chunk, centroids, groups) for chunk in vectors.split(_CHUNK)])
 
 
-def nearest_centroids(vectors: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
-    """Index of the centroid with the largest dot product for each row of ``vectors`` (int64).
-
-    Where bfloat16 is fast, a bf16 matmul shortlists the best few centroids and an fp32 dot
-    product picks among them, so the answer matches the exact fp32 argmax up to near-ties.
-    """
-    out = torch.empty(vectors.shape[0], dtype=torch.int64, device=vectors.device)
-    shortlist = _use_bf16_shortlist(vectors.device, centroids.shape[0])
-    centroids_bf16 = centroids.to(torch.bfloat16) if shortlist else None
-    for start in range(0, vectors.shape[0], _ASSIGN_CHUNK):
-        chunk = vectors[start : start + _ASSIGN_CHUNK]
-        if centroids_bf16 is None:
-            out[start : start + len(chunk)] = (chunk @ centroids.T).argmax(dim=1)
+def _two_level(chunk: torch.Tensor, centroids: torch.Tensor, groups: CentroidGroups) -> torch.Tensor:
+    probed = (chunk @ groups.centres.T).topk(min(_GROUPS_PROBED, len(groups.members)), dim=1).indices
+    best_score = torch.full((len(chunk),), -torch.inf, device=chunk.device)
+    best_id = torch.zeros(len(chunk), dtype=torch.int64, device=chunk.device)
+    for group, members in enumerate(groups.members):
+        rows = (probed == group).any(dim=1).nonzero().squeeze(1)
+        if not len(rows) or not len(members):
             continue
-        rough = chunk.to(torch.bfloat16) @ centroids_bf16.T
-        candidates = rough.topk(_SHORTLIST, dim=1).indices
-        exact = torch.einsum("nd,nkd->nk", chunk, centroids[candidates])
-        out[start : start + len(chunk)] = candidates.gather(1, exact.argmax(dim=1, keepdim=True)).squeeze(1)
-    return out
+        score, position = (chunk[rows] @ centroids[members].T).max(dim=1)
+        better = score > best_score[rows]
+        best_score[rows[better]] = score[better]
+        best_id[rows[better]] = members[position[better]]
+    return best_id
 
 
 def spherical_kmeans(
@@ -65,19 +74,20 @@ def spherical_kmeans(
     if len(sample) < n_centroids:
         raise ValueError(f"k-means needs at least as many vectors ({len(sample)}) as centroids ({n_centroids})")
     torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    generator = torch.Generator().manual_seed(seed)
     points = torch.nn.functional.normalize(torch.from_numpy(np.ascontiguousarray(sample, dtype=np.float32)), dim=1)
-    points = points.to(torch_device)
-    pick = torch.randperm(len(points), generator=generator)[:n_centroids].to(torch_device)
-    centroids = points[pick].clone()
+    centroids = _lloyd(points.to(torch_device), n_centroids, iterations, torch.Generator().manual_seed(seed), flat=False)
+    return centroids.cpu().numpy()
+
+
+def _lloyd(points: torch.Tensor, k: int, iterations: int, generator: torch.Generator, flat: bool) -> torch.Tensor:
+    centroids = points[torch.randperm(len(points), generator=generator)[:k].to(points.device)].clone()
     for iteration in range(iterations):
-        assignment = nearest_centroids(points, centroids)
+        assignment = (points @ centroids.T).argmax(dim=1) if flat else nearest_centroids(points, centroids)
         sums = torch.zeros_like(centroids).index_add_(0, assignment, points)
-        counts = torch.bincount(assignment, minlength=n_centroids)
+        counts = torch.bincount(assignment, minlength=k)
         empty = (counts == 0).nonzero().squeeze(1)
         if len(empty):
-            reseed = torch.randint(len(points), (len(empty),), generator=generator).to(torch_device)
-            sums[empty] = points[reseed]
+            sums[empty] = points[torch.randint(len(points), (len(empty),), generator=generator).to(points.device)]
         centroids = torch.nn.functional.normalize(sums, dim=1)
         logger.debug("k-means iteration %d: %d empty clusters re-seeded", iteration, len(empty))
-    return centroids.cpu().numpy()
+    return centroids

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from colbert_store.adapters.lancedb import LanceDBStore
+
 from colbert_store.storage import Store
 
 DIM = 32
