@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from os import PathLike
@@ -32,9 +33,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from colbert_store.adapters._lancedb_sql import MetadataColumn, render_filter, sql_string
 
 from colbert_store._optional import require
+from colbert_store.adapters._lancedb_sql import MetadataColumn, render_filter, sql_string
 from colbert_store.errors import IndexExistsError, IndexNotFoundError, InvalidInputError
 from colbert_store.filters import Filter
 from colbert_store.storage import Candidates, DocumentBatch, IndexHeader, Store
@@ -182,6 +183,18 @@ class LanceDBStore(Store):
         """Bytes the given columns take in the latest version of the documents table."""
         table = self._table(name).search().select(list(columns)).limit(None).to_arrow()
         return int(sum(table.column(column).nbytes for column in columns))
+
+    def optimize(self, name: str, *, cleanup_older_than: timedelta | None = None) -> None:
+        """Compact the documents table, fold new rows into its indexes and delete old versions.
+
+        LanceDB keeps every version a write makes until cleaned up; this deletes those older than
+        ``cleanup_older_than`` (LanceDB's default, 7 days, when ``None``). A reader still searching
+        a deleted version fails, so keep the window longer than your longest search.
+        """
+        table = self._table(name)
+        with self._lock, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*cleanup_older_than", category=UserWarning)
+            table.optimize(cleanup_older_than=cleanup_older_than)
 
     # -- helpers ------------------------------------------------------------------------------
     def _catalogue(self, create: bool) -> Any:

@@ -1,4 +1,12 @@
-"""colbert-store: ColBERTv2/PLAID late-interaction retrieval with the index kept in your vector database."""
+"""colbert-store: ColBERTv2/PLAID late-interaction retrieval with the index kept in your vector database.
+
+``ColBERTEncoder`` needs the ``encoder`` extra (transformers); it is imported on first use, so
+``import colbert_store`` works without it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from colbert_store.codec import ResidualCodec
 from colbert_store.errors import (
@@ -13,10 +21,15 @@ from colbert_store.errors import (
 )
 from colbert_store.index import Hit, Index, IndexSettings
 from colbert_store.maxsim import maxsim
+from colbert_store.retriever import Retriever
 from colbert_store.search import SearchParams
 from colbert_store.storage import Store
 
+if TYPE_CHECKING:
+    from colbert_store.encoder import ColBERTEncoder
+
 __all__ = [
+    "ColBERTEncoder",
     "ColbertStoreError",
     "FilterError",
     "Hit",
@@ -29,7 +42,21 @@ __all__ = [
     "MissingDependencyError",
     "NotTrainedError",
     "ResidualCodec",
+    "Retriever",
     "SearchParams",
     "Store",
     "maxsim",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import ``ColBERTEncoder`` lazily, with an install hint when the ``encoder`` extra is missing."""
+    if name != "ColBERTEncoder":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from colbert_store._optional import require
+
+    require("transformers", "encoder")
+    require("safetensors", "encoder")
+    from colbert_store.encoder import ColBERTEncoder
+
+    return ColBERTEncoder

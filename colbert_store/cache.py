@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -16,7 +17,9 @@ from colbert_store.storage import DocumentBatch
 
 
 @dataclass(frozen=True)
-class _Snapshot:
+class CachedDocuments:
+    """An immutable snapshot of the cache: the documents and lookups derived from them."""
+
     batch: DocumentBatch
     sorted_revisions: np.ndarray = field(init=False)
     order: np.ndarray = field(init=False)
@@ -29,6 +32,24 @@ class _Snapshot:
     @property
     def nbytes(self) -> int:
         return int(self.batch.centroid_ids.nbytes + self.batch.residuals.nbytes)
+
+    @cached_property
+    def centroid_pairs(self) -> np.ndarray:
+        """Sorted distinct ``centroid_id * len(batch) + slot`` keys: an inverted list from centroid to documents."""
+        n_slots = len(self.batch)
+        slot_of_token = np.repeat(np.arange(n_slots, dtype=np.int64), np.diff(self.batch.token_offsets))
+        return np.unique(self.batch.centroid_ids.astype(np.int64) * n_slots + slot_of_token)
+
+    def slots_holding(self, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every (slot, centroid) pair of a cached document holding one of ``centroids``."""
+        n_slots = len(self.batch)
+        keys = self.centroid_pairs
+        centroids = centroids.astype(np.int64)
+        starts = np.searchsorted(keys, centroids * n_slots)
+        stops = np.searchsorted(keys, (centroids + 1) * n_slots)
+        positions, _ = concatenated_ranges(starts, stops - starts)
+        centroid, slot = np.divmod(keys[positions], n_slots)
+        return slot, centroid
 
     def slots(self, revisions: np.ndarray) -> np.ndarray:
         """Cache slot of each revision, -1 where absent."""
@@ -68,6 +89,18 @@ def concat_batches(batches: list[DocumentBatch]) -> DocumentBatch:
     )
 
 
+def concatenated_ranges(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``range(start, start + length)`` for each pair, concatenated, and the pair each value came from.
+
+    >>> concatenated_ranges(np.array([5, 0]), np.array([1, 2]))
+    (array([5, 0, 1]), array([0, 1, 1]))
+    """
+    owner = np.repeat(np.arange(len(starts)), lengths)
+    first = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(starts) else np.empty(0, np.int64)
+    positions = np.arange(int(lengths.sum())) - np.repeat(first - starts, lengths)
+    return positions, owner
+
+
 def token_positions(token_offsets: np.ndarray, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Token row numbers of the documents in ``slots`` and, for each, the index into ``slots``.
 
@@ -75,11 +108,7 @@ def token_positions(token_offsets: np.ndarray, slots: np.ndarray) -> tuple[np.nd
     (array([5, 0, 1]), array([0, 1, 1]))
     """
     starts = token_offsets[slots]
-    lengths = token_offsets[slots + 1] - starts
-    owner = np.repeat(np.arange(len(slots)), lengths)
-    first = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(slots) else np.empty(0, np.int64)
-    positions = np.arange(int(lengths.sum())) - np.repeat(first - starts, lengths)
-    return positions, owner
+    return concatenated_ranges(starts, token_offsets[slots + 1] - starts)
 
 
 class DocumentCache:
@@ -87,13 +116,13 @@ class DocumentCache:
 
     def __init__(self, max_bytes: int = 1 << 30) -> None:
         self._max_bytes = max_bytes
-        self._snapshot = _Snapshot(_empty_batch())
+        self._snapshot = CachedDocuments(_empty_batch())
         self._lock = threading.Lock()
 
-    def lookup(self, revisions: np.ndarray) -> tuple[DocumentBatch, np.ndarray]:
-        """The cached batch and the slot of each revision in it (-1 where not cached)."""
+    def lookup(self, revisions: np.ndarray) -> tuple[CachedDocuments, np.ndarray]:
+        """The current snapshot and the slot of each revision in it (-1 where not cached)."""
         snapshot = self._snapshot
-        return snapshot.batch, snapshot.slots(revisions)
+        return snapshot, snapshot.slots(revisions)
 
     def insert(self, batch: DocumentBatch) -> None:
         """Add fetched documents; when over budget, the old entries are dropped first."""
@@ -103,12 +132,12 @@ class DocumentCache:
             if not len(new):
                 return
             fresh = _subset(batch, new)
-            keep = [] if current.nbytes + _Snapshot(fresh).nbytes > self._max_bytes else [current.batch]
-            self._snapshot = _Snapshot(concat_batches([*keep, fresh]))
+            keep = [] if current.nbytes + CachedDocuments(fresh).nbytes > self._max_bytes else [current.batch]
+            self._snapshot = CachedDocuments(concat_batches([*keep, fresh]))
 
     def clear(self) -> None:
         with self._lock:
-            self._snapshot = _Snapshot(_empty_batch())
+            self._snapshot = CachedDocuments(_empty_batch())
 
 
 def _subset(batch: DocumentBatch, rows: np.ndarray) -> DocumentBatch:

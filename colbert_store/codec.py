@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -19,16 +20,23 @@ from colbert_store.kmeans import CentroidGroups, nearest_centroids, spherical_km
 
 _COMPRESS_CHUNK = 65_536
 _LLOYD_ITERATIONS = 6
+_VECTORS_PER_CENTROID = 8
 
 
-def default_centroid_count(n_tokens: int) -> int:
-    """A power of two near ``16 * sqrt(n_tokens)`` (ColBERTv2's rule), at least 16.
+def default_centroid_count(n_tokens: int, n_sample: int | None = None) -> int:
+    """A power of two near ``16 * sqrt(n_tokens)`` (ColBERTv2's rule), at least 16, and at most one
+    centroid per 8 training vectors when ``n_sample`` is given (so residuals stay worth quantizing).
 
     >>> default_centroid_count(1_200_000)
     16384
+    >>> default_centroid_count(93, n_sample=93)
+    8
     """
     target = 16 * math.sqrt(max(n_tokens, 1))
-    return max(16, 2 ** round(math.log2(target)))
+    count = max(16, 2 ** round(math.log2(target)))
+    if n_sample is not None:
+        count = min(count, 2 ** max(0, int(math.log2(max(n_sample // _VECTORS_PER_CENTROID, 1)))))
+    return count
 
 
 def centroid_id_dtype(n_centroids: int) -> np.dtype:
@@ -94,12 +102,32 @@ class ResidualCodec:
 
     def decompress(self, ids: np.ndarray, packed: np.ndarray) -> np.ndarray:
         """Rebuild unit-norm float32 vectors from centroid ids and packed residuals."""
-        buckets = unpack(packed, self.nbits)
-        flat_weights = self.weights.ravel()
-        offsets = (np.arange(self.dim) * self.weights.shape[1]).astype(np.intp)
-        vectors = self.centroids[ids] + flat_weights[buckets + offsets]
-        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        return vectors
+        return self.decompress_tensor(ids, packed).numpy()
+
+    def decompress_tensor(self, ids: np.ndarray, packed: np.ndarray) -> torch.Tensor:
+        """:meth:`decompress` as a torch tensor: one lookup per packed byte gives its dimensions' weights."""
+        n, nbytes = packed.shape
+        rows = torch.from_numpy(packed.astype(np.int64)) + self._byte_table_offsets
+        vectors = self._byte_table[rows].reshape(n, self.dim)
+        vectors += self._centroids_tensor[torch.from_numpy(ids.astype(np.int64))]
+        return torch.nn.functional.normalize(vectors, dim=1)
+
+    @cached_property
+    def _centroids_tensor(self) -> torch.Tensor:
+        return torch.from_numpy(self.centroids)
+
+    @cached_property
+    def _byte_table(self) -> torch.Tensor:
+        """``(nbytes * 256, 8 // nbits)`` residual weights: row ``256 * i + b`` decodes byte ``i`` holding ``b``."""
+        codes_per_byte = 8 // self.nbits
+        codes = unpack(np.arange(256, dtype=np.uint8)[:, None], self.nbits)  # (256, codes_per_byte)
+        dims = np.arange(self.dim).reshape(-1, codes_per_byte)  # (nbytes, codes_per_byte)
+        table = self.weights[dims[:, None, :], codes[None, :, :]]  # (nbytes, 256, codes_per_byte)
+        return torch.from_numpy(np.ascontiguousarray(table.reshape(-1, codes_per_byte), dtype=np.float32))
+
+    @cached_property
+    def _byte_table_offsets(self) -> torch.Tensor:
+        return torch.arange(self.packed_bytes_per_token, dtype=torch.int64) * 256
 
     def to_bytes(self) -> bytes:
         """Serialise to an ``.npz`` payload (plain arrays, no pickle)."""

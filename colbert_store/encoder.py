@@ -5,9 +5,11 @@ augmentation; the ``[MASK]`` tokens are attended to only when the checkpoint say
 always returned). Documents become ``[CLS] marker text [SEP]``, truncated to ``doc_maxlen``, and lose their
 padding and skiplist (punctuation) tokens. Vectors are ``last hidden state -> projection(s) -> L2 norm``.
 
-Example:
-    >>> encoder = ColBERTEncoder.from_pretrained("colbert-ir/colbertv2.0")  # doctest: +SKIP
-    >>> query = encoder.encode_queries(["what is late interaction?"])[0]  # (32, 128) float32  # doctest: +SKIP
+Example::
+
+    encoder = ColBERTEncoder.from_pretrained("colbert-ir/colbertv2.0")
+    query = encoder.encode_queries(["what is late interaction?"])[0]  # (32, 128) float32
+    documents = encoder.encode_documents(["ColBERT scores every query token against every document token."])
 """
 
 from __future__ import annotations

@@ -249,7 +249,7 @@ class Index:
         settings = self._settings
         sample = _sample_tokens(matrices, settings.sample_tokens, settings.seed)
         n_tokens = sum(len(m) for m in matrices)
-        n_centroids = min(settings.n_centroids or default_centroid_count(n_tokens), len(sample))
+        n_centroids = min(settings.n_centroids or default_centroid_count(n_tokens, len(sample)), len(sample))
         logger.info("training codec: %d centroids on %d of %d tokens", n_centroids, len(sample), n_tokens)
         codec = ResidualCodec.fit(
             sample,

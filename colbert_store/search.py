@@ -3,13 +3,13 @@ from centroid ids alone, then exact MaxSim on the decompressed survivors."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
 import torch
 
-from colbert_store.cache import DocumentCache, token_positions
+from colbert_store.cache import CachedDocuments, DocumentCache, token_positions
 from colbert_store.codec import ResidualCodec
 from colbert_store.errors import InvalidInputError
 from colbert_store.filters import Filter
@@ -23,26 +23,31 @@ class SearchParams:
 
     Attributes:
         nprobe: centroids probed per query token for candidate generation.
-        ncandidates: documents kept after approximate scoring, rescored exactly.
+        ncandidates: documents kept after the pruned approximate scoring (from centroid ids).
+        nrerank: of those, documents kept after unpruned approximate scoring, then decompressed and
+            rescored exactly (at least ``k``).
         centroid_threshold: centroids whose best score against any query token is below this are
             ignored by the approximate scorer (PLAID's centroid pruning); ``None`` disables it.
     """
 
-    nprobe: int = 4
+    nprobe: int = 2
     ncandidates: int = 256
-    centroid_threshold: float | None = 0.4
+    nrerank: int = 64
+    centroid_threshold: float | None = 0.45
 
     def __post_init__(self) -> None:
         if not isinstance(self.nprobe, int) or self.nprobe < 1:
             raise InvalidInputError(f"nprobe must be a positive integer, got {self.nprobe!r}")
-        if not isinstance(self.ncandidates, int) or self.ncandidates < 1:
-            raise InvalidInputError(f"ncandidates must be a positive integer, got {self.ncandidates!r}")
+        for knob in ("ncandidates", "nrerank"):
+            value = getattr(self, knob)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidInputError(f"{knob} must be a positive integer, got {value!r}")
         if self.centroid_threshold is not None and not isinstance(self.centroid_threshold, (int, float)):
             raise InvalidInputError(f"centroid_threshold must be a number or None, got {self.centroid_threshold!r}")
 
     def updated(self, **overrides: Any) -> SearchParams:
         """A copy with some knobs changed (unknown names raise)."""
-        unknown = set(overrides) - {"nprobe", "ncandidates", "centroid_threshold"}
+        unknown = set(overrides) - {field.name for field in fields(self)}
         if unknown:
             raise InvalidInputError(f"unknown search parameters: {sorted(unknown)}")
         return replace(self, **overrides)
@@ -75,47 +80,71 @@ def search_one(
     candidates = store.candidates(name, probes, where)
     if len(candidates.revisions) < k:  # too few share a probed centroid (e.g. a selective filter)
         candidates = store.candidates(name, None, where)
-    batch, slots = _cached_documents(store, name, cache, candidates.revisions)
+    docs, slots = _cached_documents(store, name, cache, candidates.revisions)
     if not len(slots):
-        return ScoredDocuments(batch, slots, np.empty(0, np.float32))
-    shortlist = _approximate_top(batch, slots, centroid_scores, params)
-    positions, owner = token_positions(batch.token_offsets, shortlist)
-    vectors = codec.decompress(batch.centroid_ids[positions], batch.residuals[positions])
-    lengths = np.bincount(owner, minlength=len(shortlist))
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    exact = segment_max_sum(torch.from_numpy(vectors) @ query_t.T, offsets)
-    best = exact.topk(min(k, len(shortlist))).indices.numpy()
-    return ScoredDocuments(batch, shortlist[best], exact.numpy()[best])
+        return ScoredDocuments(docs.batch, slots, np.empty(0, np.float32))
+    shortlist = _pruned_centroid_top(docs, slots, centroid_scores, params)
+    shortlist = _centroid_top(docs.batch, shortlist, centroid_scores, max(k, params.nrerank))
+    scores = _exact_scores(docs.batch, shortlist, codec, query_t)
+    best = scores.topk(min(k, len(shortlist))).indices.numpy()
+    return ScoredDocuments(docs.batch, shortlist[best], scores.numpy()[best])
 
 
 def _cached_documents(
     store: Store, name: str, cache: DocumentCache, revisions: np.ndarray
-) -> tuple[DocumentBatch, np.ndarray]:
+) -> tuple[CachedDocuments, np.ndarray]:
     """Cache slots of the candidate revisions, fetching the missing ones from the store first."""
-    batch, slots = cache.lookup(revisions)
+    docs, slots = cache.lookup(revisions)
     missing = revisions[slots < 0]
     if len(missing):
         cache.insert(store.fetch(name, missing))
-        batch, slots = cache.lookup(revisions)
-    return batch, slots[slots >= 0]  # documents replaced or deleted since the candidate query drop out
+        docs, slots = cache.lookup(revisions)
+    return docs, slots[slots >= 0]  # documents replaced or deleted since the candidate query drop out
 
 
-def _approximate_top(
-    batch: DocumentBatch, slots: np.ndarray, centroid_scores: torch.Tensor, params: SearchParams
+def _pruned_centroid_top(
+    docs: CachedDocuments, slots: np.ndarray, centroid_scores: torch.Tensor, params: SearchParams
 ) -> np.ndarray:
-    """Slots of the ``ncandidates`` best documents by centroid-only MaxSim (PLAID stages 2-3)."""
+    """The ``ncandidates`` best slots by MaxSim over centroids, counting only centroids scoring at
+    least ``centroid_threshold`` against some query token (PLAID stage 2, from inverted lists)."""
     if len(slots) <= params.ncandidates:
         return slots
+    best_per_centroid = centroid_scores.max(dim=0).values
+    if params.centroid_threshold is None:
+        relevant = np.arange(len(best_per_centroid))
+    else:
+        relevant = torch.nonzero(best_per_centroid >= params.centroid_threshold).squeeze(1).numpy()
+    holder, centroid = docs.slots_holding(relevant)
+    row_of_slot = np.full(len(docs.batch), -1, dtype=np.int64)
+    row_of_slot[slots] = np.arange(len(slots))
+    rows = row_of_slot[holder]
+    kept = rows >= 0
+    approx = _max_sim_over_centroids(centroid_scores, centroid[kept], rows[kept], len(slots))
+    return slots[approx.topk(params.ncandidates).indices.numpy()]
+
+
+def _centroid_top(batch: DocumentBatch, slots: np.ndarray, centroid_scores: torch.Tensor, keep: int) -> np.ndarray:
+    """The ``keep`` best slots by MaxSim with every token replaced by its centroid (PLAID stage 3)."""
+    if len(slots) <= keep:
+        return slots
     positions, owner = token_positions(batch.token_offsets, slots)
-    codes = torch.from_numpy(batch.centroid_ids[positions].astype(np.int64))
-    owner_t = torch.from_numpy(owner)
-    if params.centroid_threshold is not None:
-        relevant = centroid_scores.max(dim=0).values >= params.centroid_threshold
-        keep = relevant[codes]
-        codes, owner_t = codes[keep], owner_t[keep]
-    token_scores = centroid_scores[:, codes].T  # (n_kept_tokens, n_query_tokens)
-    best = torch.zeros((len(slots), centroid_scores.shape[0]), dtype=token_scores.dtype)
-    best.scatter_reduce_(0, owner_t[:, None].expand_as(token_scores), token_scores, reduce="amax")
-    approx = best.sum(dim=1)
-    top = approx.topk(params.ncandidates).indices.numpy()
-    return slots[top]
+    approx = _max_sim_over_centroids(centroid_scores, batch.centroid_ids[positions].astype(np.int64), owner, len(slots))
+    return slots[approx.topk(keep).indices.numpy()]
+
+
+def _max_sim_over_centroids(
+    centroid_scores: torch.Tensor, centroids: np.ndarray, rows: np.ndarray, n_rows: int
+) -> torch.Tensor:
+    """Per row: sum over query tokens of the best score among the row's ``centroids`` (floored at 0)."""
+    token_scores = centroid_scores[:, torch.from_numpy(centroids)].T  # (n_pairs, n_query_tokens)
+    best = torch.zeros((n_rows, centroid_scores.shape[0]), dtype=token_scores.dtype)
+    best.scatter_reduce_(0, torch.from_numpy(rows)[:, None].expand_as(token_scores), token_scores, reduce="amax")
+    return best.sum(dim=1)
+
+
+def _exact_scores(batch: DocumentBatch, slots: np.ndarray, codec: ResidualCodec, query: torch.Tensor) -> torch.Tensor:
+    """Exact MaxSim of the query against the decompressed documents in ``slots`` (PLAID stage 4)."""
+    positions, owner = token_positions(batch.token_offsets, slots)
+    vectors = codec.decompress_tensor(batch.centroid_ids[positions], batch.residuals[positions])
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=len(slots)))])
+    return segment_max_sum(vectors @ query.T, offsets)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-from colbert_store.adapters.lancedb import LanceDBStore
+from qdrant_client import QdrantClient
 
+from colbert_store.adapters.lancedb import LanceDBStore
+from colbert_store.adapters.qdrant import QdrantStore
 from colbert_store.storage import Store
 
 DIM = 32
@@ -19,7 +23,33 @@ def _lancedb(path: Path) -> Store:
     return LanceDBStore(path / "lancedb")
 
 
-STORE_FACTORIES: dict[str, Callable[[Path], Store]] = {"lancedb": _lancedb}
+def _qdrant_path(path: Path) -> Store:
+    return QdrantStore(path / "qdrant")
+
+
+_MEMORY_CLIENTS: dict[Path, QdrantClient] = {}
+
+
+def _qdrant_memory(path: Path) -> Store:
+    """In-memory Qdrant: "reopening" means a new store on the same client (the data lives in it)."""
+    if path not in _MEMORY_CLIENTS:
+        _MEMORY_CLIENTS[path] = QdrantClient(":memory:")
+    return QdrantStore(_MEMORY_CLIENTS[path])
+
+
+def _qdrant_server(path: Path) -> Store:
+    """A Qdrant server named by QDRANT_URL (and QDRANT_API_KEY); each test gets its own prefix."""
+    prefix = "test-" + uuid.uuid5(uuid.NAMESPACE_URL, str(path)).hex
+    return QdrantStore(os.environ["QDRANT_URL"], api_key=os.environ.get("QDRANT_API_KEY"), prefix=prefix)
+
+
+STORE_FACTORIES: dict[str, Callable[[Path], Store]] = {
+    "lancedb": _lancedb,
+    "qdrant-path": _qdrant_path,
+    "qdrant-memory": _qdrant_memory,
+}
+if os.environ.get("QDRANT_URL"):
+    STORE_FACTORIES["qdrant-server"] = _qdrant_server
 
 
 @pytest.fixture(params=sorted(STORE_FACTORIES))
@@ -33,8 +63,16 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ca
         return store
 
     yield open_store
+    if request.param == "qdrant-server":
+        cleanup = STORE_FACTORIES["qdrant-server"](tmp_path)
+        for name in cleanup.list_indexes():
+            cleanup.drop_index(name)
+        opened.append(cleanup)
     for store in opened:
         store.close()
+    memory_client = _MEMORY_CLIENTS.pop(tmp_path, None)
+    if memory_client is not None:
+        memory_client.close()
 
 
 @pytest.fixture

@@ -1,0 +1,29 @@
+"""LanceDB-specific behaviour: typed metadata columns and the scalar index that serves candidates."""
+
+from __future__ import annotations
+
+import lancedb
+import pytest
+
+import colbert_store as cs
+from colbert_store.adapters.lancedb import LanceDBStore
+from tests.conftest import make_corpus
+from tests.test_index import build, ranked
+
+
+def test_metadata_kind_conflict_raises_and_leaves_the_index_unchanged(tmp_path):
+    corpus = make_corpus(n_docs=60)
+    index = build(LanceDBStore(tmp_path), corpus)
+    before = ranked(index.search(corpus.query(0), k=10))
+    with pytest.raises(cs.InvalidInputError, match="holds int values"):
+        index.add(["new"], [corpus.embeddings[0]], metadata=[{"year": "not a number"}])
+    assert len(index) == 60
+    assert ranked(index.search(corpus.query(0), k=10)) == before
+
+
+def test_candidates_are_served_by_a_label_list_index(tmp_path):
+    corpus = make_corpus(n_docs=60)
+    build(LanceDBStore(tmp_path), corpus)
+    table = lancedb.connect(tmp_path).open_table("papers__docs")
+    index_types = {index.columns[0]: index.index_type for index in table.list_indices()}
+    assert index_types.get("centroids") == "LabelList"

@@ -1,0 +1,620 @@
+"""QdrantStore against qdrant-client's real local mode (in memory and on disk), no mocks."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from colbert_store.errors import (
+    FilterError,
+    IndexExistsError,
+    IndexNotFoundError,
+    InvalidInputError,
+    MissingDependencyError,
+)
+from colbert_store.filters import matches, parse_filter
+from colbert_store.storage import DocumentBatch, IndexHeader
+
+qdrant_client = pytest.importorskip("qdrant_client")
+qdrant = pytest.importorskip("colbert_store.adapters.qdrant")
+QdrantStore = qdrant.QdrantStore
+
+RESIDUAL_BYTES = 8
+
+
+def make_batch(
+    ids: list[str],
+    seed: int = 0,
+    first_revision: int = 1,
+    n_centroids: int = 64,
+    dtype: Any = np.uint16,
+    metadata: list[dict[str, Any]] | None = None,
+) -> DocumentBatch:
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 12, len(ids))
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return DocumentBatch(
+        ids=list(ids),
+        revisions=np.arange(first_revision, first_revision + len(ids), dtype=np.int64),
+        token_offsets=offsets,
+        centroid_ids=rng.integers(0, n_centroids, int(offsets[-1])).astype(dtype),
+        residuals=rng.integers(0, 256, (int(offsets[-1]), RESIDUAL_BYTES), dtype=np.uint8),
+        texts=[f"text of {doc_id}" if i % 3 else None for i, doc_id in enumerate(ids)],
+        metadata=metadata if metadata is not None else [{"i": i, "tag": f"t{i % 4}"} for i in range(len(ids))],
+    )
+
+
+def by_id(batch: DocumentBatch) -> dict[str, tuple]:
+    """Each document's (revision, centroid ids, residuals, text, metadata), keyed by id."""
+    out = {}
+    for i, doc_id in enumerate(batch.ids):
+        a, b = batch.token_offsets[i], batch.token_offsets[i + 1]
+        out[doc_id] = (
+            int(batch.revisions[i]),
+            batch.centroid_ids[a:b].tolist(),
+            batch.residuals[a:b].tolist(),
+            batch.texts[i],
+            batch.metadata[i],
+        )
+    return out
+
+
+def header(codec: bytes | None = b"\x00codec\xff") -> IndexHeader:
+    return IndexHeader(manifest={"format_version": 1, "dim": 32, "nested": {"a": [1, 2.5, None]}}, codec=codec)
+
+
+@pytest.fixture(params=["memory", "path"])
+def store(request: pytest.FixtureRequest, tmp_path: Path):
+    opened = QdrantStore(":memory:") if request.param == "memory" else QdrantStore(str(tmp_path / "qdrant"))
+    yield opened
+    opened.close()
+
+
+# -- catalogue ----------------------------------------------------------------------------------
+def test_header_roundtrip_and_catalogue(store):
+    assert store.list_indexes() == []
+    store.create_index("papers", header(None))
+    store.create_index("other-index_2", header())
+    assert store.list_indexes() == ["other-index_2", "papers"]
+    assert store.read_header("papers") == header(None)
+    store.write_header("papers", header(b"trained"))
+    assert store.read_header("papers") == header(b"trained")
+    assert store.read_header("other-index_2") == header()
+    store.drop_index("papers")
+    assert store.list_indexes() == ["other-index_2"]
+
+
+def test_exists_and_not_found_errors(store):
+    store.create_index("papers", header())
+    with pytest.raises(IndexExistsError, match="papers"):
+        store.create_index("papers", header())
+    for call in (
+        lambda: store.read_header("nothing"),
+        lambda: store.write_header("nothing", header()),
+        lambda: store.drop_index("nothing"),
+        lambda: store.count("nothing"),
+        lambda: store.upsert("nothing", make_batch(["a"])),
+        lambda: store.delete("nothing", ["a"]),
+        lambda: store.candidates("nothing", np.array([1]), None),
+        lambda: store.candidates("nothing", None, parse_filter({"x": 1})),
+        lambda: store.fetch("nothing", np.array([1])),
+        lambda: list(store.scan("nothing")),
+    ):
+        with pytest.raises(IndexNotFoundError, match="nothing"):
+            call()
+
+
+@pytest.mark.parametrize("name", ["", "a b", "x/y", "é", "a" * 65, "catalogue", "a.b", None])
+def test_invalid_index_names(name):
+    store = QdrantStore(":memory:")
+    with pytest.raises(InvalidInputError):
+        store.create_index(name, header())
+
+
+@pytest.mark.parametrize("prefix", ["", "a__b", "_a", "a_", "x y"])
+def test_invalid_prefix(prefix):
+    with pytest.raises(InvalidInputError):
+        QdrantStore(":memory:", prefix=prefix)
+
+
+def test_prefixes_keep_stores_apart():
+    client = qdrant_client.QdrantClient(":memory:")
+    one, two = QdrantStore(client, prefix="one"), QdrantStore(client, prefix="two")
+    one.create_index("papers", header(b"1"))
+    two.create_index("papers", header(b"2"))
+    one.upsert("papers", make_batch(["a", "b"]))
+    assert (one.count("papers"), two.count("papers")) == (2, 0)
+    assert two.read_header("papers").codec == b"2"
+    one.close()  # a client passed in stays open
+    assert client.collection_exists("one__papers")
+
+
+def test_large_codec_is_written_in_parts_and_stays_atomic(monkeypatch):
+    monkeypatch.setattr(qdrant, "_CODEC_CHUNK_BYTES", 1000)
+    store = QdrantStore(":memory:")
+    codec = np.random.default_rng(0).bytes(4500)
+    store.create_index("papers", header(codec))
+    assert store.read_header("papers").codec == codec
+    catalogue = store._client.count("colbert_store__catalogue", exact=True).count
+    assert catalogue == 1 + 5  # the header point and five parts
+    store.write_header("papers", header(codec[::-1]))
+    assert store.read_header("papers").codec == codec[::-1]
+    assert store._client.count("colbert_store__catalogue", exact=True).count == 1 + 5  # old parts removed
+    store.write_header("papers", header(b"small"))
+    assert store.read_header("papers").codec == b"small"
+    assert store._client.count("colbert_store__catalogue", exact=True).count == 1
+    store.write_header("papers", header(codec))
+    store.drop_index("papers")
+    assert store._client.count("colbert_store__catalogue", exact=True).count == 0
+
+
+def test_readers_never_see_a_half_written_codec(monkeypatch):
+    monkeypatch.setattr(qdrant, "_CODEC_CHUNK_BYTES", 64)
+    store = QdrantStore(":memory:")
+    codecs = [bytes([i]) * 1000 for i in range(4)]
+    store.create_index("papers", header(codecs[0]))
+    stop, seen, errors = time.monotonic() + 0.6, set(), []
+
+    def reader() -> None:
+        while time.monotonic() < stop:
+            try:
+                seen.add(store.read_header("papers").codec)
+            except Exception as error:  # pragma: no cover - reported below
+                errors.append(error)
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    i = 0
+    while time.monotonic() < stop:
+        i += 1
+        store.write_header("papers", header(codecs[i % 4]))
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert seen <= set(codecs)
+
+
+# -- documents ----------------------------------------------------------------------------------
+def test_upsert_fetch_roundtrip(store):
+    store.create_index("papers", header())
+    batch = make_batch([f"doc-{i}" for i in range(40)], metadata=[
+        {"i": i, "f": i / 3, "s": "x" * i, "b": i % 2 == 0, "l": [i, "a", None], "d": {"k": {"z": i}}, "n": None}
+        for i in range(40)
+    ])
+    store.upsert("papers", batch)
+    assert store.count("papers") == 40
+    fetched = store.fetch("papers", batch.revisions[::-1])
+    assert fetched.centroid_ids.dtype == np.uint16
+    assert fetched.residuals.shape[1] == RESIDUAL_BYTES
+    assert by_id(fetched) == by_id(batch)
+    assert store.fetch("papers", np.array([10_000, -1])).ids == []
+    assert store.fetch("papers", np.array([], dtype=np.int64)).ids == []
+    partial = store.fetch("papers", np.array([3, 5, 999]))
+    assert sorted(partial.ids) == ["doc-2", "doc-4"]
+
+
+def test_uint32_centroid_ids_roundtrip(store):
+    store.create_index("papers", header())
+    batch = make_batch(["a", "b", "c"], n_centroids=200_000, dtype=np.uint32)
+    store.upsert("papers", batch)
+    fetched = store.fetch("papers", batch.revisions)
+    assert fetched.centroid_ids.dtype == np.uint32
+    assert by_id(fetched) == by_id(batch)
+
+
+def test_replace_by_id_keeps_one_document_with_new_data(store):
+    store.create_index("papers", header())
+    store.upsert("papers", make_batch(["a", "b"], seed=1, first_revision=1))
+    new = make_batch(["a"], seed=2, first_revision=10, metadata=[{"new": True}])
+    store.upsert("papers", new)
+    assert store.count("papers") == 2
+    assert store.fetch("papers", np.array([1])).ids == []  # the old revision is gone
+    assert by_id(store.fetch("papers", np.array([10]))) == by_id(new)
+    assert {doc_id: rev for doc_id, rev in zip(*_all(store))} == {"a": 10, "b": 2}
+
+
+def _all(store) -> tuple[list[str], list[int]]:
+    found = store.candidates("papers", None, None)
+    return found.ids, found.revisions.tolist()
+
+
+def test_delete_and_count(store):
+    store.create_index("papers", header())
+    store.upsert("papers", make_batch([f"d{i}" for i in range(10)]))
+    store.delete("papers", ["d1", "d3", "never-stored", "d3"])
+    store.delete("papers", [])
+    assert store.count("papers") == 8
+    assert sorted(_all(store)[0]) == sorted(f"d{i}" for i in range(10) if i not in (1, 3))
+
+
+def test_scan_returns_every_document_in_batches(store):
+    store.create_index("papers", header())
+    batch = make_batch([f"d{i}" for i in range(25)])
+    store.upsert("papers", batch)
+    parts = list(store.scan("papers", batch_size=7))
+    assert [len(part) for part in parts] == [7, 7, 7, 4]
+    merged = {}
+    for part in parts:
+        merged.update(by_id(part))
+    assert merged == by_id(batch)
+    store.create_index("empty", header())
+    assert list(store.scan("empty")) == []
+
+
+@pytest.mark.parametrize("numpy_centroid_test", [True, False], ids=["local-scan", "server-query"])
+def test_candidates_are_exactly_the_documents_holding_a_probed_centroid(store, numpy_centroid_test):
+    store._scan_centroids_locally = numpy_centroid_test  # False: the MatchAny query a server runs
+    store.create_index("papers", header())
+    batch = make_batch([f"d{i}" for i in range(60)], seed=3, n_centroids=40)
+    store.upsert("papers", batch)
+    rng = np.random.default_rng(4)
+    for _ in range(5):
+        probes = rng.choice(40, size=3, replace=False).astype(np.int64)
+        expected = {
+            batch.ids[i]
+            for i in range(len(batch))
+            if np.isin(batch.centroid_ids[batch.token_offsets[i] : batch.token_offsets[i + 1]], probes).any()
+        }
+        found = store.candidates("papers", probes, None)
+        assert sorted(found.ids) == sorted(expected)
+        assert found.revisions.dtype == np.int64
+        assert dict(zip(found.ids, found.revisions.tolist())) == {
+            doc_id: int(rev) for doc_id, rev in zip(batch.ids, batch.revisions) if doc_id in expected
+        }
+    assert store.candidates("papers", np.array([], dtype=np.int64), None).ids == []
+    where = parse_filter({"tag": "t1"})
+    found = store.candidates("papers", np.arange(40), where)
+    assert sorted(found.ids) == sorted(doc_id for i, doc_id in enumerate(batch.ids) if i % 4 == 1)
+
+
+def test_awkward_ids_roundtrip(store):
+    store.create_index("papers", header())
+    ids = ["ünïcödé ✓ 文档 🚀", 'quo"te\'s', "back\\slash", "x" * 4096, "new\nline\ttab", " ", "1", "1.0"]
+    batch = make_batch(ids)
+    store.upsert("papers", batch)
+    assert store.count("papers") == len(ids)
+    assert by_id(store.fetch("papers", batch.revisions)) == by_id(batch)
+    store.delete("papers", ids[:2])
+    assert sorted(_all(store)[0]) == sorted(ids[2:])
+
+
+def test_reopening_a_path_store_returns_the_same_data(tmp_path):
+    location = str(tmp_path / "qdrant")
+    store = QdrantStore(location)
+    store.create_index("papers", header())
+    batch = make_batch([f"d{i}" for i in range(12)])
+    store.upsert("papers", batch)
+    store.delete("papers", ["d0"])
+    store.close()
+    reopened = QdrantStore(location)
+    assert reopened.list_indexes() == ["papers"]
+    assert reopened.read_header("papers") == header()
+    assert reopened.count("papers") == 11
+    expected = by_id(batch)
+    del expected["d0"]
+    assert by_id(reopened.fetch("papers", batch.revisions)) == expected
+    reopened.close()
+
+
+def test_stores_on_one_folder_share_its_client(tmp_path):
+    location = str(tmp_path / "qdrant")
+    first, second = QdrantStore(location), QdrantStore(tmp_path / "qdrant")  # qdrant locks a folder to one client
+    first.create_index("papers", header())
+    second.upsert("papers", make_batch(["a", "b"]))
+    assert first.count("papers") == 2
+    first.close()
+    assert second.count("papers") == 2  # still open until its last store closes
+    second.close()
+    third = QdrantStore(location)
+    assert third.count("papers") == 2
+    third.close()
+
+
+def test_local_lookup_table_follows_writes_from_every_store_on_the_client():
+    """Local mode answers candidates and fetches from a cached table; a write by any store on the client drops it."""
+    client = qdrant_client.QdrantClient(":memory:")
+    reader, writer = QdrantStore(client), QdrantStore(client)
+    reader.create_index("papers", header())
+    everything = np.arange(64)
+
+    def seen() -> dict[str, int]:
+        found = reader.candidates("papers", everything, None)
+        fetched = by_id(reader.fetch("papers", found.revisions))
+        assert set(fetched) == set(found.ids)
+        return {doc_id: fetched[doc_id][0] for doc_id in found.ids}
+
+    assert seen() == {}
+    writer.upsert("papers", make_batch(["a", "b", "c"]))
+    assert seen() == {"a": 1, "b": 2, "c": 3}
+    writer.upsert("papers", make_batch(["b"], seed=1, first_revision=20))  # replace: the old revision is gone
+    assert seen() == {"a": 1, "b": 20, "c": 3}
+    assert by_id(reader.fetch("papers", np.array([2, 3]))).keys() == {"c"}
+    writer.delete("papers", ["a"])
+    assert seen() == {"b": 20, "c": 3}
+    assert sorted(reader.candidates("papers", everything, parse_filter({"tag": "t0"})).ids) == ["b"]
+    writer.drop_index("papers")
+    writer.create_index("papers", header())
+    assert seen() == {}
+    client.close()
+
+
+def test_size_bytes_counts_the_stored_base64(store):
+    store.create_index("papers", header())
+    batch = make_batch([f"d{i}" for i in range(5)])
+    store.upsert("papers", batch)
+    raw = batch.centroid_ids.nbytes + batch.residuals.nbytes
+    per_document = np.diff(batch.token_offsets)
+    expected = sum(4 * -(-n * width // 3) for n in per_document for width in (2, RESIDUAL_BYTES))
+    assert store.size_bytes("papers") == expected and raw < expected
+    assert store.size_bytes("papers", fields=["codes"]) == sum(4 * -(-2 * n // 3) for n in per_document)
+
+
+def test_bad_metadata_is_rejected_naming_the_document_and_key(store):
+    store.create_index("papers", header())
+    for bad in ({"when": object()}, {"x": float("nan")}, {"big": 2**64}, {"s": "\ud800"}, {1: "int key"}):
+        batch = make_batch(["ok", "bad-doc"], metadata=[{"fine": 1}, bad])
+        with pytest.raises(InvalidInputError, match="bad-doc") as info:
+            store.upsert("papers", batch)
+        assert repr(next(iter(bad))) in str(info.value)
+    with pytest.raises(InvalidInputError, match="not valid unicode"):
+        store.upsert("papers", make_batch(["fine", "lone \ud800 surrogate"]))
+    assert store.count("papers") == 0  # validated before anything is written
+
+
+def test_client_arguments():
+    with pytest.raises(TypeError, match="no_such_option"):
+        QdrantStore(":memory:", no_such_option=1)
+    with pytest.raises(TypeError):
+        QdrantStore("http://localhost:1", no_such_option=1)
+    with pytest.raises(TypeError):
+        QdrantStore(qdrant_client.QdrantClient(":memory:"), api_key="x")
+    with pytest.raises(TypeError):
+        QdrantStore(42)
+    remote = QdrantStore("https://localhost:1", api_key="secret", timeout=1, check_compatibility=False)
+    assert "localhost" in repr(remote) and not remote._local  # nothing was sent
+
+
+def test_server_code_path_on_a_local_client():
+    """What a server store runs: payload indexes, MatchAny on ``centroids`` in the query, no lock."""
+    store = QdrantStore(":memory:")
+    store._local, store._io, store._scan_centroids_locally = False, nullcontext(), False
+    with pytest.warns(UserWarning, match="[Pp]ayload index"):  # local mode ignores them, as documented
+        store.create_index("papers", header())
+    batch = make_batch([f"d{i}" for i in range(20)], seed=5, n_centroids=16)
+    store.upsert("papers", batch)
+    found = store.candidates("papers", np.array([3, 7]), parse_filter({"tag": {"$ne": "t0"}}))
+    expected = {
+        batch.ids[i] for i in range(len(batch))
+        if i % 4 and np.isin(batch.centroid_ids[batch.token_offsets[i] : batch.token_offsets[i + 1]], [3, 7]).any()
+    }
+    assert set(found.ids) == expected
+    assert by_id(store.fetch("papers", found.revisions)) == {k: v for k, v in by_id(batch).items() if k in expected}
+
+
+def test_translated_filters_convert_to_grpc():
+    """``prefer_grpc=True`` clients send filters as protobuf: every construct used must convert."""
+    from qdrant_client import models
+    from qdrant_client.conversions.conversion import RestToGrpc
+
+    spec = {"$or": [
+        {"lang": {"$gt": "abcdefghij"}}, {"$not": {"year": {"$nin": [1, 2.5]}}}, {"flag": {"$in": [True, False]}},
+        {"year": {"$lte": 3, "$ne": 2}}, {"lang": {"$in": ["a", "b"]}}, {"x": True},
+    ]}
+    translated = qdrant.translate_filter(parse_filter(spec))
+    assert isinstance(translated, models.Filter)
+    assert RestToGrpc.convert_filter(translated).ByteSize() > 0
+
+
+def test_missing_dependency_names_the_extra(monkeypatch):
+    qdrant._models.cache_clear()
+    monkeypatch.setitem(sys.modules, "qdrant_client", None)
+    monkeypatch.setitem(sys.modules, "qdrant_client.models", None)
+    try:
+        with pytest.raises(MissingDependencyError, match=r'colbert-store\[qdrant\]'):
+            QdrantStore(":memory:")
+    finally:
+        qdrant._models.cache_clear()
+
+
+# -- filters against the reference semantics -----------------------------------------------------
+LONG = "é" * 130  # 260 UTF-8 bytes: stored order keys are truncated, equality still exact
+VALUES: list[Any] = [
+    0, 1, 3, -2, 2020, 2**53, 3.0, -0.0, 2.5, -7.25, 1e20, 0.1,
+    "", "a", "a\x00", "ab", "abcdef", "abcdefg", "b", "B", "é", "z🚀", "2020", LONG, LONG + "x",
+    True, False, None, [2020], ["a"], {"x": 1},
+]
+FIELDS = ["year", "lang", "a.b", 'q"uote', "ünï"]
+SCALARS = [v for v in VALUES if isinstance(v, (str, int, float)) and v is not None] + [7, "zz", 1.5]
+
+
+def reference_metadata() -> list[dict[str, Any]]:
+    rng = np.random.default_rng(7)
+    docs = []
+    for i in range(len(VALUES) * 3):
+        entry = {}
+        for j, field in enumerate(FIELDS):
+            if rng.random() < 0.8:
+                entry[field] = VALUES[(i + 5 * j + int(rng.integers(0, 4))) % len(VALUES)]
+        docs.append(entry)
+    return docs
+
+
+@pytest.fixture(scope="module")
+def filter_store():
+    store = QdrantStore(":memory:")
+    store.create_index("papers", header())
+    metadata = reference_metadata()
+    store.upsert("papers", make_batch([f"d{i}" for i in range(len(metadata))], metadata=metadata))
+    return store, metadata
+
+
+def check_filter(filter_store, spec: dict) -> None:
+    store, metadata = filter_store
+    expr = parse_filter(spec)
+    expected = sorted(f"d{i}" for i, entry in enumerate(metadata) if matches(expr, entry))
+    assert sorted(store.candidates("papers", None, expr).ids) == expected, spec
+
+
+OPERATOR_CASES = [
+    {"year": 2020}, {"year": 3}, {"year": 3.0}, {"year": -0.0}, {"year": 0}, {"year": 2.5}, {"year": 1e20},
+    {"year": 10**20}, {"year": 10**20 + 1}, {"year": 2**53}, {"year": True}, {"year": False}, {"year": "2020"},
+    {"year": ""}, {"lang": LONG}, {"lang": LONG + "x"},
+    {"year": {"$ne": 2020}}, {"year": {"$ne": "a"}}, {"year": {"$ne": True}}, {"year": {"$ne": 2.5}},
+    {"year": {"$gt": 2}}, {"year": {"$gte": 3}}, {"year": {"$lt": 2.5}}, {"year": {"$lte": -2}},
+    {"year": {"$gt": 10**400}}, {"year": {"$lt": 10**400}}, {"year": {"$gt": -(10**400)}},
+    {"lang": {"$gt": "a"}}, {"lang": {"$gte": "a"}}, {"lang": {"$lt": "ab"}}, {"lang": {"$lte": "ab"}},
+    {"lang": {"$gt": ""}}, {"lang": {"$gte": ""}}, {"lang": {"$lt": ""}}, {"lang": {"$lte": ""}},
+    {"lang": {"$gt": "abcdef"}}, {"lang": {"$lte": "abcdef"}}, {"lang": {"$lt": "é" * 96}}, {"lang": {"$gt": "é" * 96}},
+    {"year": {"$in": [2020, 3, 2.5]}}, {"year": {"$in": ["a", "b"]}}, {"year": {"$in": [True, False]}},
+    {"year": {"$in": [False]}}, {"year": {"$nin": [2020, 3.0]}}, {"year": {"$nin": ["a"]}}, {"year": {"$nin": [True]}},
+    {"year": {"$nin": [True, False]}}, {"year": {"$gt": 0, "$lt": 2021}},
+    {"a.b": 1}, {'q"uote': {"$ne": "a"}}, {"ünï": {"$gte": "b"}}, {"missing": {"$ne": 1}}, {"missing": {"$nin": ["a"]}},
+    {"$not": {"year": 2020}}, {"$not": {"year": {"$ne": 2020}}}, {"$not": {"lang": {"$lt": "b"}}},
+    {"$or": [{"year": 2020}, {"lang": "a"}]}, {"$and": [{"year": {"$gte": 0}}, {"$not": {"lang": "a"}}]},
+    {"$not": {"$or": [{"year": {"$in": [1, 3]}}, {"$not": {"a.b": {"$nin": ["ab", "b"]}}}]}},
+]
+
+
+@pytest.mark.parametrize("spec", OPERATOR_CASES, ids=range(len(OPERATOR_CASES)))
+def test_every_operator_matches_the_reference(filter_store, spec):
+    check_filter(filter_store, spec)
+
+
+def test_kinds_are_never_confused():
+    store = QdrantStore(":memory:")
+    store.create_index("papers", header())
+    metadata = [{"x": 3.0}, {"x": 3}, {"x": True}, {"x": 1}, {"x": [3]}, {"x": "3"}, {"x": None}, {}]
+    store.upsert("papers", make_batch([f"d{i}" for i in range(len(metadata))], metadata=metadata))
+
+    def found(spec: dict) -> list[str]:
+        return sorted(store.candidates("papers", None, parse_filter(spec)).ids)
+
+    assert found({"x": 3}) == ["d0", "d1"]
+    assert found({"x": 3.0}) == ["d0", "d1"]
+    assert found({"x": True}) == ["d2"]
+    assert found({"x": 1}) == ["d3"]
+    assert found({"x": {"$ne": 3}}) == ["d3"]
+    assert found({"x": {"$nin": ["4"]}}) == ["d5"]
+    assert found({"$not": {"x": {"$ne": 3}}}) == ["d0", "d1", "d2", "d4", "d5", "d6", "d7"]
+
+
+def test_string_ordering_on_a_too_long_value_raises():
+    store = QdrantStore(":memory:")
+    store.create_index("papers", header())
+    with pytest.raises(FilterError, match="string ordering"):
+        store.candidates("papers", None, parse_filter({"lang": {"$gt": "x" * 193}}))
+    store.candidates("papers", None, parse_filter({"lang": {"$gt": "x" * 192}}))
+    store.candidates("papers", None, parse_filter({"lang": {"$eq": "x" * 1000}}))
+
+
+scalars = st.sampled_from(SCALARS)
+
+
+def _comparison(field: str, op: str, value: Any) -> dict:
+    return {field: {op: value}}
+
+
+def _membership(field: str, op: str, kind_values: list) -> dict:
+    return {field: {op: kind_values}}
+
+
+same_kind_lists = st.sampled_from(["n", "s", "b"]).flatmap(
+    lambda kind: st.lists(
+        st.sampled_from([v for v in SCALARS if type(v) is not bool and isinstance(v, (int, float))] if kind == "n"
+                        else [v for v in SCALARS if isinstance(v, str)] if kind == "s" else [True, False]),
+        min_size=1, max_size=4,
+    )
+)
+leaf = st.one_of(
+    st.builds(_comparison, st.sampled_from(FIELDS), st.sampled_from(["$eq", "$ne"]), scalars),
+    st.builds(
+        _comparison, st.sampled_from(FIELDS), st.sampled_from(["$gt", "$gte", "$lt", "$lte"]),
+        scalars.filter(lambda v: not isinstance(v, bool) and not (isinstance(v, str) and len(v.encode()) > 192)),
+    ),
+    st.builds(_membership, st.sampled_from(FIELDS), st.sampled_from(["$in", "$nin"]), same_kind_lists),
+)
+filters = st.recursive(
+    leaf,
+    lambda inner: st.one_of(
+        st.builds(lambda c: {"$not": c}, inner),
+        st.builds(lambda cs: {"$and": cs}, st.lists(inner, min_size=1, max_size=3)),
+        st.builds(lambda cs: {"$or": cs}, st.lists(inner, min_size=1, max_size=3)),
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=filters)
+def test_random_filters_match_the_reference(filter_store, spec):
+    check_filter(filter_store, spec)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    stored=st.lists(st.text(max_size=14), min_size=1, max_size=12),
+    probe=st.text(max_size=14),
+    op=st.sampled_from(["$gt", "$gte", "$lt", "$lte", "$eq", "$ne"]),
+)
+def test_string_order_matches_python(stored, probe, op):
+    try:
+        [s.encode("utf-8") for s in [*stored, probe]]
+    except UnicodeEncodeError:
+        return
+    store = QdrantStore(":memory:")
+    store.create_index("papers", header())
+    store.upsert("papers", make_batch([f"d{i}" for i in range(len(stored))], metadata=[{"s": s} for s in stored]))
+    expr = parse_filter({"s": {op: probe}})
+    expected = sorted(f"d{i}" for i, s in enumerate(stored) if matches(expr, {"s": s}))
+    assert sorted(store.candidates("papers", None, expr).ids) == expected
+
+
+# -- concurrency ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["memory", "path"])
+def test_readers_and_a_writer_run_concurrently_without_errors(kind, tmp_path):
+    store = QdrantStore(":memory:") if kind == "memory" else QdrantStore(str(tmp_path / "q"))
+    store.create_index("papers", header())
+    ids = [f"d{i}" for i in range(30)]
+    store.upsert("papers", make_batch(ids, seed=0, first_revision=1))
+    stop = time.monotonic() + 1.0
+    errors: list[BaseException] = []
+    reads = [0]
+
+    def reader(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        while time.monotonic() < stop:
+            try:
+                found = store.candidates("papers", rng.integers(0, 64, 4), parse_filter({"i": {"$gte": 0}}))
+                fetched = store.fetch("papers", found.revisions)
+                assert len(fetched) <= len(found.ids)
+                assert fetched.residuals.shape[0] == fetched.token_offsets[-1]
+                store.count("papers")
+                reads[0] += 1
+            except BaseException as error:  # noqa: BLE001 - collected and reported
+                errors.append(error)
+                return
+
+    threads = [threading.Thread(target=reader, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    revision = 1000
+    while time.monotonic() < stop:
+        chosen = ids[revision % 25 : revision % 25 + 5]
+        store.upsert("papers", make_batch(chosen, seed=revision, first_revision=revision))
+        store.delete("papers", chosen[:1])
+        revision += 10
+    for thread in threads:
+        thread.join()
+    store.close()
+    assert not errors, errors[0]
+    assert reads[0] > 0
