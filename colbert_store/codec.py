@@ -160,7 +160,9 @@ def _residuals(vectors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 
 def _bucketize(residuals: np.ndarray, cutoffs: np.ndarray) -> np.ndarray:
     """Bucket index per value: how many of its dimension's cutoffs it reaches."""
-    return (residuals[:, :, None] >= cutoffs[None, :, :]).sum(axis=2, dtype=np.uint8)
+    per_dimension = torch.from_numpy(np.ascontiguousarray(residuals.T))
+    buckets = torch.searchsorted(torch.from_numpy(np.ascontiguousarray(cutoffs)), per_dimension, right=True)
+    return buckets.T.numpy().astype(np.uint8)
 
 
 def _fit_scalar_quantizer(residuals: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray]:
