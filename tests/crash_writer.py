@@ -1,0 +1,49 @@
+"""Writer process for the crash-safety tests: adds deterministic documents, reporting each call.
+
+    python -m tests.crash_writer BACKEND FOLDER
+
+Creates index "crash" when missing (its first add trains the codec), then adds the remaining
+documents in calls of ``CALL_SIZE``, printing ``added N`` after each call returns.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import colbert_store as cs
+from tests.conftest import DIM, STORE_FACTORIES
+
+N_DOCS = 2_400
+FIRST_ADD = 200
+CALL_SIZE = 700
+
+
+def document(i: int) -> np.ndarray:
+    """Document ``i``'s unit-norm token vectors: the same on every run."""
+    vectors = np.random.default_rng(i).standard_normal((20 + i % 30, DIM)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def doc_id(i: int) -> str:
+    return f"doc-{i}"
+
+
+def main(backend: str, folder: str) -> None:
+    store = STORE_FACTORIES[backend](Path(folder))
+    if "crash" in store.list_indexes():
+        index = cs.Index.open(store, "crash")
+    else:
+        index = cs.Index.create(store, "crash", dim=DIM, n_centroids=64)
+    starts = [0, *range(FIRST_ADD, N_DOCS, CALL_SIZE)]
+    for start, stop in zip(starts, [*starts[1:], N_DOCS]):
+        index.add([doc_id(i) for i in range(start, stop)], [document(i) for i in range(start, stop)],
+                  metadata=[{"i": i} for i in range(start, stop)])
+        print(f"added {stop}", flush=True)
+    store.close()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
