@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
@@ -35,3 +37,14 @@ def test_text_search(tmp_path: Path) -> None:
     assert top_ids == ["everest", "photosynthesis", "penguins"]
     assert lines[-2] == "same question, only biology: ['photosynthesis']"
     assert lines[-1] == "reopened: beethoven"
+
+
+def test_langchain_rag(tmp_path: Path) -> None:
+    pytest.importorskip("langchain_core")
+    lines = run_example("langchain_rag.py", tmp_path / "db")
+    assert lines[0] == "indexed 8 passages"
+    retrieved = [line[3:].split()[0] for line in lines if line.startswith("- [")]
+    assert retrieved[0:6:2] == ["loans", "printing", "storytime"]  # the best passage for each question
+    assert len(retrieved) == 7 and "Question: How many books can I take home at once?" in lines
+    assert "async batch gives the same prompts: True" in lines
+    assert lines[-2] == "one passage, services only:" and lines[-1].startswith("- [wifi ")
