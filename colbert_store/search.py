@@ -144,7 +144,7 @@ def _max_sim_over_centroids(
 
 def _exact_scores(batch: DocumentBatch, slots: np.ndarray, codec: ResidualCodec, query: torch.Tensor) -> torch.Tensor:
     """Exact MaxSim of the query against the decompressed documents in ``slots`` (PLAID stage 4)."""
-    positions, owner = token_positions(batch.token_offsets, slots)
+    positions, _ = token_positions(batch.token_offsets, slots)
     vectors = codec.decompress_tensor(batch.centroid_ids[positions], batch.residuals[positions])
-    offsets = np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=len(slots)))])
+    offsets = np.concatenate([[0], np.cumsum(np.diff(batch.token_offsets)[slots])])
     return segment_max_sum(vectors @ query.T, offsets)
