@@ -131,8 +131,8 @@ def _parse_mapping(spec: Any, path: str) -> Filter:
 
 
 def _parse_entry(key: Any, value: Any, path: str) -> Filter:
-    if not isinstance(key, str) or not key:
-        raise FilterError(f"{path}: keys must be non-empty strings, got {key!r}")
+    if not isinstance(key, str) or not key or "\x00" in key:
+        raise FilterError(f"{path}: keys must be non-empty strings without NUL characters, got {key!r}")
     if key in ("$and", "$or"):
         if not isinstance(value, (list, tuple)) or not value:
             raise FilterError(f"{path}.{key} needs a non-empty list of filters, got {value!r}")
@@ -170,6 +170,8 @@ def _parse_operator(field: str, op: Any, operand: Any, path: str) -> Filter:
 def _check_scalar(value: Any, path: str) -> Scalar:
     if isinstance(value, float) and value != value:
         raise FilterError(f"{path}: NaN cannot be compared")
+    if isinstance(value, str) and "\x00" in value:  # metadata refuses NUL too, and SQL stores cannot quote it
+        raise FilterError(f"{path}: strings with NUL characters cannot be compared, got {value!r}")
     if isinstance(value, (str, int, float, bool)):
         return value
     raise FilterError(f"{path}: values must be str, int, float or bool, got {type(value).__name__} {value!r}")

@@ -192,6 +192,8 @@ class Index:
     ) -> list[Hit]:
         """Top ``k`` documents for one ``(n_query_tokens, dim)`` query by exact MaxSim after PLAID pruning.
 
+        Query vectors are L2-normalised, like documents, so scores are sums of cosines.
+
         ``filter`` is a metadata filter (see :mod:`colbert_store.filters`); ``params`` override
         :class:`SearchParams` for this call only.
         """
@@ -211,7 +213,9 @@ class Index:
         search_params = self._settings.search.updated(**params)
         if isinstance(queries, np.ndarray) and queries.ndim == 2:
             raise InvalidInputError("search_batch takes a list of (n_query_tokens, dim) arrays, got one 2-D array")
-        matrices = [check_matrix(q, self._settings.dim, f"query[{i}]") for i, q in enumerate(queries)]
+        matrices = [
+            normalise_rows(check_matrix(q, self._settings.dim, f"query[{i}]"), f"query[{i}]") for i, q in enumerate(queries)
+        ]
         codec = self._codec
         if codec is None:
             return [[] for _ in matrices]

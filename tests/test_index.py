@@ -57,6 +57,14 @@ def test_search_finds_the_topic_and_scores_are_exact_maxsim(store, corpus):
     np.testing.assert_allclose([h.score for h in hits], reference[order], atol=1e-4)
 
 
+def test_query_vectors_are_normalised_like_documents(store, corpus):
+    index = build(store, corpus)
+    query = corpus.query(4)
+    assert ranked(index.search(query * 7.5, k=5)) == ranked(index.search(query, k=5))
+    with pytest.raises(cs.InvalidInputError, match="all-zero token vector at row 1"):
+        index.search(np.stack([query[0], np.zeros(DIM, np.float32)]))
+
+
 def test_hits_carry_text_and_metadata(store, corpus):
     index = build(store, corpus)
     hit = index.search(corpus.embeddings[17], k=1)[0]
@@ -139,6 +147,8 @@ def test_bad_filters_raise_clear_errors(store, corpus):
         index.search(corpus.query(0), filter={"lang": {"$in": "en"}})
     with pytest.raises(cs.FilterError, match="dict"):
         index.search(corpus.query(0), filter={"$or": [["lang", "en"]]})
+    with pytest.raises(cs.FilterError, match="NUL"):
+        index.search(corpus.query(0), filter={"lang": {"$in": ["en", "e\x00n"]}})
 
 
 def test_bad_input_raises_and_leaves_the_index_unchanged(store, corpus):
