@@ -1,6 +1,7 @@
 """LanceDB backend: one table per index plus a catalogue table for headers, on disk or object storage.
 
-Layout of the documents table ``<name>__docs``:
+Layout of an index's documents table (``<name>__docs`` when created; a retrained index's table is
+the one its retraining built, named in the catalogue's ``docs`` column):
 
 =============  =====================  ===================================================
 column         type                   role
@@ -11,6 +12,7 @@ centroids      list<int64>            distinct centroid ids; LabelList index = c
 codes          binary                 per-token centroid ids (uint16/uint32, little endian)
 residuals      binary                 per-token packed residuals
 n_tokens       int32                  token count
+sq_error       float64                quantization error: sum over tokens of |vector - decoded|^2
 text           string                 optional text
 metadata       string                 the metadata dict as JSON (exact round trip)
 m_<n>          int64/float64/...      one typed column per scalar metadata field, for filters
@@ -54,6 +56,7 @@ _BASE_SCHEMA = pa.schema(
         pa.field("codes", pa.binary()),
         pa.field("residuals", pa.binary()),
         pa.field("n_tokens", pa.int32()),
+        pa.field("sq_error", pa.float64()),
         pa.field("text", pa.string()),
         pa.field("metadata", pa.string()),
     ]
@@ -63,6 +66,7 @@ _CATALOGUE_SCHEMA = pa.schema(
         pa.field("name", pa.string(), nullable=False),
         pa.field("manifest", pa.string()),
         pa.field("codec", pa.binary()),
+        pa.field("docs", pa.string()),
     ]
 )
 _ARROW_TYPES = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}
@@ -107,27 +111,43 @@ class LanceDBStore(Store):
             if name in self.list_indexes():
                 raise IndexExistsError(name)
             self._db.create_table(_docs_table(name), schema=_BASE_SCHEMA, mode="overwrite")
-            self._write_header_row(name, header)
+            self._write_header_row(name, header, _docs_table(name))
 
     def drop_index(self, name: str) -> None:
-        self.read_header(name)
+        row = self._header_row(name)
         with self._lock:
             self._catalogue(create=False).delete(f"name = {sql_string(name)}")
-            self._db.drop_table(_docs_table(name))
+            self._db.drop_table(row["docs"])
             self._tables.pop(name, None)
 
     def read_header(self, name: str) -> IndexHeader:
-        catalogue = self._catalogue(create=False)
-        rows = [] if catalogue is None else (
-            catalogue.search().where(f"name = {sql_string(name)}").limit(None).to_arrow().to_pylist()
-        )
-        if not rows:
-            raise IndexNotFoundError(name)
-        return IndexHeader(manifest=json.loads(rows[0]["manifest"]), codec=rows[0]["codec"])
+        row = self._header_row(name)
+        with self._lock:
+            if name in self._tables and self._tables[name].name != row["docs"]:  # retrained elsewhere
+                del self._tables[name]
+        return IndexHeader(manifest=json.loads(row["manifest"]), codec=row["codec"])
 
     def write_header(self, name: str, header: IndexHeader) -> None:
-        self.read_header(name)
-        self._write_header_row(name, header)
+        self._write_header_row(name, header, self._header_row(name)["docs"])
+
+    def swap_index(self, name: str, staging: str) -> None:
+        old, new = self._header_row(name), self._header_row(staging)
+        row = pa.table(
+            {"name": [name], "manifest": [new["manifest"]], "codec": [new["codec"]], "docs": [new["docs"]]},
+            schema=_CATALOGUE_SCHEMA,
+        )
+        with self._lock:
+            # One commit: ``name`` takes the staging documents and the staging entry disappears.
+            (
+                self._catalogue(create=False)
+                .merge_insert("name")
+                .when_matched_update_all()
+                .when_not_matched_by_source_delete(f"name = {sql_string(staging)}")
+                .execute(row)
+            )
+            self._tables.pop(name, None)
+            self._tables.pop(staging, None)
+            self._db.drop_table(old["docs"])
 
     # -- documents ----------------------------------------------------------------------------
     def upsert(self, name: str, batch: DocumentBatch) -> None:
@@ -204,9 +224,24 @@ class LanceDBStore(Store):
             return None
         return self._db.create_table(_CATALOGUE, schema=_CATALOGUE_SCHEMA, exist_ok=True)
 
-    def _write_header_row(self, name: str, header: IndexHeader) -> None:
+    def _header_row(self, name: str) -> dict[str, Any]:
+        _check_name(name)
+        catalogue = self._catalogue(create=False)
+        rows = [] if catalogue is None else (
+            catalogue.search().where(f"name = {sql_string(name)}").limit(None).to_arrow().to_pylist()
+        )
+        if not rows:
+            raise IndexNotFoundError(name)
+        return rows[0]
+
+    def _write_header_row(self, name: str, header: IndexHeader, docs: str) -> None:
         row = pa.table(
-            {"name": [name], "manifest": [json.dumps(header.manifest, sort_keys=True)], "codec": [header.codec]},
+            {
+                "name": [name],
+                "manifest": [json.dumps(header.manifest, sort_keys=True)],
+                "codec": [header.codec],
+                "docs": [docs],
+            },
             schema=_CATALOGUE_SCHEMA,
         )
         catalogue = self._catalogue(create=True)
@@ -215,10 +250,10 @@ class LanceDBStore(Store):
     def _table(self, name: str) -> Any:
         table = self._tables.get(name)
         if table is None:
-            _check_name(name)
-            if _docs_table(name) not in self._db.list_tables().tables:
+            docs = self._header_row(name)["docs"]
+            if docs not in self._db.list_tables().tables:
                 raise IndexNotFoundError(name)
-            table = self._tables[name] = self._db.open_table(_docs_table(name))
+            table = self._tables[name] = self._db.open_table(docs)
         return table
 
     def _metadata_columns(self, table: Any, metadata: list[dict[str, Any]]) -> dict[str, MetadataColumn]:
@@ -256,7 +291,7 @@ class LanceDBStore(Store):
             table.optimize()
 
 
-_STORED_COLUMNS = ["id", "rev", "codes", "residuals", "n_tokens", "text", "metadata"]
+_STORED_COLUMNS = ["id", "rev", "codes", "residuals", "n_tokens", "sq_error", "text", "metadata"]
 
 
 def _docs_table(name: str) -> str:
@@ -326,6 +361,7 @@ def _batch_to_arrow(batch: DocumentBatch, columns: dict[str, MetadataColumn]) ->
         ),
         "residuals": _binary_from_numpy(np.ascontiguousarray(batch.residuals).ravel(), batch.token_offsets * residual_bytes),
         "n_tokens": pa.array(n_tokens.astype(np.int32)),
+        "sq_error": pa.nulls(len(batch), pa.float64()) if batch.sq_errors is None else pa.array(batch.sq_errors),
         "text": pa.array(batch.texts or [None] * len(batch), pa.string()),
         "metadata": pa.array([json.dumps(m, sort_keys=True) for m in batch.metadata or [{}] * len(batch)], pa.string()),
     }
@@ -351,4 +387,5 @@ def _arrow_to_batch(table: pa.Table) -> DocumentBatch:
         residuals=residuals.reshape(total, residual_bytes),
         texts=table.column("text").to_pylist(),
         metadata=[json.loads(m) for m in table.column("metadata").to_pylist()],
+        sq_errors=table.column("sq_error").to_numpy(zero_copy_only=False).astype(np.float64),
     )

@@ -4,7 +4,8 @@ Works with a Qdrant server (``QdrantStore("http://host:6333", api_key=...)``), a
 ``QdrantClient``, or qdrant-client's local mode (``":memory:"`` or a folder). Collections hold no
 vectors at all (``vectors_config={}``, points carry ``vector={}``): everything is payload.
 
-Documents collection ``<prefix>__<name>``, one point per document, point id = uuid5 of the id:
+Documents collection ``<prefix>__<name>`` (a retrained index keeps the collection its retraining
+built, named by its header's ``docs``), one point per document, point id = uuid5 of the id:
 
 ==========  ===========================================================================
 payload     role
@@ -13,6 +14,7 @@ doc_id      the caller's document id
 rev         int64, unique per write (integer payload index, lookups only)
 centroids   the document's distinct centroid ids (integer payload index = candidates)
 n_tokens    token count
+sq_error    quantization error: sum over tokens of |vector - decoded|^2
 codes       per-token centroid ids, little-endian uint16/uint32, base64
 residuals   per-token packed residuals, base64
 text        optional text
@@ -38,12 +40,12 @@ i, then greater at i". Only the first 33 chunks are stored, so ordering is exact
 up to 192 UTF-8 bytes; a longer one raises :class:`~colbert_store.errors.FilterError`.
 
 Catalogue ``<prefix>__catalogue``: one point per index (id = uuid5 of the name) with ``name``,
-``manifest`` (JSON) and ``codec`` (base64, or ``None``). A codec can outgrow a server's default
-32 MiB request limit (65,536 float32 centroids of 128 dims are 32 MiB before base64), so one over
-4 MiB is written as immutable parts first, under a fresh version, and the header point then
-names that version: the one-point upsert of the header stays the atomic commit, a reader that
-finds the parts of its version gone (a concurrent rewrite) reads again, and stale parts are
-deleted after each commit.
+``manifest`` (JSON), ``codec`` (base64, or ``None``) and ``docs`` (its documents collection).
+A codec can outgrow a server's default 32 MiB request limit (65,536 float32 centroids of 128 dims
+are 32 MiB before base64), so one over 4 MiB is written as immutable parts first, under a fresh
+version, and the header point then names that version: the one-point upsert of the header stays
+the atomic commit, a reader that finds the parts of its version gone (a concurrent rewrite) reads
+again, and stale parts are deleted after each commit.
 
 Payload indexes (``centroids``, ``rev``) are created in server mode only; qdrant-client's local
 mode has no payload indexes and evaluates filters point by point in Python. So in local mode the
@@ -99,7 +101,7 @@ _HEADER_READ_ATTEMPTS = 8
 _CANDIDATE_PAGE = 10_000
 _FETCH_CHUNK = 2048
 _DELETE_CHUNK = 1024
-_STORED_FIELDS = ["doc_id", "rev", "n_tokens", "codes", "residuals", "text", "meta"]
+_STORED_FIELDS = ["doc_id", "rev", "n_tokens", "sq_error", "codes", "residuals", "text", "meta"]
 
 _ORDER_CHUNK_BYTES = 6  # 257**6 < 2**53: a chunk is exact in a float64 range
 _ORDER_CHUNKS = 32  # filter values up to 192 bytes; one more chunk is stored to tell longer strings
@@ -146,6 +148,7 @@ class QdrantStore(Store):
         self._local = options.get("location") == ":memory:" or options.get("path") is not None
         self._io: AbstractContextManager[Any] = _local_lock(self._client) if self._local else nullcontext()
         self._admin = threading.RLock()
+        self._collections: dict[str, str] = {}  # index name -> documents collection, as last read
         self._closed = False
         # local mode checks MatchAny element by element in Python: answer centroid lookups (and fetches
         # by revision) from a numpy table of the collection instead (see _LocalTable)
@@ -188,7 +191,7 @@ class QdrantStore(Store):
                         raise
             if self._header_payload(name) is not None:
                 raise IndexExistsError(name)
-            docs = self._docs(name)
+            docs = f"{self._prefix}__{name}"
             if self._client.collection_exists(docs):  # left over by an interrupted drop_index
                 self._client.delete_collection(docs)
             _forget_local_table(self._client, docs)
@@ -197,21 +200,21 @@ class QdrantStore(Store):
                 for field in ("centroids", "rev"):
                     schema = m.IntegerIndexParams(type=m.IntegerIndexType.INTEGER, lookup=True, range=False)
                     self._client.create_payload_index(docs, field, field_schema=schema, wait=True)
-            self._put_header(name, header)
+            self._put_header(name, header, docs)
 
     def drop_index(self, name: str) -> None:
         _check_name(name)
         m = _models()
         with self._admin, self._io:
-            if self._header_payload(name) is None:
+            payload = self._header_payload(name)
+            if payload is None:
                 raise IndexNotFoundError(name)
             catalogue = self._catalogue()
             self._client.delete(catalogue, [_header_id(name)], wait=True)  # the index is gone from here on
             parts = m.Filter(must=[_match("kind", "codec_part"), _match("name", name)])
             self._client.delete(catalogue, m.FilterSelector(filter=parts), wait=True)
-            if self._client.collection_exists(self._docs(name)):
-                self._client.delete_collection(self._docs(name))
-            _forget_local_table(self._client, self._docs(name))
+            self._drop_collection(payload["docs"])
+            self._collections.pop(name, None)
 
     def read_header(self, name: str) -> IndexHeader:
         _check_name(name)
@@ -222,15 +225,37 @@ class QdrantStore(Store):
                     raise IndexNotFoundError(name)
                 complete, codec = self._read_codec(name, payload)
             if complete:
+                self._collections[name] = payload["docs"]
                 return IndexHeader(manifest=json.loads(payload["manifest"]), codec=codec)
         raise ColbertStoreError(f"the header of index {name!r} kept changing while being read; try again")
 
     def write_header(self, name: str, header: IndexHeader) -> None:
         _check_name(name)
         with self._admin, self._io:
-            if self._header_payload(name) is None:
+            payload = self._header_payload(name)
+            if payload is None:
                 raise IndexNotFoundError(name)
-            self._put_header(name, header)
+            self._put_header(name, header, payload["docs"])
+
+    def swap_index(self, name: str, staging: str) -> None:
+        """Delete the staging header, then point ``name``'s header (one point upsert: the atomic
+        switch) at the staging collection, then drop the old collection. Killed in between, the
+        staging collection is left unreferenced and ``name`` is unchanged."""
+        _check_name(name)
+        m = _models()
+        new = self.read_header(staging)
+        with self._admin, self._io:
+            old, staged = self._header_payload(name), self._header_payload(staging)
+            if old is None or staged is None:
+                raise IndexNotFoundError(staging if staged is None else name)
+            catalogue = self._catalogue()
+            self._client.delete(catalogue, [_header_id(staging)], wait=True)
+            parts = m.Filter(must=[_match("kind", "codec_part"), _match("name", staging)])
+            self._client.delete(catalogue, m.FilterSelector(filter=parts), wait=True)
+            self._put_header(name, new, staged["docs"])
+            self._collections[name] = staged["docs"]
+            self._collections.pop(staging, None)
+            self._drop_collection(old["docs"])
 
     # -- documents ----------------------------------------------------------------------------
     def upsert(self, name: str, batch: DocumentBatch) -> None:
@@ -357,16 +382,30 @@ class QdrantStore(Store):
         return f"{self._prefix}__{_CATALOGUE}"
 
     def _docs(self, name: str) -> str:
-        return f"{self._prefix}__{name}"
+        """The documents collection of ``name``, from the header (read once, then after any failure)."""
+        docs = self._collections.get(name)
+        if docs is None:
+            payload = self._header_payload(name)
+            docs = payload["docs"] if payload is not None else f"{self._prefix}__{name}"
+            if payload is not None:
+                self._collections[name] = docs
+        return docs
+
+    def _drop_collection(self, docs: str) -> None:
+        if self._client.collection_exists(docs):
+            self._client.delete_collection(docs)
+        _forget_local_table(self._client, docs)
 
     @contextmanager
     def _documents(self, name: str) -> Iterator[str]:
         """The documents collection's name, under the client lock; a missing one raises IndexNotFoundError."""
         with self._io:
+            docs = self._docs(name)
             try:
-                yield self._docs(name)
+                yield docs
             except Exception as error:
-                if not self._client.collection_exists(self._docs(name)):
+                if not self._client.collection_exists(docs):
+                    self._collections.pop(name, None)  # dropped, or retrained by another client
                     raise IndexNotFoundError(name) from error
                 raise
 
@@ -419,7 +458,7 @@ class QdrantStore(Store):
         parts = sorted(found, key=lambda record: record.payload["part"])
         return True, b"".join(base64.b64decode(record.payload["data"]) for record in parts)
 
-    def _put_header(self, name: str, header: IndexHeader) -> None:
+    def _put_header(self, name: str, header: IndexHeader, docs: str) -> None:
         """Write the codec's parts (if large), then the header point (the atomic commit), then tidy up."""
         m = _models()
         if not isinstance(header.manifest, Mapping):
@@ -432,6 +471,7 @@ class QdrantStore(Store):
             "codec": None,
             "codec_parts": 0,
             "codec_version": None,
+            "docs": docs,
         }
         codec = header.codec
         if codec is not None and len(codec) <= _CODEC_CHUNK_BYTES:
@@ -648,6 +688,7 @@ def _document_points(batch: DocumentBatch) -> tuple[list[Any], list[int]]:
     texts = batch.texts or [None] * n_docs
     metadata = batch.metadata or [{}] * n_docs
     revisions = np.asarray(batch.revisions, dtype=np.int64).tolist()
+    sq_errors = None if batch.sq_errors is None else np.asarray(batch.sq_errors, dtype=np.float64).tolist()
     points, sizes = [], []
     for i, doc_id in enumerate(batch.ids):
         _check_document(doc_id, texts[i])
@@ -657,6 +698,7 @@ def _document_points(batch: DocumentBatch) -> tuple[list[Any], list[int]]:
             "doc_id": doc_id,
             "rev": revisions[i],
             "n_tokens": end - start,
+            "sq_error": None if sq_errors is None else sq_errors[i],
             "centroids": distinct[centroid_offsets[i] : centroid_offsets[i + 1]],
             "codes": base64.b64encode(code_bytes[start * code_width : end * code_width]).decode("ascii"),
             "residuals": base64.b64encode(residual_bytes[start * residual_width : end * residual_width]).decode("ascii"),
@@ -753,6 +795,7 @@ def _records_to_batch(records: Sequence[Any]) -> DocumentBatch:
         residuals=np.frombuffer(residuals, dtype=np.uint8).reshape(total, residual_width),
         texts=[p.get("text") for p in payloads],
         metadata=[p.get("meta") or {} for p in payloads],
+        sq_errors=np.array([np.nan if p.get("sq_error") is None else p["sq_error"] for p in payloads], np.float64),
     )
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import colbert_store as cs
 from benchmarks.exhaustive import ExhaustiveMaxSim
 from benchmarks.metrics import latency_summary, ndcg_at_k, overlap_at_k
-from benchmarks.scifact_vectors import load_scifact_vectors
+from benchmarks.scifact_vectors import ScifactVectors, load_scifact_vectors
 from colbert_store.adapters.lancedb import LanceDBStore
 
 RESULTS = Path(__file__).parent / "results"
@@ -67,11 +67,51 @@ def evaluate_index(
     qrels: dict[str, dict[str, int]], k: int, **params: Any,
 ) -> dict[str, Any]:
     rankings, seconds = time_searches(index, queries, k, **params)
+    return {**ranking_quality(rankings, exact, query_ids, qrels, k), **latency_summary(seconds)}
+
+
+def ranking_quality(
+    rankings: list[list[str]], exact: list[list[str]], query_ids: list[str], qrels: dict[str, dict[str, int]], k: int
+) -> dict[str, float]:
+    """Mean recall@k against the exact rankings and mean nDCG@k against the relevance judgements."""
     return {
         "recall_at_10_vs_exact": float(np.mean([overlap_at_k(r, e, k) for r, e in zip(rankings, exact)])),
         "ndcg_at_10": float(np.mean([ndcg_at_k(r, qrels[q], k) for r, q in zip(rankings, query_ids)])),
-        **latency_summary(seconds),
     }
+
+
+def save_results(path: str | Path, results: dict[str, Any], table: str) -> None:
+    """Write ``results`` as JSON to ``path`` and print the markdown ``table``."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(results, indent=2))
+    print(table)
+
+
+def lancedb_row(
+    vectors: ScifactVectors, docs: list[np.ndarray], queries: list[np.ndarray], query_ids: list[str],
+    exact: list[list[str]], k: int, nbits: int, n_centroids: int | None = None,
+) -> dict[str, Any]:
+    """Build a colbert-store LanceDB index of ``docs`` in a temporary folder; its quality, latency, build time and size."""
+    n_tokens = int(vectors.doc_offsets[-1])
+    workdir = Path(tempfile.mkdtemp(prefix="colbert-store-bench-"))
+    try:
+        store = LanceDBStore(workdir)
+        start = time.perf_counter()
+        index = cs.Index.create(store, "scifact", dim=docs[0].shape[1], nbits=nbits, n_centroids=n_centroids)
+        index.add(vectors.doc_ids, docs)
+        build_seconds = time.perf_counter() - start
+        store.optimize("scifact", cleanup_older_than=timedelta(0))  # drop the versions the writes left behind
+        row = evaluate_index(index, queries, query_ids, exact, vectors.qrels, k)
+        row.update(
+            build_seconds=build_seconds,
+            n_centroids=index.codec.n_centroids if index.codec else None,
+            bytes_per_token=store.size_bytes("scifact") / n_tokens,
+            disk_bytes_per_token=folder_bytes(workdir) / n_tokens,
+        )
+        store.close()
+        return row
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -102,30 +142,12 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, Any] = {"n_docs": len(docs), "n_tokens": n_tokens, "exhaustive_fp32": exact_row, "colbert_store": {}}
 
     for nbits in args.nbits:
-        workdir = Path(tempfile.mkdtemp(prefix="colbert-store-bench-"))
-        try:
-            store = LanceDBStore(workdir)
-            start = time.perf_counter()
-            index = cs.Index.create(store, "scifact", dim=docs[0].shape[1], nbits=nbits, n_centroids=args.n_centroids)
-            index.add(vectors.doc_ids, docs)
-            build_seconds = time.perf_counter() - start
-            store.optimize("scifact", cleanup_older_than=timedelta(0))  # drop the versions the writes left behind
-            row = evaluate_index(index, queries, query_ids, exact, vectors.qrels, args.k)
-            row.update(
-                build_seconds=build_seconds,
-                n_centroids=index.codec.n_centroids if index.codec else None,
-                bytes_per_token=store.size_bytes("scifact") / n_tokens,
-                disk_bytes_per_token=folder_bytes(workdir) / n_tokens,
-                speedup_p50_vs_exhaustive=exact_row["p50_ms"] / row["p50_ms"],
-            )
-            results["colbert_store"][f"nbits={nbits}"] = row
-            print(f"nbits={nbits}: {json.dumps(row, indent=None)}")
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+        row = lancedb_row(vectors, docs, queries, query_ids, exact, args.k, nbits, args.n_centroids)
+        row["speedup_p50_vs_exhaustive"] = exact_row["p50_ms"] / row["p50_ms"]
+        results["colbert_store"][f"nbits={nbits}"] = row
+        print(f"nbits={nbits}: {json.dumps(row, indent=None)}")
 
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2))
-    print(markdown_table(results))
+    save_results(args.out, results, markdown_table(results))
 
 
 def markdown_table(results: dict[str, Any]) -> str:

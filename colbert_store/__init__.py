@@ -13,6 +13,7 @@ from colbert_store.errors import (
     ColbertStoreError,
     FilterError,
     IncompatibleIndexError,
+    IndexChangedError,
     IndexExistsError,
     IndexNotFoundError,
     InvalidInputError,
@@ -20,6 +21,7 @@ from colbert_store.errors import (
     NotTrainedError,
 )
 from colbert_store.index import Hit, Index, IndexSettings
+from colbert_store.maintenance import IndexHealth
 from colbert_store.maxsim import maxsim
 from colbert_store.retriever import Retriever
 from colbert_store.search import SearchParams
@@ -35,7 +37,9 @@ __all__ = [
     "Hit",
     "IncompatibleIndexError",
     "Index",
+    "IndexChangedError",
     "IndexExistsError",
+    "IndexHealth",
     "IndexNotFoundError",
     "IndexSettings",
     "InvalidInputError",

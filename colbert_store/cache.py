@@ -131,7 +131,7 @@ class DocumentCache:
             new = np.flatnonzero(current.slots(batch.revisions) < 0)
             if not len(new):
                 return
-            fresh = _subset(batch, new)
+            fresh = subset_batch(batch, new)
             keep = [] if current.nbytes + CachedDocuments(fresh).nbytes > self._max_bytes else [current.batch]
             self._snapshot = CachedDocuments(concat_batches([*keep, fresh]))
 
@@ -140,7 +140,8 @@ class DocumentCache:
             self._snapshot = CachedDocuments(_empty_batch())
 
 
-def _subset(batch: DocumentBatch, rows: np.ndarray) -> DocumentBatch:
+def subset_batch(batch: DocumentBatch, rows: np.ndarray) -> DocumentBatch:
+    """The documents of ``batch`` at positions ``rows``, in that order."""
     if len(rows) == len(batch):
         return batch
     positions, _ = token_positions(batch.token_offsets, rows)

@@ -30,6 +30,7 @@ from typing import IO, TYPE_CHECKING, Any
 if TYPE_CHECKING:  # imported lazily below: --help and argument errors need neither transformers nor a store
     from colbert_store.encoder import ColBERTEncoder
     from colbert_store.index import Index
+    from colbert_store.maintenance import IndexHealth
     from colbert_store.retriever import Retriever
     from colbert_store.storage import Store
 
@@ -104,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with its four subcommands."""
+    """The argument parser with its subcommands."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="ColBERT/PLAID late-interaction retrieval with the compressed index kept in LanceDB or Qdrant.",
@@ -114,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_index_command(commands)
     _add_search_command(commands)
     _add_info_command(commands)
+    _add_retrain_command(commands)
     _add_demo_command(commands)
     return parser
 
@@ -163,11 +165,27 @@ def _add_search_command(commands: Any) -> None:
 
 
 def _add_info_command(commands: Any) -> None:
-    parser = commands.add_parser("info", help="show an index's size, codec and encoder",
-                                 description="Show documents, tokens, bytes per token, codec settings and encoder.")
+    parser = commands.add_parser("info", help="show an index's size, codec, encoder and codec fit",
+                                 description="Show documents, tokens, bytes per token, codec settings, encoder and "
+                                             "how well the codec still fits the documents (see Index.health).")
     parser.add_argument("--name", required=True, help="index name")
     _add_store_arguments(parser)
     parser.set_defaults(handler=cmd_info)
+
+
+def _add_retrain_command(commands: Any) -> None:
+    parser = commands.add_parser(
+        "retrain", help="refit the codec on the stored documents and re-encode them",
+        description="Fit new centroids and quantizer on a sample of the stored documents, re-encode every document "
+                    "(from its text with the index's encoder, or with --from-vectors from its decoded vectors) "
+                    "and switch to the new version atomically; searches go on meanwhile.",
+    )
+    parser.add_argument("--name", required=True, help="index name")
+    _add_store_arguments(parser)
+    _add_model_argument(parser)
+    parser.add_argument("--from-vectors", action="store_true",
+                        help="re-encode the decoded vectors instead of the stored texts (no encoder needed)")
+    parser.set_defaults(handler=cmd_retrain)
 
 
 def _add_demo_command(commands: Any) -> None:
@@ -251,9 +269,29 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     """``colbert-store info``: print an index's statistics."""
     with _opened_store(args.store, args.backend, must_exist=True) as store:
-        stats = _open_index(store, args.name, args.store).stats()
-    for label, value in _info_rows(stats, args.store, args.backend):
+        index = _open_index(store, args.name, args.store)
+        stats = index.stats()
+        health = index.health() if index.codec is not None else None
+    for label, value in [*_info_rows(stats, args.store, args.backend), *_health_rows(health)]:
         print(f"{label:<13}{value}")
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    """``colbert-store retrain``: refit the codec and re-encode the stored documents."""
+    with _opened_store(args.store, args.backend, must_exist=True) as store:
+        index = _open_index(store, args.name, args.store)
+        if index.codec is None:
+            raise CliError(f"index {args.name!r} has no documents to retrain on")
+        before = index.health()
+        started = time.perf_counter()
+        if args.from_vectors:
+            index.retrain()
+        else:
+            index.retrain(encode_texts=load_encoder(args.model, index.settings.encoder, None).encode_documents)
+        after = index.health()
+    print(f"retrained {after.documents} documents in {time.perf_counter() - started:.1f} s: "
+          f"generation {after.generation}, error x{before.error_ratio:.2f} -> x{after.error_ratio:.2f} of training")
     return 0
 
 
@@ -537,6 +575,18 @@ def _info_rows(stats: Mapping[str, Any], location: str, backend: str) -> list[tu
     encoder = stats.get("encoder")
     rows.append(("encoder", ", ".join(f"{k}={v}" for k, v in encoder.items()) if encoder else "not recorded"))
     return rows
+
+
+def _health_rows(health: IndexHealth | None) -> list[tuple[str, str]]:
+    if health is None:
+        return []
+    return [
+        ("fit", f"error x{health.error_ratio:.2f} of its training sample (generation {health.generation})"),
+        ("skew", f"top 1% of centroids hold {health.top_centroid_share:.0%} of tokens "
+                      f"({health.reference_top_centroid_share:.0%} in training), "
+                      f"{health.empty_centroids:.0%} unused"),
+        ("retrain", "recommended (colbert-store retrain)" if health.needs_retrain else "not needed"),
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- demo

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
 import torch
 
 from colbert_store.bitpack import SUPPORTED_NBITS, pack, unpack
+from colbert_store.errors import IncompatibleIndexError
 from colbert_store.kmeans import CentroidGroups, nearest_centroids, spherical_kmeans
 
 _COMPRESS_CHUNK = 65_536
 _LLOYD_ITERATIONS = 6
 _VECTORS_PER_CENTROID = 8
+_TOP_CENTROID_FRACTION = 0.01
 
 
 def default_centroid_count(n_tokens: int, n_sample: int | None = None) -> int:
@@ -39,6 +41,19 @@ def default_centroid_count(n_tokens: int, n_sample: int | None = None) -> int:
     return count
 
 
+def top_centroid_share(token_counts: np.ndarray) -> float:
+    """Share of all tokens held by the largest 1% of centroids (at least one).
+
+    >>> top_centroid_share(np.array([5, 1, 1, 1]))
+    0.625
+    """
+    total = int(token_counts.sum())
+    if not total:
+        return 0.0
+    top = max(1, int(len(token_counts) * _TOP_CENTROID_FRACTION))
+    return float(np.sort(token_counts)[-top:].sum() / total)
+
+
 def centroid_id_dtype(n_centroids: int) -> np.dtype:
     """The narrowest unsigned integer type holding ids ``0 .. n_centroids - 1``."""
     return np.dtype(np.uint16) if n_centroids <= 1 << 16 else np.dtype(np.uint32)
@@ -47,12 +62,16 @@ def centroid_id_dtype(n_centroids: int) -> np.dtype:
 @dataclass(frozen=True)
 class ResidualCodec:
     """Fitted codec parameters: unit-norm ``centroids`` (k, dim), per-dimension ``cutoffs``
-    (dim, 2**nbits - 1) and bucket ``weights`` (dim, 2**nbits)."""
+    (dim, 2**nbits - 1) and bucket ``weights`` (dim, 2**nbits). The ``reference_*`` values describe
+    the training sample (mean squared reconstruction error per token; share of tokens in the largest
+    1% of centroids), the yardsticks for how well the codec fits later data (NaN if unknown)."""
 
     centroids: np.ndarray
     cutoffs: np.ndarray
     weights: np.ndarray
     nbits: int
+    reference_sq_error: float = float("nan")
+    reference_top_centroid_share: float = float("nan")
 
     @property
     def dim(self) -> int:
@@ -75,15 +94,26 @@ class ResidualCodec:
         n_centroids: int,
         kmeans_iterations: int = 8,
         seed: int = 0,
+        reference: np.ndarray | None = None,
     ) -> ResidualCodec:
-        """Fit centroids by spherical k-means on ``sample`` and the residual quantizer on its residuals."""
+        """Fit centroids by spherical k-means on ``sample`` and the residual quantizer on its residuals.
+
+        ``reference_sq_error`` is measured on ``reference`` (held-out unit vectors; default: the
+        sample), ``reference_top_centroid_share`` on the sample.
+        """
         if nbits not in SUPPORTED_NBITS:
             raise ValueError(f"nbits must be one of {SUPPORTED_NBITS}, got {nbits}")
         sample = np.ascontiguousarray(sample, dtype=np.float32)
         centroids = spherical_kmeans(sample, n_centroids, iterations=kmeans_iterations, seed=seed)
-        residuals = _residuals(sample, centroids)
-        cutoffs, weights = _fit_scalar_quantizer(residuals, nbits)
-        return cls(centroids=centroids, cutoffs=cutoffs, weights=weights, nbits=nbits)
+        sample_ids = nearest_centroids(torch.from_numpy(sample), torch.from_numpy(centroids)).numpy()
+        cutoffs, weights = _fit_scalar_quantizer(sample - centroids[sample_ids], nbits)
+        codec = cls(centroids=centroids, cutoffs=cutoffs, weights=weights, nbits=nbits)
+        reference = sample if reference is None else np.ascontiguousarray(reference, dtype=np.float32)
+        return replace(
+            codec,
+            reference_sq_error=float(codec.sq_errors(reference, *codec.compress(reference)).mean()),
+            reference_top_centroid_share=top_centroid_share(np.bincount(sample_ids, minlength=len(centroids))),
+        )
 
     def compress(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Encode ``(n, dim)`` vectors as centroid ids ``(n,)`` and packed residuals ``(n, dim*nbits/8)`` uint8."""
@@ -99,6 +129,16 @@ class ResidualCodec:
             ids[start : start + len(chunk)] = chunk_ids
             packed[start : start + len(chunk)] = pack(_bucketize(residuals, self.cutoffs), self.nbits)
         return ids, packed
+
+    def sq_errors(self, vectors: np.ndarray, ids: np.ndarray, packed: np.ndarray) -> np.ndarray:
+        """Per token, the squared distance between a unit ``vectors`` row and its decoded form (float64)."""
+        errors = np.empty(len(vectors), dtype=np.float64)
+        for start in range(0, len(vectors), _COMPRESS_CHUNK):
+            stop = start + _COMPRESS_CHUNK
+            decoded = self.decompress_tensor(ids[start:stop], packed[start:stop])
+            difference = torch.from_numpy(np.ascontiguousarray(vectors[start:stop], dtype=np.float32)) - decoded
+            errors[start : start + len(decoded)] = difference.square().sum(dim=1).numpy()
+        return errors
 
     def decompress(self, ids: np.ndarray, packed: np.ndarray) -> np.ndarray:
         """Rebuild unit-norm float32 vectors from centroid ids and packed residuals."""
@@ -138,24 +178,27 @@ class ResidualCodec:
             cutoffs=self.cutoffs,
             weights=self.weights,
             nbits=np.array(self.nbits),
+            reference_sq_error=np.array(self.reference_sq_error),
+            reference_top_centroid_share=np.array(self.reference_top_centroid_share),
         )
         return buffer.getvalue()
 
     @classmethod
     def from_bytes(cls, payload: bytes) -> ResidualCodec:
-        """Inverse of :meth:`to_bytes`; refuses pickled objects."""
-        with np.load(io.BytesIO(payload), allow_pickle=False) as arrays:
-            return cls(
-                centroids=arrays["centroids"].astype(np.float32),
-                cutoffs=arrays["cutoffs"].astype(np.float32),
-                weights=arrays["weights"].astype(np.float32),
-                nbits=int(arrays["nbits"]),
-            )
-
-
-def _residuals(vectors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    ids = nearest_centroids(torch.from_numpy(vectors), torch.from_numpy(centroids)).numpy()
-    return vectors - centroids[ids]
+        """Inverse of :meth:`to_bytes`; a payload holding pickled objects or missing arrays raises
+        :class:`~colbert_store.errors.IncompatibleIndexError` (nothing is unpickled)."""
+        try:
+            with np.load(io.BytesIO(payload), allow_pickle=False) as arrays:
+                return cls(
+                    centroids=arrays["centroids"].astype(np.float32),
+                    cutoffs=arrays["cutoffs"].astype(np.float32),
+                    weights=arrays["weights"].astype(np.float32),
+                    nbits=int(arrays["nbits"]),
+                    reference_sq_error=float(arrays["reference_sq_error"]),
+                    reference_top_centroid_share=float(arrays["reference_top_centroid_share"]),
+                )
+        except (ValueError, KeyError, OSError) as error:
+            raise IncompatibleIndexError(f"the stored codec is not a codec this version can read: {error}") from None
 
 
 def _bucketize(residuals: np.ndarray, cutoffs: np.ndarray) -> np.ndarray:

@@ -38,6 +38,10 @@ class IncompatibleIndexError(ColbertStoreError):
     """The stored index was written by an incompatible format version or another encoder."""
 
 
+class IndexChangedError(ColbertStoreError):
+    """The index was retrained while this reader held the previous codec (reopen, or search again)."""
+
+
 class NotTrainedError(ColbertStoreError):
     """An operation needs the codec, but the index has not been trained yet."""
 

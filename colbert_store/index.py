@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
 import threading
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -13,15 +14,24 @@ import numpy as np
 
 from colbert_store.cache import DocumentCache
 from colbert_store.codec import ResidualCodec, centroid_id_dtype, default_centroid_count
-from colbert_store.errors import IncompatibleIndexError, InvalidInputError
-from colbert_store.filters import parse_filter
+from colbert_store.errors import (
+    IncompatibleIndexError,
+    IndexNotFoundError,
+    InvalidInputError,
+    NotTrainedError,
+)
+from colbert_store.filters import Filter, parse_filter
+from colbert_store.maintenance import IndexHealth, TextEncoder, measure_health, reencode, sample_documents
 from colbert_store.search import ScoredDocuments, SearchParams, search_one
-from colbert_store.storage import FORMAT_VERSION, DocumentBatch, IndexHeader, Store
+from colbert_store.storage import FORMAT_VERSION, DocumentBatch, IndexHeader, Store, new_revisions
 from colbert_store.validation import DocumentsInput, check_documents, check_ids, check_matrix, normalise_rows
 
 logger = logging.getLogger(__name__)
 
 _TOKENS_PER_WRITE = 262_144
+_RETRAIN_BATCH_DOCS = 256
+_HOLDOUT_TOKENS = 16_384
+_STATE_KEYS = ("format_version", "generation", "staging")  # manifest entries that are not settings
 
 
 @dataclass(frozen=True)
@@ -68,8 +78,8 @@ class IndexSettings:
         if not isinstance(self.sample_tokens, int) or self.sample_tokens < 1:
             raise InvalidInputError(f"sample_tokens must be a positive integer, got {self.sample_tokens!r}")
 
-    def to_manifest(self) -> dict[str, Any]:
-        return {"format_version": FORMAT_VERSION, **asdict(self)}
+    def to_manifest(self, generation: int = 0) -> dict[str, Any]:
+        return {"format_version": FORMAT_VERSION, "generation": generation, **asdict(self)}
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> IndexSettings:
@@ -78,26 +88,41 @@ class IndexSettings:
             raise IncompatibleIndexError(
                 f"index format version {version!r} is not supported by this colbert-store (expects {FORMAT_VERSION})"
             )
-        values = {key: value for key, value in manifest.items() if key != "format_version"}
+        values = {key: value for key, value in manifest.items() if key not in _STATE_KEYS}
         values["search"] = SearchParams(**values.get("search", {}))
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class _Version:
+    """What a reader needs to decode the stored documents: the codec and its generation."""
+
+    codec: ResidualCodec | None
+    generation: int
+
+    @classmethod
+    def from_header(cls, header: IndexHeader) -> _Version:
+        codec = ResidualCodec.from_bytes(header.codec) if header.codec is not None else None
+        return cls(codec, int(header.manifest["generation"]))
 
 
 class Index:
     """A ColBERT index stored in ``store`` under ``name``. Use :meth:`create` or :meth:`open`.
 
-    Searches may run from many threads at once; writes (``add``, ``delete``, ``train``) are
-    serialised by a lock. The codec and documents are cached in memory, keyed by revision, so a
-    search never returns a deleted or replaced document.
+    Searches may run from many threads (and processes) at once; writes (``add``, ``delete``,
+    ``train``, ``retrain``) are serialised by a lock. The codec and documents are cached in memory,
+    keyed by revision, so a search never returns a deleted or replaced document; a search that meets
+    documents of a newer codec (retrained elsewhere) reloads the codec and runs again.
     """
 
-    def __init__(self, store: Store, name: str, settings: IndexSettings, codec: ResidualCodec | None) -> None:
+    def __init__(self, store: Store, name: str, settings: IndexSettings, version: _Version) -> None:
         self._store = store
         self._name = name
         self._settings = settings
-        self._codec = codec
+        self._version = version
         self._cache = DocumentCache()
         self._write_lock = threading.Lock()
+        self._reload_lock = threading.Lock()
 
     # -- lifecycle ----------------------------------------------------------------------------
     @classmethod
@@ -111,15 +136,13 @@ class Index:
             raise InvalidInputError(f"unknown index settings: {sorted(unknown)}")
         config = IndexSettings(dim=dim, nbits=nbits, **settings)
         store.create_index(name, IndexHeader(manifest=config.to_manifest()))
-        return cls(store, name, config, None)
+        return cls(store, name, config, _Version(None, 0))
 
     @classmethod
     def open(cls, store: Store, name: str) -> Index:
         """Open an existing index; raises :class:`IndexNotFoundError` if absent."""
         header = store.read_header(name)
-        settings = IndexSettings.from_manifest(header.manifest)
-        codec = ResidualCodec.from_bytes(header.codec) if header.codec is not None else None
-        return cls(store, name, settings, codec)
+        return cls(store, name, IndexSettings.from_manifest(header.manifest), _Version.from_header(header))
 
     @property
     def name(self) -> str:
@@ -131,7 +154,7 @@ class Index:
 
     @property
     def codec(self) -> ResidualCodec | None:
-        return self._codec
+        return self._version.codec
 
     @property
     def store(self) -> Store:
@@ -170,10 +193,12 @@ class Index:
         """
         docs = check_documents(ids, embeddings, texts, metadata, self._settings.dim)
         with self._write_lock:
-            if self._codec is None:
+            self._reload(self._version)  # another process may have trained or retrained
+            if self._version.codec is None:
                 self._train(docs.embeddings)
-            assert self._codec is not None
-            for batch in self._encode(docs, self._codec):
+            version = self._version
+            assert version.codec is not None
+            for batch in self._encode(docs, version.codec, version.generation):
                 self._store.upsert(self._name, batch)
 
     def delete(self, ids: Sequence[str]) -> None:
@@ -216,13 +241,61 @@ class Index:
         matrices = [
             normalise_rows(check_matrix(q, self._settings.dim, f"query[{i}]"), f"query[{i}]") for i, q in enumerate(queries)
         ]
-        codec = self._codec
-        if codec is None:
-            return [[] for _ in matrices]
-        return [
-            _hits(search_one(self._store, self._name, codec, self._cache, q, k, where, search_params))
-            for q in matrices
-        ]
+        if self._version.codec is None and not self._reload(self._version):
+            return [[] for _ in matrices]  # nothing added yet (here or by another process)
+        return [_hits(self._search_one(q, k, where, search_params)) for q in matrices]
+
+    def health(self) -> IndexHealth:
+        """How well the codec still fits the stored documents (streams the store once).
+
+        Compares the quantization error of the stored tokens, recorded when each document was
+        encoded, with the error on the codec's training sample, and reports how skewed the
+        centroid lists are; ``needs_retrain`` says when :meth:`retrain` should pay off.
+        """
+        version = self._version
+        if version.codec is None:
+            raise NotTrainedError(f"index {self._name!r} has no codec yet: add documents first")
+        return measure_health(self.documents(), version.codec, version.generation)
+
+    def retrain(
+        self,
+        *,
+        encode_texts: TextEncoder | None = None,
+        sample_tokens: int | None = None,
+        n_centroids: int | None = None,
+    ) -> None:
+        """Fit a new codec on documents drawn at random from the index and re-encode them all.
+
+        The new version is built beside the old one, which searches keep using, and replaces it in
+        one atomic step; writes from this object wait until it is done. Documents are re-encoded
+        from their stored text by ``encode_texts`` (e.g. ``encoder.encode_documents``) where given,
+        otherwise from their decoded vectors. Killed midway, the index stays as it was and the
+        half-built copy is removed by the next ``retrain``.
+
+        Args:
+            encode_texts: texts -> token vectors, the encoder that built the index.
+            sample_tokens: about how many tokens k-means trains on (default: the index setting).
+            n_centroids: centroid count (default: the index setting, else chosen from the token count).
+        """
+        with self._write_lock:
+            self._reload(self._version)
+            old = self._version
+            if old.codec is None:
+                raise NotTrainedError(f"index {self._name!r} has no codec yet: add documents first")
+            staging = self._begin_staging()
+            try:
+                codec = self._fit_on_stored(old.codec, sample_tokens, n_centroids, encode_texts)
+                generation = old.generation + 1
+                manifest = self._settings.to_manifest(generation)
+                self._store.create_index(staging, IndexHeader(manifest=manifest, codec=codec.to_bytes()))
+                for batch in self._store.scan(self._name, _RETRAIN_BATCH_DOCS):
+                    self._store.upsert(staging, reencode(batch, old.codec, codec, generation, encode_texts))
+                self._store.swap_index(self._name, staging)
+            except BaseException:
+                _drop_quietly(self._store, staging)
+                raise
+            self._version = _Version(codec, generation)
+            self._cache.clear()
 
     def stats(self) -> dict[str, Any]:
         """Documents, tokens, encoded bytes per token and codec settings (streams the store once)."""
@@ -230,7 +303,7 @@ class Index:
         for batch in self.documents():
             n_docs += len(batch)
             n_tokens += int(batch.token_offsets[-1])
-        codec = self._codec
+        codec = self._version.codec
         return {
             "name": self._name,
             "documents": n_docs,
@@ -249,25 +322,76 @@ class Index:
         return self._store.scan(self._name, batch_size)
 
     # -- internals ----------------------------------------------------------------------------
-    def _train(self, matrices: list[np.ndarray]) -> None:
+    def _search_one(self, query: np.ndarray, k: int, where: Filter | None, params: SearchParams) -> ScoredDocuments:
+        """One query; run again after reloading the codec if the index was retrained meanwhile."""
+        while True:
+            version = self._version
+            assert version.codec is not None
+            try:
+                return search_one(
+                    self._store, self._name, version.codec, version.generation, self._cache, query, k, where, params
+                )
+            except Exception:  # a store error on dropped old documents, or IndexChangedError
+                if not self._reload(version):
+                    raise
+
+    def _reload(self, seen: _Version) -> bool:
+        """Read the header again; True if it holds a newer codec than ``seen`` (now loaded)."""
+        with self._reload_lock:
+            if self._version is not seen:
+                return True
+            header = self._store.read_header(self._name)
+            if header.manifest["generation"] == seen.generation and (header.codec is None) == (seen.codec is None):
+                return False
+            self._version = _Version.from_header(header)
+            self._cache.clear()
+            return True
+
+    def _begin_staging(self) -> str:
+        """A fresh name for a retrain's copy, recorded in the header so a killed retrain's copy is dropped."""
+        header = self._store.read_header(self._name)
+        leftover = header.manifest.get("staging")
+        if leftover:
+            _drop_quietly(self._store, leftover)
+        staging = f"retrain-{uuid.uuid4().hex}"
+        self._store.write_header(self._name, IndexHeader({**header.manifest, "staging": staging}, header.codec))
+        return staging
+
+    def _fit_on_stored(
+        self, old: ResidualCodec, sample_tokens: int | None, n_centroids: int | None, encode_texts: TextEncoder | None
+    ) -> ResidualCodec:
+        sample, held, n_tokens = sample_documents(
+            lambda: self._store.scan(self._name, _RETRAIN_BATCH_DOCS), old,
+            (sample_tokens or self._settings.sample_tokens, _HOLDOUT_TOKENS), self._settings.seed, encode_texts,
+        )
+        return self._fit(sample, held, n_tokens, n_centroids)
+
+    def _fit(self, sample: np.ndarray, held: np.ndarray, n_tokens: int, n_centroids: int | None = None) -> ResidualCodec:
+        """A codec fitted on ``sample`` whose reference error is measured on the held-out tokens
+        (an unbiased yardstick for the stored and future documents; the sample itself if none)."""
         settings = self._settings
-        sample = _sample_tokens(matrices, settings.sample_tokens, settings.seed)
-        n_tokens = sum(len(m) for m in matrices)
-        n_centroids = min(settings.n_centroids or default_centroid_count(n_tokens, len(sample)), len(sample))
-        logger.info("training codec: %d centroids on %d of %d tokens", n_centroids, len(sample), n_tokens)
-        codec = ResidualCodec.fit(
+        count = min(n_centroids or settings.n_centroids or default_centroid_count(n_tokens, len(sample)), len(sample))
+        logger.info("training codec: %d centroids on %d of %d tokens", count, len(sample), n_tokens)
+        return ResidualCodec.fit(
             sample,
             nbits=settings.nbits,
-            n_centroids=n_centroids,
+            n_centroids=count,
             kmeans_iterations=settings.kmeans_iterations,
             seed=settings.seed,
+            reference=held if len(held) else None,
         )
+
+    def _train(self, matrices: list[np.ndarray]) -> None:
+        settings = self._settings
+        drawn = _sample_tokens(matrices, settings.sample_tokens + _HOLDOUT_TOKENS, settings.seed)
+        n_held = min(_HOLDOUT_TOKENS, len(drawn) // 8)  # tokens left out of k-means, to measure the codec on
+        codec = self._fit(drawn[n_held:], drawn[:n_held], sum(len(m) for m in matrices))
         header = self._store.read_header(self._name)
         self._store.write_header(self._name, IndexHeader(manifest=header.manifest, codec=codec.to_bytes()))
-        self._codec = codec
+        self._version = _Version(codec, self._version.generation)
         self._cache.clear()
 
-    def _encode(self, docs: DocumentsInput, codec: ResidualCodec) -> Iterator[DocumentBatch]:
+    def _encode(self, docs: DocumentsInput, codec: ResidualCodec, generation: int) -> Iterator[DocumentBatch]:
         """Compressed document batches of about ``_TOKENS_PER_WRITE`` tokens each."""
         start = 0
         while start < len(docs.ids):
@@ -276,26 +400,30 @@ class Index:
                 tokens += len(docs.embeddings[stop])
                 stop += 1
             lengths = [len(m) for m in docs.embeddings[start:stop]]
-            centroid_ids, residuals = codec.compress(np.concatenate(docs.embeddings[start:stop]))
+            vectors = np.concatenate(docs.embeddings[start:stop])
+            centroid_ids, residuals = codec.compress(vectors)
+            offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
             yield DocumentBatch(
                 ids=docs.ids[start:stop],
-                revisions=_new_revisions(stop - start),
-                token_offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+                revisions=new_revisions(stop - start, generation),
+                token_offsets=offsets,
                 centroid_ids=centroid_ids,
                 residuals=residuals,
                 texts=docs.texts[start:stop],
                 metadata=docs.metadata[start:stop],
+                sq_errors=np.add.reduceat(codec.sq_errors(vectors, centroid_ids, residuals), offsets[:-1]),
             )
             start = stop
 
 
-def _new_revisions(n: int) -> np.ndarray:
-    """Random positive 63-bit revision numbers (thread-safe: drawn from the OS)."""
-    return np.frombuffer(os.urandom(8 * n), dtype=np.int64) & np.int64(0x7FFF_FFFF_FFFF_FFFF) | np.int64(1)
+def _drop_quietly(store: Store, name: str) -> None:
+    """Drop a retrain's staging copy if it exists (it may never have been created)."""
+    with contextlib.suppress(IndexNotFoundError):
+        store.drop_index(name)
 
 
 def _sample_tokens(matrices: list[np.ndarray], limit: int, seed: int) -> np.ndarray:
-    """Up to ``limit`` token vectors drawn uniformly from all documents."""
+    """Up to ``limit`` token vectors drawn uniformly from all documents, in random order."""
     lengths = np.array([len(m) for m in matrices])
     total = int(lengths.sum())
     rng = np.random.default_rng(seed)
@@ -303,9 +431,8 @@ def _sample_tokens(matrices: list[np.ndarray], limit: int, seed: int) -> np.ndar
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     doc = np.searchsorted(offsets, picked, side="right") - 1
     bounds = np.searchsorted(doc, np.arange(len(matrices) + 1))
-    return np.concatenate(
-        [matrices[d][picked[bounds[d] : bounds[d + 1]] - offsets[d]] for d in np.unique(doc)]
-    )
+    tokens = np.concatenate([matrices[d][picked[bounds[d] : bounds[d + 1]] - offsets[d]] for d in np.unique(doc)])
+    return tokens[rng.permutation(len(tokens))]
 
 
 def _hits(result: ScoredDocuments) -> list[Hit]:

@@ -217,6 +217,10 @@ class Retriever:
         """Delete documents by id; unknown ids are ignored."""
         self._index.delete(ids)
 
+    def retrain(self, **options: Any) -> None:
+        """Refit the codec and re-encode the stored texts with this encoder (see :meth:`Index.retrain`)."""
+        self._index.retrain(encode_texts=self._encoder.encode_documents, **options)
+
     # -- searching ----------------------------------------------------------------------------
     def search(self, query: str, k: int = 10, filter: Mapping[str, Any] | None = None, **params: Any) -> list[Hit]:
         """Top ``k`` documents for one query string.

@@ -11,10 +11,10 @@ import torch
 
 from colbert_store.cache import CachedDocuments, DocumentCache, token_positions
 from colbert_store.codec import ResidualCodec
-from colbert_store.errors import InvalidInputError
+from colbert_store.errors import IndexChangedError, InvalidInputError
 from colbert_store.filters import Filter
 from colbert_store.maxsim import segment_max_sum
-from colbert_store.storage import DocumentBatch, Store
+from colbert_store.storage import GENERATIONS, DocumentBatch, Store, revision_generations
 
 
 @dataclass(frozen=True)
@@ -66,13 +66,18 @@ def search_one(
     store: Store,
     name: str,
     codec: ResidualCodec,
+    generation: int,
     cache: DocumentCache,
     query: np.ndarray,
     k: int,
     where: Filter | None,
     params: SearchParams,
 ) -> ScoredDocuments:
-    """Run the whole pipeline for one ``(n_query_tokens, dim)`` query."""
+    """Run the whole pipeline for one ``(n_query_tokens, dim)`` query against documents of ``generation``.
+
+    Raises:
+        IndexChangedError: a candidate was encoded by another codec generation (a retrain happened).
+    """
     query_t = torch.from_numpy(query)
     centroid_scores = query_t @ torch.from_numpy(codec.centroids).T  # (n_query_tokens, n_centroids)
     nprobe = min(params.nprobe, codec.n_centroids)
@@ -80,6 +85,8 @@ def search_one(
     candidates = store.candidates(name, probes, where)
     if len(candidates.revisions) < k:  # too few share a probed centroid (e.g. a selective filter)
         candidates = store.candidates(name, None, where)
+    if (revision_generations(candidates.revisions) != generation % GENERATIONS).any():
+        raise IndexChangedError(f"index {name!r} was retrained after its codec (generation {generation}) was loaded")
     docs, slots = _cached_documents(store, name, cache, candidates.revisions)
     if not len(slots):
         return ScoredDocuments(docs.batch, slots, np.empty(0, np.float32))

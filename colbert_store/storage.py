@@ -2,13 +2,18 @@
 
 A backend keeps, per index, a *header* (a JSON manifest plus the serialised codec) and one record
 per document: its id, a revision number unique to that write, the per-token centroid ids, the
-packed residuals, the distinct centroid ids (indexed, for candidate generation), the text and the
-metadata. Every method takes plain numpy arrays and Python values; a new backend is one new file
-implementing :class:`Store`.
+packed residuals, the distinct centroid ids (indexed, for candidate generation), the document's
+quantization error, the text and the metadata. Every method takes plain numpy arrays and Python
+values; a new backend is one new file implementing :class:`Store`.
+
+A revision's top bits hold the codec *generation* that encoded the document (see
+:func:`new_revisions`), so a reader holding an older codec notices a retrained index by the
+revisions it gets back instead of decoding them with the wrong codec.
 """
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +24,23 @@ import numpy as np
 from colbert_store.filters import Filter
 
 FORMAT_VERSION = 1
+_GENERATION_SHIFT = 55
+GENERATIONS = 256
+
+
+def new_revisions(n: int, generation: int) -> np.ndarray:
+    """``n`` random positive int64 revisions tagged with ``generation`` (modulo 256; thread-safe: drawn from the OS)."""
+    random = np.frombuffer(os.urandom(8 * n), dtype=np.int64) & np.int64((1 << _GENERATION_SHIFT) - 1) | np.int64(1)
+    return random | np.int64((generation % GENERATIONS) << _GENERATION_SHIFT)
+
+
+def revision_generations(revisions: np.ndarray) -> np.ndarray:
+    """The codec generation (modulo 256) each revision was written with.
+
+    >>> revision_generations(new_revisions(3, 258)).tolist()
+    [2, 2, 2]
+    """
+    return revisions >> _GENERATION_SHIFT
 
 
 @dataclass(frozen=True)
@@ -40,6 +62,7 @@ class DocumentBatch:
     residuals: np.ndarray  # (n_tokens, packed_bytes) uint8
     texts: list[str | None] = field(default_factory=list)
     metadata: list[dict[str, Any]] = field(default_factory=list)
+    sq_errors: np.ndarray | None = None  # (n_docs,) float64: sum over tokens of |original - decoded|^2
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -94,6 +117,15 @@ class Store(ABC):
     @abstractmethod
     def write_header(self, name: str, header: IndexHeader) -> None:
         """Replace the header atomically."""
+
+    @abstractmethod
+    def swap_index(self, name: str, staging: str) -> None:
+        """Give ``name`` the header and documents of the index ``staging`` in one atomic step, then
+        drop ``name``'s old documents; ``staging`` no longer exists afterwards.
+
+        Readers see the old index or the new one, never a mix. An operation already running on the
+        old documents may fail once they are dropped; reading the header again finds the new ones.
+        """
 
     # -- documents ---------------------------------------------------------------------------
     @abstractmethod

@@ -46,7 +46,7 @@ def check_ids(ids: Any, what: str = "ids") -> list[str]:
 
 
 def check_matrix(matrix: Any, dim: int, what: str) -> np.ndarray:
-    """A finite ``(n >= 1, dim)`` floating-point matrix, returned as float32."""
+    """A finite ``(n >= 1, dim)`` floating-point matrix (any float dtype; see :func:`normalise_rows`)."""
     array = np.asarray(matrix)
     if array.dtype == object or not np.issubdtype(array.dtype, np.floating):
         raise InvalidInputError(f"{what} must hold floating-point numbers, got dtype {array.dtype}")
@@ -56,15 +56,22 @@ def check_matrix(matrix: Any, dim: int, what: str) -> np.ndarray:
         raise InvalidInputError(f"{what} has no tokens")
     if not np.isfinite(array).all():
         raise InvalidInputError(f"{what} contains NaN or infinite values")
-    return array.astype(np.float32, copy=False)
+    return array
 
 
 def normalise_rows(matrix: np.ndarray, what: str) -> np.ndarray:
-    """Rows scaled to unit L2 norm; a zero row is an error."""
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    if (norms == 0).any():
-        raise InvalidInputError(f"{what} has an all-zero token vector at row {int(np.argmin(norms[:, 0]))}")
-    return matrix / norms
+    """Rows scaled to unit L2 norm, as float32; a zero row is an error.
+
+    Each row is first divided by its largest magnitude, in float64, so finite values of any size
+    (1e300 in float64, 1e30 in float32) neither overflow nor underflow on the way.
+    """
+    wide = matrix.astype(np.float64)
+    largest = np.abs(wide).max(axis=1, keepdims=True)
+    if (largest == 0).any():
+        raise InvalidInputError(f"{what} has an all-zero token vector at row {int(np.argmin(largest[:, 0]))}")
+    wide /= largest
+    wide /= np.linalg.norm(wide, axis=1, keepdims=True)
+    return wide.astype(np.float32)
 
 
 def check_documents(

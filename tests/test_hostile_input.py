@@ -112,3 +112,79 @@ def check_filter(index: cs.Index, spec: dict[str, object]) -> None:
     hits = index.search(index.fuzz_query, k=len(index.fuzz_metadata), filter=spec, ncandidates=1000,  # type: ignore[attr-defined]
                         nrerank=1000, centroid_threshold=None)
     assert {hit.id for hit in hits} == expected, spec
+
+
+FLOAT_DTYPES = st.sampled_from([np.float16, np.float32, np.float64])
+ANY_DTYPES = FLOAT_DTYPES | st.sampled_from([np.int8, np.int64, np.uint8, np.bool_, np.complex64, np.object_])
+
+
+@st.composite
+def token_arrays(draw: st.DrawFn) -> np.ndarray:
+    """Arrays of every dtype and rank, mostly near the right shape, with extreme values mixed in."""
+    dtype = draw(ANY_DTYPES)
+    shape = draw(st.one_of(st.tuples(st.integers(0, 5), st.sampled_from([32, 31, 64, 0])),
+                           st.tuples(st.integers(0, 40)), st.just(()),
+                           st.tuples(st.integers(1, 3), st.integers(1, 3), st.just(32))))
+    values = np.random.default_rng(draw(st.integers(0, 2**32 - 1))).standard_normal(shape)
+    if dtype is np.object_:
+        return values.astype(object)
+    if np.issubdtype(dtype, np.floating) and values.size and draw(st.booleans()):
+        extreme = draw(st.sampled_from([np.nan, np.inf, -np.inf, 0.0, 1e-30, 1e30, 1e300, 6e4, 1e-8]))
+        values.flat[draw(st.integers(0, values.size - 1))] = extreme
+        if extreme == 0.0 and draw(st.booleans()):
+            values[...] = 0.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        return values.astype(dtype)
+
+
+@FUZZ
+@given(matrix=token_arrays())
+def test_any_array_is_indexed_exactly_or_refused(fuzz_index: cs.Index, matrix: np.ndarray) -> None:
+    before = len(fuzz_index)
+    try:
+        fuzz_index.add(["odd-array"], [matrix])
+    except cs.InvalidInputError:
+        assert len(fuzz_index) == before
+        return
+    try:
+        wide = matrix.astype(np.float64)
+        assert wide.ndim == 2 and wide.shape[1] == fuzz_index.settings.dim and np.isfinite(wide).all()
+        unit = wide / np.linalg.norm(wide, axis=1, keepdims=True)
+        assert fuzz_index.search(unit.astype(np.float32), k=1)[0].id == "odd-array"
+        stored = next(batch for batch in fuzz_index.documents() if "odd-array" in batch.ids)
+        row = stored.ids.index("odd-array")
+        tokens = slice(stored.token_offsets[row], stored.token_offsets[row + 1])
+        assert fuzz_index.codec is not None
+        decoded = fuzz_index.codec.decompress(stored.centroid_ids[tokens], stored.residuals[tokens])
+        assert np.isfinite(decoded).all() and len(decoded) == len(unit)
+    finally:
+        fuzz_index.delete(["odd-array"])
+    assert len(fuzz_index) == before
+
+
+def test_a_huge_document_round_trips(fuzz_index: cs.Index) -> None:
+    vectors = np.random.default_rng(5).standard_normal((60_000, fuzz_index.settings.dim)).astype(np.float32)
+    try:
+        fuzz_index.add(["huge"], [vectors], texts=["x" * 1_000_000])
+        hit = fuzz_index.search(vectors[:8], k=1)[0]
+        assert (hit.id, len(hit.text or "")) == ("huge", 1_000_000)
+    finally:
+        fuzz_index.delete(["huge"])
+
+
+@pytest.mark.parametrize(("dtype", "value"), [(np.float64, 1e300), (np.float32, 1e30), (np.float16, 6e4),
+                                              (np.float32, 1e-30), (np.float64, 1e-310)])
+def test_extreme_finite_values_are_normalised_not_overflowed(fuzz_index: cs.Index, dtype: type, value: float) -> None:
+    matrix = np.random.default_rng(3).standard_normal((4, fuzz_index.settings.dim)).astype(dtype)
+    matrix[0] = 0
+    matrix[0, 5] = value  # row 0 points along axis 5, whatever its size
+    try:
+        fuzz_index.add(["extreme"], [matrix])
+        stored = next(batch for batch in fuzz_index.documents() if "extreme" in batch.ids)
+        row = stored.ids.index("extreme")
+        first = stored.token_offsets[row]
+        assert fuzz_index.codec is not None
+        decoded = fuzz_index.codec.decompress(stored.centroid_ids[first : first + 1], stored.residuals[first : first + 1])
+        assert np.isfinite(decoded).all() and np.argmax(decoded[0]) == 5
+    finally:
+        fuzz_index.delete(["extreme"])
