@@ -5,7 +5,8 @@
 ``add`` (the default) creates the index when missing (its first add trains the codec), then adds
 the documents in calls of ``CALL_SIZE``, printing ``added N`` after each call returns. ``delete``
 prints ``deleting``, deletes the first ``DELETED`` documents in one call, then prints ``deleted``.
-``retrain`` prints ``retraining``, retrains the codec, then prints ``retrained``.
+``retrain`` prints ``retraining``, retrains the codec (re-encoding each document from its text, which
+is its id), then prints ``retrained``.
 """
 
 from __future__ import annotations
@@ -34,11 +35,16 @@ def doc_id(i: int) -> str:
     return f"doc-{i}"
 
 
+def encode(texts: list[str]) -> list[np.ndarray]:
+    """What an encoder would return for the stored texts (each document's text is its id)."""
+    return [document(int(text.split("-")[1])) for text in texts]
+
+
 def add_all(index: cs.Index) -> None:
     starts = [0, *range(FIRST_ADD, N_DOCS, CALL_SIZE)]
     for start, stop in zip(starts, [*starts[1:], N_DOCS]):
-        index.add([doc_id(i) for i in range(start, stop)], [document(i) for i in range(start, stop)],
-                  metadata=[{"i": i} for i in range(start, stop)])
+        ids = [doc_id(i) for i in range(start, stop)]
+        index.add(ids, [document(i) for i in range(start, stop)], texts=ids, metadata=[{"i": i} for i in range(start, stop)])
         print(f"added {stop}", flush=True)
 
 
@@ -56,7 +62,7 @@ def main(backend: str, folder: str, mode: str = "add") -> None:
         print("deleted", flush=True)
     elif mode == "retrain":
         print("retraining", flush=True)
-        index.retrain()
+        index.retrain(encode_texts=encode)
         print("retrained", flush=True)
     else:
         raise SystemExit(f"unknown mode {mode!r}")
