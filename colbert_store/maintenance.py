@@ -15,7 +15,7 @@ from colbert_store.validation import check_matrix, normalise_rows
 
 TextEncoder = Callable[[Sequence[str]], Sequence[np.ndarray]]
 
-_OVERSAMPLE = 4  # documents drawn per sampled token: tokens then subsampled, for a sample of many documents
+_OVERSAMPLE = 4  # documents are drawn until 4x the sample size, then tokens within them, to span many documents
 
 _RETRAIN_ERROR_RATIO = 1.25
 _RETRAIN_SHARE_RATIO = 2.0
@@ -29,7 +29,7 @@ class IndexHealth:
         documents, tokens: what the index holds.
         generation: how many times the codec was retrained.
         mean_sq_error: mean squared reconstruction error per token, over documents that recorded it.
-        reference_sq_error: the same on the codec's training sample.
+        reference_sq_error: the same on tokens held out of the codec's training (its yardstick).
         error_ratio: ``mean_sq_error / reference_sq_error``; drifted data pushes it above 1.
         top_centroid_share: share of tokens held by the largest 1% of centroids (list skew).
         reference_top_centroid_share: the same on the training sample.
