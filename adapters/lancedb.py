@@ -127,6 +127,9 @@ class LanceDBStore(Store):
                 del self._tables[name]
         return IndexHeader(manifest=json.loads(row["manifest"]), codec=row["codec"])
 
+    def read_manifest(self, name: str) -> dict[str, Any]:
+        return json.loads(self._header_row(name, ["manifest"])["manifest"])
+
     def write_header(self, name: str, header: IndexHeader) -> None:
         self._write_header_row(name, header, self._header_row(name)["docs"])
 
@@ -224,12 +227,13 @@ class LanceDBStore(Store):
             return None
         return self._db.create_table(_CATALOGUE, schema=_CATALOGUE_SCHEMA, exist_ok=True)
 
-    def _header_row(self, name: str) -> dict[str, Any]:
+    def _header_row(self, name: str, columns: list[str] | None = None) -> dict[str, Any]:
         _check_name(name)
         catalogue = self._catalogue(create=False)
-        rows = [] if catalogue is None else (
-            catalogue.search().where(f"name = {sql_string(name)}").limit(None).to_arrow().to_pylist()
-        )
+        query = None if catalogue is None else catalogue.search().where(f"name = {sql_string(name)}").limit(None)
+        if query is not None and columns is not None:
+            query = query.select(columns)
+        rows = [] if query is None else query.to_arrow().to_pylist()
         if not rows:
             raise IndexNotFoundError(name)
         return rows[0]

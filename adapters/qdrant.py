@@ -229,6 +229,17 @@ class QdrantStore(Store):
                 return IndexHeader(manifest=json.loads(payload["manifest"]), codec=codec)
         raise ColbertStoreError(f"the header of index {name!r} kept changing while being read; try again")
 
+    def read_manifest(self, name: str) -> dict[str, Any]:
+        _check_name(name)
+        with self._io:
+            catalogue = self._catalogue()
+            found = self._client.collection_exists(catalogue) and self._client.retrieve(
+                catalogue, [_header_id(name)], with_payload=["manifest"], with_vectors=False
+            )
+        if not found:
+            raise IndexNotFoundError(name)
+        return json.loads(found[0].payload["manifest"])
+
     def write_header(self, name: str, header: IndexHeader) -> None:
         _check_name(name)
         with self._admin, self._io:

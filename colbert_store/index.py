@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 _TOKENS_PER_WRITE = 262_144
 _RETRAIN_BATCH_DOCS = 256
 _HOLDOUT_TOKENS = 16_384
-_STATE_KEYS = ("format_version", "generation", "staging")  # manifest entries that are not settings
+_STATE_KEYS = ("format_version", "generation", "codec_id", "staging")  # manifest entries that are not settings
 
 
 @dataclass(frozen=True)
@@ -78,8 +78,8 @@ class IndexSettings:
         if not isinstance(self.sample_tokens, int) or self.sample_tokens < 1:
             raise InvalidInputError(f"sample_tokens must be a positive integer, got {self.sample_tokens!r}")
 
-    def to_manifest(self, generation: int = 0) -> dict[str, Any]:
-        return {"format_version": FORMAT_VERSION, "generation": generation, **asdict(self)}
+    def to_manifest(self, generation: int = 0, codec_id: str | None = None) -> dict[str, Any]:
+        return {"format_version": FORMAT_VERSION, "generation": generation, "codec_id": codec_id, **asdict(self)}
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> IndexSettings:
@@ -95,15 +95,20 @@ class IndexSettings:
 
 @dataclass(frozen=True)
 class _Version:
-    """What a reader needs to decode the stored documents: the codec and its generation."""
+    """What a reader needs to decode the stored documents: the codec, its generation and the random
+    id written with it (so a reader can tell from the manifest alone whether the codec changed)."""
 
     codec: ResidualCodec | None
     generation: int
+    codec_id: str | None
 
     @classmethod
     def from_header(cls, header: IndexHeader) -> _Version:
         codec = ResidualCodec.from_bytes(header.codec) if header.codec is not None else None
-        return cls(codec, int(header.manifest["generation"]))
+        return cls(codec, int(header.manifest["generation"]), header.manifest["codec_id"])
+
+    def matches(self, manifest: Mapping[str, Any]) -> bool:
+        return manifest["generation"] == self.generation and manifest["codec_id"] == self.codec_id
 
 
 class Index:
@@ -136,7 +141,7 @@ class Index:
             raise InvalidInputError(f"unknown index settings: {sorted(unknown)}")
         config = IndexSettings(dim=dim, nbits=nbits, **settings)
         store.create_index(name, IndexHeader(manifest=config.to_manifest()))
-        return cls(store, name, config, _Version(None, 0))
+        return cls(store, name, config, _Version(None, 0, None))
 
     @classmethod
     def open(cls, store: Store, name: str) -> Index:
@@ -285,16 +290,16 @@ class Index:
             staging = self._begin_staging()
             try:
                 codec = self._fit_on_stored(old.codec, sample_tokens, n_centroids, encode_texts)
-                generation = old.generation + 1
-                manifest = self._settings.to_manifest(generation)
+                version = _Version(codec, old.generation + 1, uuid.uuid4().hex)
+                manifest = self._settings.to_manifest(version.generation, version.codec_id)
                 self._store.create_index(staging, IndexHeader(manifest=manifest, codec=codec.to_bytes()))
                 for batch in self._store.scan(self._name, _RETRAIN_BATCH_DOCS):
-                    self._store.upsert(staging, reencode(batch, old.codec, codec, generation, encode_texts))
+                    self._store.upsert(staging, reencode(batch, old.codec, codec, version.generation, encode_texts))
                 self._store.swap_index(self._name, staging)
             except BaseException:
                 _drop_quietly(self._store, staging)
                 raise
-            self._version = _Version(codec, generation)
+            self._version = version
             self._cache.clear()
 
     def stats(self) -> dict[str, Any]:
@@ -340,10 +345,9 @@ class Index:
         with self._reload_lock:
             if self._version is not seen:
                 return True
-            header = self._store.read_header(self._name)
-            if header.manifest["generation"] == seen.generation and (header.codec is None) == (seen.codec is None):
+            if seen.matches(self._store.read_manifest(self._name)):  # the cheap check: no codec read
                 return False
-            self._version = _Version.from_header(header)
+            self._version = _Version.from_header(self._store.read_header(self._name))
             self._cache.clear()
             return True
 
@@ -386,9 +390,11 @@ class Index:
         drawn = _sample_tokens(matrices, settings.sample_tokens + _HOLDOUT_TOKENS, settings.seed)
         n_held = min(_HOLDOUT_TOKENS, len(drawn) // 8)  # tokens left out of k-means, to measure the codec on
         codec = self._fit(drawn[n_held:], drawn[:n_held], sum(len(m) for m in matrices))
+        version = _Version(codec, self._version.generation, uuid.uuid4().hex)
         header = self._store.read_header(self._name)
-        self._store.write_header(self._name, IndexHeader(manifest=header.manifest, codec=codec.to_bytes()))
-        self._version = _Version(codec, self._version.generation)
+        manifest = {**header.manifest, "codec_id": version.codec_id}
+        self._store.write_header(self._name, IndexHeader(manifest=manifest, codec=codec.to_bytes()))
+        self._version = version
         self._cache.clear()
 
     def _encode(self, docs: DocumentsInput, codec: ResidualCodec, generation: int) -> Iterator[DocumentBatch]:

@@ -118,6 +118,10 @@ class Store(ABC):
     def write_header(self, name: str, header: IndexHeader) -> None:
         """Replace the header atomically."""
 
+    def read_manifest(self, name: str) -> dict[str, Any]:
+        """The header's manifest alone; override to skip reading the codec (checked before every add)."""
+        return self.read_header(name).manifest
+
     @abstractmethod
     def swap_index(self, name: str, staging: str) -> None:
         """Give ``name`` the header and documents of the index ``staging`` in one atomic step, then

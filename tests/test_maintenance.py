@@ -196,3 +196,19 @@ def test_a_codec_holding_pickled_objects_is_refused_unread(store: Store, corpus:
     with pytest.raises(cs.IncompatibleIndexError, match="not a codec this version can read"):
         cs.Index.open(store, "papers")
     assert not sentinel.exists()
+
+
+def test_the_manifest_alone_matches_the_header(store: Store, corpus: Corpus) -> None:
+    trained_on(store, corpus)
+    manifest = store.read_manifest("papers")
+    assert manifest == store.read_header("papers").manifest and manifest["codec_id"]
+    with pytest.raises(cs.IndexNotFoundError):
+        store.read_manifest("missing")
+
+
+def test_a_reader_opened_before_the_first_add_sees_it(store_factory: Callable[[], Store], corpus: Corpus) -> None:
+    reader = cs.Index.create(store_factory(), "papers", dim=corpus.embeddings[0].shape[1])
+    assert reader.search(corpus.query(2), k=3) == []
+    writer = cs.Index.open(store_factory(), "papers")
+    writer.add(corpus.ids, corpus.embeddings, texts=corpus.texts)
+    assert reader.search(corpus.query(2), k=3) == writer.search(corpus.query(2), k=3) != []
