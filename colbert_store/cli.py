@@ -269,10 +269,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     """``colbert-store info``: print an index's statistics."""
     with _opened_store(args.store, args.backend, must_exist=True) as store:
-        index = _open_index(store, args.name, args.store)
-        stats = index.stats()
-        health = index.health() if index.codec is not None else None
-    for label, value in [*_info_rows(stats, args.store, args.backend), *_health_rows(health)]:
+        stats = _open_index(store, args.name, args.store).stats()
+    for label, value in [*_info_rows(stats, args.store, args.backend), *_health_rows(stats["health"])]:
         print(f"{label:<13}{value}")
     return 0
 

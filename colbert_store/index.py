@@ -303,16 +303,15 @@ class Index:
             self._cache.clear()
 
     def stats(self) -> dict[str, Any]:
-        """Documents, tokens, encoded bytes per token and codec settings (streams the store once)."""
-        n_docs = n_tokens = 0
-        for batch in self.documents():
-            n_docs += len(batch)
-            n_tokens += int(batch.token_offsets[-1])
+        """Documents, tokens, encoded bytes per token, codec settings and :meth:`health` (``None``
+        before the first add), streaming the store once."""
+        self._reload(self._version)
         codec = self._version.codec
+        health = self.health() if codec is not None else None  # no codec yet: no documents either
         return {
             "name": self._name,
-            "documents": n_docs,
-            "tokens": n_tokens,
+            "documents": health.documents if health else 0,
+            "tokens": health.tokens if health else 0,
             "dim": self._settings.dim,
             "nbits": self._settings.nbits,
             "centroids": codec.n_centroids if codec else None,
@@ -320,6 +319,7 @@ class Index:
                 codec.packed_bytes_per_token + centroid_id_dtype(codec.n_centroids).itemsize if codec else None
             ),
             "encoder": self._settings.encoder,
+            "health": health,
         }
 
     def documents(self, batch_size: int = 1024) -> Iterator[DocumentBatch]:
