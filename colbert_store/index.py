@@ -328,17 +328,21 @@ class Index:
 
     # -- internals ----------------------------------------------------------------------------
     def _search_one(self, query: np.ndarray, k: int, where: Filter | None, params: SearchParams) -> ScoredDocuments:
-        """One query; run again after reloading the codec if the index was retrained meanwhile."""
+        """One query; run again after reloading the codec if the index was retrained meanwhile (seen as
+        documents of a newer codec, a store error on dropped documents, or candidates gone at fetch)."""
         while True:
             version = self._version
             assert version.codec is not None
             try:
-                return search_one(
+                result = search_one(
                     self._store, self._name, version.codec, version.generation, self._cache, query, k, where, params
                 )
             except Exception:  # a store error on dropped old documents, or IndexChangedError
                 if not self._reload(version):
                     raise
+                continue
+            if not result.missing or not self._reload(version):  # missing without a switch: deleted meanwhile
+                return result
 
     def _reload(self, seen: _Version) -> bool:
         """Read the header again; True if it holds a newer codec than ``seen`` (now loaded)."""

@@ -55,11 +55,13 @@ class SearchParams:
 
 @dataclass(frozen=True)
 class ScoredDocuments:
-    """Top documents of one query: positions in ``batch`` and their exact scores, best first."""
+    """Top documents of one query: positions in ``batch`` and their exact scores, best first;
+    ``missing`` counts candidates gone by the time they were fetched (deleted, or the index switched)."""
 
     batch: DocumentBatch
     rows: np.ndarray
     scores: np.ndarray
+    missing: int = 0
 
 
 def search_one(
@@ -88,13 +90,14 @@ def search_one(
     if (revision_generations(candidates.revisions) != generation % GENERATIONS).any():
         raise IndexChangedError(f"index {name!r} was retrained after its codec (generation {generation}) was loaded")
     docs, slots = _cached_documents(store, name, cache, candidates.revisions)
+    missing = len(candidates.revisions) - len(slots)
     if not len(slots):
-        return ScoredDocuments(docs.batch, slots, np.empty(0, np.float32))
+        return ScoredDocuments(docs.batch, slots, np.empty(0, np.float32), missing)
     shortlist = _pruned_centroid_top(docs, slots, centroid_scores, params)
     shortlist = _centroid_top(docs.batch, shortlist, centroid_scores, max(k, params.nrerank))
     scores = _exact_scores(docs.batch, shortlist, codec, query_t)
     best = scores.topk(min(k, len(shortlist))).indices.numpy()
-    return ScoredDocuments(docs.batch, shortlist[best], scores.numpy()[best])
+    return ScoredDocuments(docs.batch, shortlist[best], scores.numpy()[best], missing)
 
 
 def _cached_documents(
