@@ -257,10 +257,10 @@ class Index:
         encoded, with the error on the codec's training sample, and reports how skewed the
         centroid lists are; ``needs_retrain`` says when :meth:`retrain` should pay off.
         """
-        version = self._version
-        if version.codec is None:
+        health = self._current_health()
+        if health is None:
             raise NotTrainedError(f"index {self._name!r} has no codec yet: add documents first")
-        return measure_health(self.documents(), version.codec, version.generation)
+        return health
 
     def retrain(
         self,
@@ -305,9 +305,8 @@ class Index:
     def stats(self) -> dict[str, Any]:
         """Documents, tokens, encoded bytes per token, codec settings and :meth:`health` (``None``
         before the first add), streaming the store once."""
-        self._reload(self._version)
+        health = self._current_health()  # no codec yet: no documents either
         codec = self._version.codec
-        health = self.health() if codec is not None else None  # no codec yet: no documents either
         return {
             "name": self._name,
             "documents": health.documents if health else 0,
@@ -343,6 +342,12 @@ class Index:
                 continue
             if not result.missing or not self._reload(version):  # missing without a switch: deleted meanwhile
                 return result
+
+    def _current_health(self) -> IndexHealth | None:
+        """:meth:`health` against the current codec (reloaded if another process changed it); ``None`` untrained."""
+        self._reload(self._version)
+        version = self._version
+        return None if version.codec is None else measure_health(self.documents(), version.codec, version.generation)
 
     def _reload(self, seen: _Version) -> bool:
         """Read the header again; True if it holds a newer codec than ``seen`` (now loaded)."""

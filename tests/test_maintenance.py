@@ -155,6 +155,7 @@ def test_another_reader_picks_up_the_new_codec(store_factory: Callable[[], Store
     query = DRIFTED.query(4)
     other.search(query, k=5)  # cache the old codec and documents
     index.retrain()
+    assert other.health() == index.health()  # measured against the new codec, not the one it held
     assert other.search(query, k=5) == index.search(query, k=5)
     assert other.codec is not None and index.codec is not None
     np.testing.assert_array_equal(other.codec.centroids, index.codec.centroids)
