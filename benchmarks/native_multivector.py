@@ -1,0 +1,233 @@
+"""Native multivector baselines: every document token vector stored uncompressed in the store's own multivector type.
+
+One record per document holds its whole token matrix as fp32, and the store scores it with its built-in cosine
+MaxSim; no colbert-store code is involved. Three systems:
+
+* ``qdrant_native``: Qdrant local mode on disk (``QdrantClient(path=...)``), ``MultiVectorComparator.MAX_SIM``.
+  Local mode pickles each point into SQLite and searches by brute force in numpy, one small matmul per document,
+  so it matches exhaustive exact MaxSim but is slow: about 0.75 s per SciFact query on 2 cores. Those small matmuls
+  suffer badly from OpenBLAS's thread pool when another process is busy (10x slower seen): on a shared machine run
+  with ``OPENBLAS_NUM_THREADS=1``.
+* ``lancedb_native(data, indexed=False)``: LanceDB flat (no index) multivector search, exact.
+* ``lancedb_native(data, indexed=True)``: LanceDB with its IVF_PQ multivector index, which indexes every token vector;
+  the index settings and search settings are recorded in the row.
+
+Each row has recall@10 against exhaustive exact MaxSim, nDCG@10, single-query latency (after ``WARMUP`` untimed
+queries), batch throughput, build time (empty folder to searchable) and folder bytes per document token. Doc vectors
+are converted from fp16 to fp32 ``WRITE_BATCH_DOCS`` documents at a time, never all at once.
+
+    python -m benchmarks.native_multivector --queries 20
+
+prints the three rows as JSON (on the cached SciFact vectors of ``benchmarks.scifact_vectors``);
+benchmarks/systems.py calls the two functions with its ``BenchData``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+from lancedb.index import IvfPq
+from qdrant_client import QdrantClient, models
+
+from benchmarks.core_scifact import folder_bytes, ranking_quality, run_exhaustive
+from benchmarks.exhaustive import ExhaustiveMaxSim
+from benchmarks.metrics import latency_summary
+from benchmarks.scifact_vectors import load_scifact_vectors
+
+if TYPE_CHECKING:
+    from benchmarks.systems import BenchData
+
+COLLECTION = "docs"
+WRITE_BATCH_DOCS = 256
+QUERY_BATCH = 32
+WARMUP = 3
+
+# IVF_PQ on a multivector column partitions and quantizes each token vector on its own (SciFact: 1.48M token
+# vectors in 5,183 rows), so partitions are sized by tokens, not rows: the usual sqrt(n) rule gives ~1,217, rounded
+# to the power of two 1,024 (~1,450 tokens per partition). 16 sub-vectors of 8 dims each (the SIMD-friendly width
+# LanceDB recommends) make a 16-byte code per 128-d token, the size of colbert-store's 1-bit residuals.
+PQ_SUB_VECTORS = 16
+# Search settings: without refinement LanceDB ranks documents on PQ-approximated token scores (XTR-style, documents
+# missing from a query token's candidates get an estimate), which kept only 35% of the exact top 10 on SciFact;
+# refine_factor re-scores limit * refine_factor candidate documents with their full vectors. Measured on 12 SciFact
+# queries (2 cores): refine 10 -> recall 0.80 at ~60-90 ms, 20 -> 0.88 / 100 ms, 50 -> 0.95 / 290 ms, 100 -> 1.0 / 570
+# ms; 10 sits in colbert-store's recall range. nprobes made no difference (5 to 100), 20 is LanceDB's default.
+NPROBES = 20
+REFINE_FACTOR = 10
+
+
+def _fp32_batches(docs: list[np.ndarray]) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """``(first document, (n_tokens, dim) float32 tokens, offsets)`` for each run of ``WRITE_BATCH_DOCS`` documents."""
+    for first in range(0, len(docs), WRITE_BATCH_DOCS):
+        batch = docs[first : first + WRITE_BATCH_DOCS]
+        offsets = np.concatenate([[0], np.cumsum([len(doc) for doc in batch])])
+        yield first, np.concatenate(batch).astype(np.float32), offsets
+
+
+def _evaluated(data: BenchData) -> int:
+    """How many queries to evaluate."""
+    return len(data.queries) if data.max_queries is None else min(data.max_queries, len(data.queries))
+
+
+def _time_single(search: Callable[[np.ndarray], list[int]], queries: list[np.ndarray]) -> tuple[list[list[int]], list[float]]:
+    """Top-k document positions and seconds of each single-query ``search``, after ``WARMUP`` untimed queries."""
+    for query in queries[:WARMUP]:
+        search(query)
+    rankings, seconds = [], []
+    for query in queries:
+        start = time.perf_counter()
+        rankings.append(search(query))
+        seconds.append(time.perf_counter() - start)
+    return rankings, seconds
+
+
+def _row(data: BenchData, rankings: list[list[int]], seconds: list[float], **extra: Any) -> dict[str, Any]:
+    """Quality and latency of ``rankings`` (document positions) plus ``extra``."""
+    n = len(rankings)
+    ids = [[data.vectors.doc_ids[i] for i in ranking] for ranking in rankings]
+    quality = ranking_quality(ids, data.exact[:n], data.query_ids[:n], data.vectors.qrels, data.k)
+    return {**quality, **latency_summary(seconds), "n_queries": n, **extra}
+
+
+def qdrant_native(data: BenchData) -> dict[str, Any]:
+    """Qdrant local mode on disk, one point per document with its fp32 token matrix, cosine MaxSim."""
+    n_tokens = sum(len(doc) for doc in data.docs)
+    queries = data.queries[: _evaluated(data)]
+    path = data.workdir / "qdrant"
+    start = time.perf_counter()
+    client = QdrantClient(path=str(path))
+    try:
+        client.create_collection(
+            COLLECTION,
+            vectors_config=models.VectorParams(
+                size=data.docs[0].shape[1],
+                distance=models.Distance.COSINE,
+                multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM),
+            ),
+        )
+        for first, tokens, offsets in _fp32_batches(data.docs):
+            documents = np.split(tokens, offsets[1:-1])
+            client.upload_collection(COLLECTION, vectors=documents, ids=range(first, first + len(documents)))
+        build_seconds = time.perf_counter() - start
+        size = folder_bytes(path)
+
+        def search(query: np.ndarray) -> list[int]:
+            return [int(p.id) for p in client.query_points(COLLECTION, query=query, limit=data.k, with_payload=False).points]
+
+        rankings, seconds = _time_single(search, queries)
+        start = time.perf_counter()
+        for first in range(0, len(queries), QUERY_BATCH):
+            requests = [
+                models.QueryRequest(query=query.tolist(), limit=data.k, with_payload=False)
+                for query in queries[first : first + QUERY_BATCH]
+            ]
+            client.query_batch_points(COLLECTION, requests=requests)
+        batch_seconds = time.perf_counter() - start
+    finally:
+        client.close()
+    return _row(
+        data, rankings, seconds,
+        qps_batch=len(queries) / batch_seconds,
+        batch_note=f"query_batch_points, {QUERY_BATCH} queries per call (local mode answers them one after another)",
+        build_seconds=build_seconds,
+        bytes_per_token=size / n_tokens,
+        storage="local mode: SQLite of pickled points (vectors as Python float lists), searched in RAM with numpy",
+    )
+
+
+def lancedb_native(data: BenchData, indexed: bool) -> dict[str, Any]:
+    """LanceDB, one row per document with a list<fixed_size_list<float32>> token column, cosine MaxSim.
+
+    ``indexed``: build an IVF_PQ multivector index and search it with ``NPROBES`` and ``REFINE_FACTOR``;
+    otherwise search flat (exact).
+    """
+    n_tokens = sum(len(doc) for doc in data.docs)
+    dim = data.docs[0].shape[1]
+    queries = data.queries[: _evaluated(data)]
+    path = data.workdir / "lancedb"
+    schema = pa.schema([pa.field("doc", pa.int32()), pa.field("vector", pa.list_(pa.list_(pa.float32(), dim)))])
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for first, tokens, offsets in _fp32_batches(data.docs):
+            matrices = pa.ListArray.from_arrays(
+                pa.array(offsets.astype(np.int32)), pa.FixedSizeListArray.from_arrays(pa.array(tokens.reshape(-1)), dim)
+            )
+            positions = pa.array(np.arange(first, first + len(offsets) - 1, dtype=np.int32))
+            yield pa.RecordBatch.from_arrays([positions, matrices], schema=schema)
+
+    start = time.perf_counter()
+    table = lancedb.connect(path).create_table(COLLECTION, data=pa.RecordBatchReader.from_batches(schema, batches()))
+    settings: dict[str, Any] = {}
+    if indexed:
+        num_partitions = 2 ** round(math.log2(math.sqrt(n_tokens)))
+        table.create_index(
+            "vector", config=IvfPq(distance_type="cosine", num_partitions=num_partitions, num_sub_vectors=PQ_SUB_VECTORS)
+        )
+        settings = {
+            "index": "IVF_PQ", "num_partitions": num_partitions, "num_sub_vectors": PQ_SUB_VECTORS, "num_bits": 8,
+            "nprobes": NPROBES, "refine_factor": REFINE_FACTOR,
+        }
+    build_seconds = time.perf_counter() - start
+    size = folder_bytes(path)
+
+    def search(query: np.ndarray) -> list[int]:
+        builder = table.search(query).limit(data.k).select(["doc", "_distance"])
+        if indexed:
+            builder = builder.nprobes(NPROBES).refine_factor(REFINE_FACTOR)
+        return builder.to_arrow()["doc"].to_pylist()
+
+    rankings, seconds = _time_single(search, queries)
+    return _row(
+        data, rankings, seconds,
+        qps_batch=len(seconds) / sum(seconds),
+        batch_note="no batch API for multivector queries (several query vectors form one multivector query): "
+        "qps_batch is the sequential single-query pass",
+        build_seconds=build_seconds,
+        bytes_per_token=size / n_tokens,
+        **settings,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the three baselines on the first ``--queries`` cached SciFact queries and print one JSON row each."""
+    from benchmarks.systems import BenchData  # imported here: benchmarks.systems imports this module
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default="../shared/data/scifact")
+    parser.add_argument("--cache", default=os.path.expanduser("~/.cache/colbert-store/scifact"))
+    parser.add_argument("--queries", type=int, default=20, help="evaluate only the first N queries")
+    parser.add_argument("--k", type=int, default=10)
+    args = parser.parse_args(argv)
+
+    vectors = load_scifact_vectors(args.cache, data_dir=args.data)
+    queries = vectors.queries()[: args.queries]
+    exhaustive = ExhaustiveMaxSim(vectors.doc_ids, vectors.doc_vectors, vectors.doc_offsets)
+    exact, _ = run_exhaustive(exhaustive, queries, args.k)
+    del exhaustive
+    systems: dict[str, Callable[[BenchData], dict[str, Any]]] = {
+        "qdrant_native": qdrant_native,
+        "lancedb_native_flat": lambda data: lancedb_native(data, indexed=False),
+        "lancedb_native_ivf_pq": lambda data: lancedb_native(data, indexed=True),
+    }
+    for name, system in systems.items():
+        with tempfile.TemporaryDirectory(prefix=f"{name}-") as workdir:
+            data = BenchData(
+                vectors=vectors, docs=vectors.docs(), queries=queries, query_ids=vectors.query_ids[: len(queries)],
+                exact=exact, k=args.k, workdir=Path(workdir), max_queries=None,
+            )
+            print(json.dumps({"system": name, **system(data)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

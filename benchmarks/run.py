@@ -1,0 +1,218 @@
+"""The whole side-by-side benchmark in one command: every system on the same SciFact vectors, then the scale curve.
+
+    pip install -e ".[bench]"
+    python -m benchmarks.run --dataset ../shared/data/scifact
+
+Encodes the corpus once (cached by ``benchmarks.scifact_vectors``), then measures each system of
+``benchmarks.systems`` in a process of its own, one after the other, and records that process's peak
+memory; then runs ``benchmarks.scale_synthetic``. Writes ``run_scifact.json``, ``run_scifact.md`` (the
+table and how colbert-store fares against its targets), ``latency_recall.png`` and ``scale.png`` into
+``--results``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.scifact_vectors import DEFAULT_CACHE_DIR, load_scifact_vectors
+from benchmarks.systems import system_runners
+
+RESULTS = Path(__file__).parent / "results"
+SCALE_TOKENS = (100_000, 1_000_000, 10_000_000)
+LABELS = {
+    "exact": "exhaustive exact MaxSim (fp32, in memory)",
+    "qdrant-native": "Qdrant native multivector MAX_SIM (local mode)",
+    "lancedb-native-flat": "LanceDB native multivector, flat",
+    "lancedb-native-indexed": "LanceDB native multivector, vector index",
+    "plaid": "Stanford PLAID (colbert-ai), nbits=2",
+}
+
+
+def label(system: str) -> str:
+    """Human name of a system for tables and plots."""
+    if system.startswith("colbert-store-"):
+        _, _, store, nbits = system.split("-")
+        return f"colbert-store on {'LanceDB' if store == 'lancedb' else 'Qdrant local'}, nbits={nbits[-1]}"
+    return LABELS[system]
+
+
+def run_system(system: str, args: argparse.Namespace, exact_path: Path) -> dict[str, Any]:
+    """Measure ``system`` in a child process; its row plus the child's peak resident memory."""
+    out = args.results / "systems" / f"{system}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable, "-m", "benchmarks.systems", system, "--out", str(out), "--cache", str(args.cache),
+        "--exact", str(exact_path), "--slow-queries", str(args.slow_queries),
+    ]
+    if args.queries:
+        command += ["--queries", str(args.queries)]
+    print(f"== {system}", flush=True)
+    started = time.perf_counter()
+    # Qdrant local mode scores with one small numpy matmul per document: multi-threaded BLAS only adds contention.
+    child = subprocess.Popen(command, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
+        raise SystemExit(f"{system} failed with exit code {child.returncode}")
+    row = json.loads(out.read_text())
+    row.update(peak_rss_mib=usage.ru_maxrss / 1024, wall_seconds=time.perf_counter() - started)  # KiB on Linux
+    print(f"   {row['recall_at_10_vs_exact']:.3f} recall, p50 {row['p50_ms']:.1f} ms, {row['wall_seconds']:.0f} s", flush=True)
+    return row
+
+
+def run_scale(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The synthetic scale curve (each size in its own process, see ``benchmarks.scale_synthetic``)."""
+    out = args.results / "scale_synthetic.json"
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.scale_synthetic", "--tokens", *map(str, args.scale_tokens), "--out", str(out)],
+        check=True,
+    )
+    return json.loads(out.read_text())["rows"]
+
+
+def target_checks(rows: dict[str, dict[str, Any]]) -> list[tuple[str, bool, str]]:
+    """colbert-store (LanceDB, nbits=2 unless said) against the targets of the benchmark issue: (target, met, measured)."""
+    ours, ours4 = rows.get("colbert-store-lancedb-nbits2"), rows.get("colbert-store-lancedb-nbits4")
+    checks: list[tuple[str, bool, str]] = []
+
+    def at_most(target: str, value: float, bound: float, unit: str = "") -> None:
+        checks.append((target, value <= bound, f"{value:.4g} (bound {bound:.4g}){unit}"))
+
+    def at_least(target: str, value: float, bound: float) -> None:
+        checks.append((target, value >= bound, f"{value:.4g} (bound {bound:.4g})"))
+
+    if ours:
+        at_least("recall@10 vs exact >= 0.92", ours["recall_at_10_vs_exact"], 0.92)
+    if ours4:
+        at_least("recall@10 vs exact >= 0.96 (nbits=4)", ours4["recall_at_10_vs_exact"], 0.96)
+    if ours and "exact" in rows:
+        at_least("nDCG@10 >= exact - 0.01", ours["ndcg_at_10"], rows["exact"]["ndcg_at_10"] - 0.01)
+    if ours and "plaid" in rows:
+        plaid = rows["plaid"]
+        at_most("p50 <= PLAID's p50", ours["p50_ms"], plaid["p50_ms"], " ms")
+        at_most("disk bytes/token <= PLAID's", ours["bytes_per_token"], plaid["bytes_per_token"])
+        at_most("build time <= 1/5 of PLAID's", ours["build_seconds"], plaid["build_seconds"] / 5, " s")
+    for native in ("qdrant-native", "lancedb-native-flat"):
+        if ours and native in rows:
+            at_most(f"disk bytes/token <= 1/6 of {label(native)}", ours["bytes_per_token"], rows[native]["bytes_per_token"] / 6)
+    return checks
+
+
+def markdown(rows: dict[str, dict[str, Any]], scale: list[dict[str, Any]]) -> str:
+    """The results table, the target checks and the scale curve as markdown."""
+    lines = [
+        "| system | recall@10 vs exact | nDCG@10 | p50 ms | p95 ms | QPS, batches of 32 | build s | disk B/token "
+        "| peak RSS MiB | queries |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for system, row in rows.items():
+        qps = f"{row['qps_batch']:.1f}" if row.get("qps_batch") else "–"
+        lines.append(
+            f"| {label(system)} | {row['recall_at_10_vs_exact']:.3f} | {row['ndcg_at_10']:.4f} | {row['p50_ms']:.1f} "
+            f"| {row['p95_ms']:.1f} | {qps} | {row['build_seconds']:.1f} | {row['bytes_per_token']:.1f} "
+            f"| {row['peak_rss_mib']:.0f} | {row['n_queries']} |"
+        )
+    lines += ["", "| target (colbert-store, LanceDB, nbits=2) | met | measured |", "|---|---|---|"]
+    lines += [f"| {name} | {'yes' if met else 'no'} | {measured} |" for name, met, measured in target_checks(rows)]
+    if scale:
+        lines += [
+            "",
+            "| synthetic tokens | build s | tokens/s | peak RSS while indexing MiB | folder B/token | p50 ms | p95 ms |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {row['tokens']:,} | {row['build_seconds']:.1f} | {row['tokens'] / row['build_seconds']:,.0f} "
+            f"| {row['peak_rss_indexing_mib']:.0f} | {row['folder_bytes_per_token']:.1f} "
+            f"| {row['p50_ms']:.1f} | {row['p95_ms']:.1f} |"
+            for row in scale
+        ]
+    return "\n".join(lines)
+
+
+def plot_latency_recall(rows: dict[str, dict[str, Any]], path: Path) -> None:
+    """colbert-store's latency-vs-recall curves across :data:`benchmarks.systems.SWEEP`, other systems as points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 5.5))
+    for system, row in rows.items():
+        if "sweep" in row:
+            points = row["sweep"]
+            recalls, latencies = [p["recall_at_10_vs_exact"] for p in points], [p["p50_ms"] for p in points]
+            axes.plot(recalls, latencies, marker="o", label=f"{label(system)}: search settings")
+    for system, row in rows.items():
+        ours = system.startswith("colbert")
+        axes.scatter(row["recall_at_10_vs_exact"], row["p50_ms"], marker="*" if ours else "s", s=90, zorder=3,
+                     label=label(system) + (" (defaults)" if ours else ""))
+    axes.set_yscale("log")
+    axes.set_xlabel("recall@10 against exact MaxSim")
+    axes.set_ylabel("p50 latency per query, ms (log)")
+    axes.set_title("SciFact, 809 train queries, 2-core CPU")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=7, loc="best")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_scale(scale: list[dict[str, Any]], path: Path) -> None:
+    """Build time, peak memory while indexing and p50 latency against corpus size (log-log)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tokens = [row["tokens"] for row in scale]
+    figure, panels = plt.subplots(1, 3, figsize=(12, 3.8))
+    titles = {"build_seconds": "build s", "peak_rss_indexing_mib": "peak RSS while indexing, MiB", "p50_ms": "p50 latency, ms"}
+    for axes, (key, title) in zip(panels, titles.items()):
+        axes.plot(tokens, [row[key] for row in scale], marker="o")
+        axes.set_xscale("log")
+        axes.set_yscale("log")
+        axes.set_xlabel("token vectors (synthetic, clustered)")
+        axes.set_title(title)
+        axes.grid(True, which="both", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> None:
+    systems = list(system_runners())
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", default=None, help="SciFact in BEIR layout (needed to build the vector cache)")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE_DIR, help="vector cache folder")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--systems", nargs="+", choices=systems, default=systems)
+    parser.add_argument("--queries", type=int, default=None, help="evaluate only the first N queries")
+    parser.add_argument("--slow-queries", type=int, default=100, help="queries for the slow native systems and each sweep point")
+    parser.add_argument("--scale-tokens", type=int, nargs="*", default=list(SCALE_TOKENS), help="scale curve sizes (none: skip)")
+    args = parser.parse_args(argv)
+
+    load_scifact_vectors(args.cache, data_dir=args.dataset)  # encodes the corpus once if the cache is missing
+    exact_path = args.cache / "exact_rankings.json"  # next to the vectors it was computed from
+    selected = ["exact", *[s for s in args.systems if s != "exact"]]
+    rows = {system: run_system(system, args, exact_path) for system in selected}
+    scale = run_scale(args) if args.scale_tokens else []
+
+    results = {"rows": rows, "scale": scale, "checks": target_checks(rows), "cpu_count": os.cpu_count()}
+    (args.results / "run_scifact.json").write_text(json.dumps(results, indent=2))
+    table = markdown(rows, scale)
+    (args.results / "run_scifact.md").write_text(table + "\n")
+    plot_latency_recall(rows, args.results / "latency_recall.png")
+    if scale:
+        plot_scale(scale, args.results / "scale.png")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

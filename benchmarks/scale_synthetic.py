@@ -1,0 +1,288 @@
+"""Scale curve on synthetic clustered token vectors: build time, peak memory, size on disk and latency per corpus size.
+
+    python -m benchmarks.scale_synthetic --tokens 100000 1000000 10000000
+
+Each size is indexed (dim 128, nbits 2, LanceDB) in its own fresh subprocess (``--child``), so the memory it reports
+belongs to that size alone. The corpus streams: documents come in chunks from a seeded RNG and are added chunk by chunk,
+so nothing holds all the vectors. The codec is trained first on the corpus's leading documents (at most the index's
+``sample_tokens`` plus held-out tokens), with the centroid count the first ``add`` of the whole corpus would pick; every
+``add`` then reuses it. Build time counts create + train + add (not generating the vectors); the folder is then compacted
+(old versions deleted) before its size is measured. Peak RSS (VmHWM, what ``ru_maxrss`` reports) is read per phase and
+reset in between: training (with its sample), the adds, then compaction + searches + size. Latency: single queries of
+32 tokens drawn from a random document's topics, ``--queries`` timed after ``--warmup`` untimed ones, k=10, default
+search knobs; then the same queries again, every candidate now in the document cache ("hot").
+Results go to benchmarks/results/scale_synthetic.json and a markdown table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import colbert_store as cs
+from benchmarks.core_scifact import RESULTS, folder_bytes, save_results, time_searches
+from benchmarks.metrics import latency_summary
+from colbert_store.adapters.lancedb import LanceDBStore
+from colbert_store.codec import default_centroid_count
+from colbert_store.index import _HOLDOUT_TOKENS
+
+NAME = "scale"
+DIM = 128
+NBITS = 2
+K = 10
+QUERY_TOKENS = 32
+TRAIN_TOKENS = cs.IndexSettings(dim=DIM).sample_tokens + _HOLDOUT_TOKENS  # what train() uses: k-means sample + held out
+ROOT = Path(__file__).parent.parent
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Consecutive documents: ids, unit-norm token matrices, and each one's topics (``topics[i, :n_topics[i]]``)."""
+
+    ids: list[str]
+    embeddings: list[np.ndarray]
+    topics: np.ndarray
+    n_topics: np.ndarray
+
+
+@dataclass(frozen=True)
+class SyntheticCorpus:
+    """Clustered token vectors totalling exactly ``n_tokens``: ``n_topic_directions`` random unit directions drawn with
+    Zipf-like popularity; each document mixes 2-5 topics over 50-400 tokens, each token its topic plus gaussian noise
+    (cosine to the topic about 0.7), renormalised. Chunk ``i`` comes from its own RNG, so any chunk is reproducible."""
+
+    n_tokens: int
+    seed: int = 0
+    dim: int = DIM
+    n_topic_directions: int = 4096
+    noise: float = 0.09
+    zipf: float = 0.8
+    lengths: tuple[int, int] = (50, 400)
+    max_topics: int = 5
+
+    @cached_property
+    def directions(self) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, 0])
+        return _unit(rng.standard_normal((self.n_topic_directions, self.dim), dtype=np.float32))
+
+    @cached_property
+    def popularity(self) -> np.ndarray:
+        weights = np.arange(1, self.n_topic_directions + 1) ** -self.zipf
+        return weights / weights.sum()
+
+    def chunks(self, chunk_docs: int) -> Iterator[Chunk]:
+        """The documents, ``chunk_docs`` at a time; the last document is cut so the total is ``n_tokens``.
+
+        A chunk is drawn whole before it is cut, so a smaller ``n_tokens`` gives a prefix of the same documents.
+        """
+        produced, first = 0, 0
+        while produced < self.n_tokens:
+            rng = np.random.default_rng([self.seed, 1, first])
+            lengths = rng.integers(self.lengths[0], self.lengths[1] + 1, chunk_docs)
+            topics = rng.choice(self.n_topic_directions, size=(chunk_docs, self.max_topics), p=self.popularity)
+            n_topics = rng.integers(2, self.max_topics + 1, chunk_docs)
+            owner = np.repeat(np.arange(chunk_docs), lengths)
+            vectors = self.tokens(rng, topics[owner, rng.integers(0, n_topics[owner])])
+            offsets = np.minimum(np.concatenate([[0], np.cumsum(lengths)]), self.n_tokens - produced)
+            n_docs = min(chunk_docs, int(np.searchsorted(offsets, offsets[-1])))
+            yield Chunk(
+                ids=[f"d{first + i}" for i in range(n_docs)],
+                embeddings=[vectors[offsets[i] : offsets[i + 1]] for i in range(n_docs)],
+                topics=topics[:n_docs],
+                n_topics=n_topics[:n_docs],
+            )
+            produced, first = produced + int(offsets[n_docs]), first + n_docs
+
+    def tokens(self, rng: np.random.Generator, topic_ids: np.ndarray) -> np.ndarray:
+        """One unit vector per topic id: its direction plus noise."""
+        noise = rng.standard_normal((len(topic_ids), self.dim), dtype=np.float32)
+        noise *= self.noise
+        noise += self.directions[topic_ids]
+        return _unit(noise)
+
+    def query(self, rng: np.random.Generator, topics: np.ndarray) -> np.ndarray:
+        """``QUERY_TOKENS`` tokens drawn from ``topics`` (a document's), like its own tokens."""
+        return self.tokens(rng, topics[rng.integers(0, len(topics), QUERY_TOKENS)])
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors
+
+
+def _status_mib(field: str) -> float:
+    """A memory line of ``/proc/self/status`` (kB) in MiB."""
+    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(f"{field}:"))
+    return int(line.split()[1]) / 1024
+
+
+def restart_peak() -> float:
+    """This process's RSS high-water mark so far (VmHWM, what ``ru_maxrss`` reports), then reset it to the current RSS."""
+    peak = _status_mib("VmHWM")
+    Path("/proc/self/clear_refs").write_text("5")
+    return peak
+
+
+def measure(n_tokens: int, workdir: Path, chunk_docs: int, n_queries: int, warmup: int, seed: int) -> dict[str, Any]:
+    """Build the index of ``n_tokens`` synthetic tokens in ``workdir`` and measure it (run in a fresh process).
+
+    Peak RSS is reset between phases, so the adds' own peak shows even when training's is higher.
+    """
+    torch.set_num_threads(2)
+    corpus = SyntheticCorpus(n_tokens, seed=seed)
+    store = LanceDBStore(workdir)
+    peak_startup = restart_peak()
+
+    sample = [m for chunk in replace(corpus, n_tokens=min(n_tokens, TRAIN_TOKENS)).chunks(chunk_docs) for m in chunk.embeddings]
+    start = time.perf_counter()
+    n_centroids = default_centroid_count(n_tokens, cs.IndexSettings(dim=DIM).sample_tokens)
+    index = cs.Index.create(store, NAME, dim=DIM, nbits=NBITS, n_centroids=n_centroids)
+    index.train(sample)
+    train_seconds = time.perf_counter() - start
+    del sample
+    peak_train = restart_peak()
+
+    add_seconds, topics, n_topics = 0.0, [], []
+    for chunk in corpus.chunks(chunk_docs):
+        start = time.perf_counter()
+        index.add(chunk.ids, chunk.embeddings)
+        add_seconds += time.perf_counter() - start
+        topics.append(chunk.topics)
+        n_topics.append(chunk.n_topics)
+        print(f"  {n_tokens}: {chunk.ids[-1]} added, {add_seconds:.0f} s, RSS {_status_mib('VmRSS'):.0f} MiB", file=sys.stderr)
+    rss_added = _status_mib("VmRSS")
+    peak_adds = restart_peak()
+
+    start = time.perf_counter()
+    store.optimize(NAME, cleanup_older_than=timedelta(0))
+    optimize_seconds = time.perf_counter() - start
+    rng = np.random.default_rng([seed, 2])
+    all_topics, all_n_topics = np.concatenate(topics), np.concatenate(n_topics)
+    sources = rng.choice(len(all_topics), size=warmup + n_queries, replace=False)
+    queries = [corpus.query(rng, all_topics[d, : all_n_topics[d]]) for d in sources]
+    for query in queries[:warmup]:
+        index.search(query, k=K)
+    rankings, seconds = time_searches(index, queries[warmup:], K, warmup=0)
+    source_at_k = np.mean([f"d{d}" in ranking for d, ranking in zip(sources[warmup:], rankings)])
+    _, hot_seconds = time_searches(index, queries[warmup:], K, warmup=0)
+    hot = latency_summary(hot_seconds)
+    folder, codes = folder_bytes(workdir), store.size_bytes(NAME)
+    store.close()
+
+    build_seconds = train_seconds + add_seconds
+    return {
+        "tokens": n_tokens,
+        "docs": len(all_topics),
+        "centroids": n_centroids,
+        "build_seconds": build_seconds,
+        "train_seconds": train_seconds,
+        "add_seconds": add_seconds,
+        "tokens_per_second": n_tokens / build_seconds,
+        "optimize_seconds": optimize_seconds,
+        "peak_rss_startup_mib": peak_startup,
+        "peak_rss_train_mib": peak_train,
+        "peak_rss_adds_mib": peak_adds,
+        "peak_rss_indexing_mib": max(peak_train, peak_adds),
+        "rss_after_adds_mib": rss_added,
+        "peak_rss_search_mib": restart_peak(),
+        "folder_bytes_per_token": folder / n_tokens,
+        "codes_bytes_per_token": codes / n_tokens,
+        **latency_summary(seconds),
+        "hot_p50_ms": hot["p50_ms"],
+        "hot_p95_ms": hot["p95_ms"],
+        "source_doc_at_10": float(source_at_k),
+    }
+
+
+def scale_rows(
+    sizes: list[int],
+    *,
+    chunk_docs: int = 1000,
+    n_queries: int = 100,
+    warmup: int = 20,
+    seed: int = 0,
+    tmpdir: str | None = None,
+    keep: bool = False,
+) -> list[dict[str, Any]]:
+    """One measured row per corpus size, each built in a fresh ``python -m benchmarks.scale_synthetic --child`` process."""
+    rows = []
+    for n_tokens in sizes:
+        workdir = Path(tempfile.mkdtemp(prefix=f"colbert-store-scale-{n_tokens}-", dir=tmpdir))
+        try:
+            command = [
+                sys.executable, "-m", "benchmarks.scale_synthetic", "--child", "--tokens", str(n_tokens),
+                "--workdir", str(workdir), "--chunk-docs", str(chunk_docs), "--queries", str(n_queries),
+                "--warmup", str(warmup), "--seed", str(seed),
+            ]
+            done = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, check=True)
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(json.dumps(rows[-1]), file=sys.stderr)
+        finally:
+            if keep:
+                print(f"kept {workdir}", file=sys.stderr)
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+    return rows
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| tokens | docs | centroids | build s | tokens/s | peak RSS MiB indexing | training | adds "
+        "| folder B/token | codes B/token | p50 ms | p95 ms | hot p50 ms | source doc in top 10 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['tokens']:,} | {row['docs']:,} | {row['centroids']:,} | {row['build_seconds']:.1f} "
+            f"| {row['tokens_per_second']:,.0f} | {row['peak_rss_indexing_mib']:.0f} | {row['peak_rss_train_mib']:.0f} "
+            f"| {row['peak_rss_adds_mib']:.0f} | {row['folder_bytes_per_token']:.1f} | {row['codes_bytes_per_token']:.1f} "
+            f"| {row['p50_ms']:.1f} | {row['p95_ms']:.1f} | {row['hot_p50_ms']:.1f} | {row['source_doc_at_10']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tokens", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
+    parser.add_argument("--chunk-docs", type=int, default=1000, help="documents generated and added at a time")
+    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tmpdir", default=None, help="where the index folders go (default: the system temp folder)")
+    parser.add_argument("--keep", action="store_true", help="keep the index folders")
+    parser.add_argument("--out", default=str(RESULTS / "scale_synthetic.json"))
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.child:
+        row = measure(args.tokens[0], Path(args.workdir), args.chunk_docs, args.queries, args.warmup, args.seed)
+        print(json.dumps(row))
+        return
+    rows = scale_rows(
+        args.tokens, chunk_docs=args.chunk_docs, n_queries=args.queries, warmup=args.warmup, seed=args.seed,
+        tmpdir=args.tmpdir, keep=args.keep,
+    )
+    results = {
+        "dim": DIM, "nbits": NBITS, "store": "lancedb", "k": K, "query_tokens": QUERY_TOKENS,
+        "chunk_docs": args.chunk_docs, "torch_threads": 2, "rows": rows,
+    }
+    save_results(args.out, results, markdown_table(rows))
+
+
+if __name__ == "__main__":
+    main()
