@@ -40,13 +40,18 @@ from colbert_store._optional import require
 from colbert_store.adapters._lancedb_sql import MetadataColumn, render_filter, sql_string
 from colbert_store.errors import IndexExistsError, IndexNotFoundError, InvalidInputError
 from colbert_store.filters import Filter
-from colbert_store.storage import Candidates, DocumentBatch, IndexHeader, Store
+from colbert_store.storage import DocumentBatch, IndexHeader, Store
 
 _CATALOGUE = "_colbert_store_catalogue"
 _KEY_METADATA = b"colbert_store.key"
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _IN_LIST_CHUNK = 4096
 _REINDEX_FRACTION = 0.1
+# LanceDB's default session caches up to 6 GiB of index data and 1 GiB of metadata, and every
+# index rebuild while indexing leaves its old pages there: resident memory then grows with the
+# corpus. Ours holds the label-list index of ~10^7 tokens with room to spare.
+_INDEX_CACHE_BYTES = 256 << 20
+_METADATA_CACHE_BYTES = 128 << 20
 
 _BASE_SCHEMA = pa.schema(
     [
@@ -80,13 +85,19 @@ class LanceDBStore(Store):
             or an existing ``lancedb.DBConnection``.
         **connect_kwargs: forwarded to ``lancedb.connect`` (e.g. ``storage_options``); not allowed
             together with a connection. A path opened here reads the latest committed version on
-            every query (``read_consistency_interval=0``), so other processes' writes are seen.
+            every query (``read_consistency_interval=0``), so other processes' writes are seen, and
+            gets a ``lancedb.Session`` with bounded caches (256 MiB of index data, 128 MiB of
+            metadata) so memory stays flat while indexing; pass ``session=`` to choose your own.
     """
 
     def __init__(self, uri_or_connection: str | PathLike[str] | Any, **connect_kwargs: Any) -> None:
         lancedb = require("lancedb", "lancedb")
         if isinstance(uri_or_connection, (str, PathLike)):
             connect_kwargs.setdefault("read_consistency_interval", timedelta(0))
+            if "session" not in connect_kwargs:
+                connect_kwargs["session"] = lancedb.Session(
+                    index_cache_size_bytes=_INDEX_CACHE_BYTES, metadata_cache_size_bytes=_METADATA_CACHE_BYTES
+                )
             self._db = lancedb.connect(uri_or_connection, **connect_kwargs)
         elif connect_kwargs:
             raise TypeError(f"unexpected keyword arguments with a connection: {sorted(connect_kwargs)}")
@@ -173,19 +184,16 @@ class LanceDBStore(Store):
     def count(self, name: str) -> int:
         return int(self._table(name).count_rows())
 
-    def candidates(self, name: str, centroid_ids: np.ndarray | None, where: Filter | None) -> Candidates:
+    def candidates(self, name: str, centroid_ids: np.ndarray | None, where: Filter | None) -> np.ndarray:
         table = self._table(name)
         conditions = []
         if centroid_ids is not None:
             conditions.append(f"array_has_any(centroids, [{', '.join(str(int(c)) for c in np.unique(centroid_ids))}])")
         if where is not None:
             conditions.append(f"({render_filter(where, _existing_metadata_columns(table.schema))}) IS TRUE")
-        query = table.search().select(["id", "rev"]).limit(None)
+        query = table.search().select(["rev"]).limit(None)
         rows = (query.where(" AND ".join(conditions)) if conditions else query).to_arrow()
-        return Candidates(
-            ids=rows.column("id").to_pylist(),
-            revisions=rows.column("rev").to_numpy().astype(np.int64, copy=False),
-        )
+        return rows.column("rev").to_numpy().astype(np.int64, copy=False)
 
     def fetch(self, name: str, revisions: np.ndarray) -> DocumentBatch:
         table = self._table(name)

@@ -85,7 +85,7 @@ from colbert_store.errors import (
     InvalidInputError,
 )
 from colbert_store.filters import And, Comparison, Filter, Membership, Not, Or
-from colbert_store.storage import Candidates, DocumentBatch, IndexHeader, Store
+from colbert_store.storage import DocumentBatch, IndexHeader, Store
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9-]+(?:_[A-Za-z0-9-]+)*$")  # no "__": prefix ends at the first one
@@ -294,7 +294,7 @@ class QdrantStore(Store):
         with self._documents(name) as docs:
             return int(self._client.count(docs, exact=True).count)
 
-    def candidates(self, name: str, centroid_ids: np.ndarray | None, where: Filter | None) -> Candidates:
+    def candidates(self, name: str, centroid_ids: np.ndarray | None, where: Filter | None) -> np.ndarray:
         """One scroll (all pages) with ``centroids`` MatchAny and the translated filter.
 
         In local mode the centroid test runs in numpy instead, on a table of every document's distinct
@@ -317,7 +317,7 @@ class QdrantStore(Store):
         condition = _all_of(conditions)
         if condition is False:
             self.count(name)  # still raises IndexNotFoundError for a missing index
-            return Candidates(ids=[], revisions=np.empty(0, np.int64))
+            return np.empty(0, np.int64)
         query = None if condition is True else _as_filter(condition)
         if probes is not None and self._scan_centroids_locally:
             with self._documents(name) as docs:  # table and filter under one lock: a consistent answer
@@ -327,13 +327,10 @@ class QdrantStore(Store):
                     passing = self._scroll_all(docs, query, ["rev"], page=_CANDIDATE_PAGE)
                     allowed = np.fromiter((record.payload["rev"] for record in passing), np.int64, len(passing))
                     rows = rows[np.isin(table.revisions[rows], allowed)]
-            return Candidates(ids=[table.doc_ids[i] for i in rows.tolist()], revisions=table.revisions[rows])
+            return table.revisions[rows]
         with self._documents(name) as docs:  # all pages under one lock: a consistent answer in local mode
-            records = self._scroll_all(docs, query, ["doc_id", "rev"], page=_CANDIDATE_PAGE)
-        return Candidates(
-            ids=[record.payload["doc_id"] for record in records],
-            revisions=np.fromiter((record.payload["rev"] for record in records), np.int64, len(records)),
-        )
+            records = self._scroll_all(docs, query, ["rev"], page=_CANDIDATE_PAGE)
+        return np.fromiter((record.payload["rev"] for record in records), np.int64, len(records))
 
     def fetch(self, name: str, revisions: np.ndarray) -> DocumentBatch:
         """Scroll by ``rev`` MatchAny (integer payload index in server mode), 2048 revisions a query.
@@ -433,7 +430,7 @@ class QdrantStore(Store):
         """The collection's :class:`_LocalTable`, built by one scroll if absent; call under the client lock."""
         table = _local_tables(self._client).get(docs)
         if table is None:
-            records = self._scroll_all(docs, None, ["doc_id", "rev", "centroids"], page=_CANDIDATE_PAGE)
+            records = self._scroll_all(docs, None, ["rev", "centroids"], page=_CANDIDATE_PAGE)
             table = _LocalTable(records)
             _local_tables(self._client)[docs] = table
         return table
@@ -599,7 +596,7 @@ def _forget_local_table(client: Any, collection: str) -> None:
 
 
 class _LocalTable:
-    """Point ids, document ids, revisions and distinct centroids of one local-mode collection, in numpy.
+    """Point ids, revisions and distinct centroids of one local-mode collection, in numpy.
 
     Built from one scroll and dropped by every write to the collection through any store on the same
     client (writes and reads of a local client hold its lock), so it always matches the collection.
@@ -608,7 +605,6 @@ class _LocalTable:
 
     def __init__(self, records: Sequence[Any]) -> None:
         self.point_ids = [str(record.id) for record in records]
-        self.doc_ids = [record.payload["doc_id"] for record in records]
         self.revisions = np.fromiter((record.payload["rev"] for record in records), np.int64, len(records))
         lists = [record.payload["centroids"] for record in records]
         lengths = np.fromiter(map(len, lists), np.int64, len(lists))
@@ -623,7 +619,7 @@ class _LocalTable:
         """Sorted rows of the documents holding any of the (sorted, distinct) ``probes``.
 
         >>> from types import SimpleNamespace as Point
-        >>> table = _LocalTable([Point(id=i, payload={"doc_id": str(i), "rev": i, "centroids": c})
+        >>> table = _LocalTable([Point(id=i, payload={"rev": i, "centroids": c})
         ...                      for i, c in enumerate([[3, 5], [5], [7]])])
         >>> table.holding_any(np.array([5])).tolist(), table.holding_any(np.array([3, 7, 9])).tolist()
         ([0, 1], [0, 2])

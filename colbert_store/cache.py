@@ -34,22 +34,29 @@ class CachedDocuments:
         return int(self.batch.centroid_ids.nbytes + self.batch.residuals.nbytes)
 
     @cached_property
-    def centroid_pairs(self) -> np.ndarray:
-        """Sorted distinct ``centroid_id * len(batch) + slot`` keys: an inverted list from centroid to documents."""
-        n_slots = len(self.batch)
-        slot_of_token = np.repeat(np.arange(n_slots, dtype=np.int64), np.diff(self.batch.token_offsets))
-        return np.unique(self.batch.centroid_ids.astype(np.int64) * n_slots + slot_of_token)
+    def inverted_lists(self) -> tuple[np.ndarray, np.ndarray]:
+        """Centroid -> cached documents: ``slots[offsets[c]:offsets[c + 1]]`` hold centroid ``c`` (ascending).
+
+        A stable sort of the token centroid ids (a radix sort for 16-bit ids) keeps each centroid's
+        tokens in slot order, so repeats within a document are neighbours and drop out in one pass.
+        """
+        centroid_ids = self.batch.centroid_ids
+        order = np.argsort(centroid_ids, kind="stable")
+        centroids = centroid_ids[order]
+        slots = np.repeat(np.arange(len(self.batch), dtype=np.int64), np.diff(self.batch.token_offsets))[order]
+        distinct = np.ones(len(order), dtype=bool)
+        distinct[1:] = (centroids[1:] != centroids[:-1]) | (slots[1:] != slots[:-1])
+        counts = np.bincount(centroids[distinct], minlength=1)
+        return np.concatenate([[0], np.cumsum(counts)]), slots[distinct]
 
     def slots_holding(self, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Every (slot, centroid) pair of a cached document holding one of ``centroids``."""
-        n_slots = len(self.batch)
-        keys = self.centroid_pairs
-        centroids = centroids.astype(np.int64)
-        starts = np.searchsorted(keys, centroids * n_slots)
-        stops = np.searchsorted(keys, (centroids + 1) * n_slots)
-        positions, _ = concatenated_ranges(starts, stops - starts)
-        centroid, slot = np.divmod(keys[positions], n_slots)
-        return slot, centroid
+        offsets, slots = self.inverted_lists
+        last = len(offsets) - 1  # centroids past the largest cached id hold nothing
+        starts = offsets[np.minimum(centroids, last)]
+        lengths = offsets[np.minimum(centroids + 1, last)] - starts
+        positions, owner = concatenated_ranges(starts, lengths)
+        return slots[positions], centroids[owner]
 
     def slots(self, revisions: np.ndarray) -> np.ndarray:
         """Cache slot of each revision, -1 where absent."""

@@ -146,14 +146,15 @@ class ResidualCodec:
 
     def decompress_tensor(self, ids: np.ndarray, packed: np.ndarray) -> torch.Tensor:
         """:meth:`decompress` as a torch tensor: one lookup per packed byte gives its dimensions' weights."""
-        n, nbytes = packed.shape
-        rows = torch.from_numpy(packed.astype(np.int64)) + self._byte_table_offsets
-        vectors = self._byte_table[rows].reshape(n, self.dim)
-        vectors += self._centroids_tensor[torch.from_numpy(ids.astype(np.int64))]
+        n = len(packed)
+        rows = torch.from_numpy(packed).to(torch.int32) + self._byte_table_offsets
+        vectors = torch.nn.functional.embedding(rows, self._byte_table).reshape(n, self.dim)
+        vectors += torch.from_numpy(self.centroids.take(ids, axis=0))
         return torch.nn.functional.normalize(vectors, dim=1)
 
     @cached_property
-    def _centroids_tensor(self) -> torch.Tensor:
+    def centroids_tensor(self) -> torch.Tensor:
+        """The centroids as a torch tensor sharing their memory."""
         return torch.from_numpy(self.centroids)
 
     @cached_property
@@ -167,7 +168,7 @@ class ResidualCodec:
 
     @cached_property
     def _byte_table_offsets(self) -> torch.Tensor:
-        return torch.arange(self.packed_bytes_per_token, dtype=torch.int64) * 256
+        return torch.arange(self.packed_bytes_per_token, dtype=torch.int32) * 256
 
     def to_bytes(self) -> bytes:
         """Serialise to an ``.npz`` payload (plain arrays, no pickle)."""

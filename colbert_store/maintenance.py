@@ -128,7 +128,7 @@ def document_vectors(batch: DocumentBatch, codec: ResidualCodec, encode_texts: T
     with_text = [i for i, text in enumerate(batch.texts) if text] if encode_texts is not None else []
     if with_text:
         assert encode_texts is not None
-        for i, encoded in zip(with_text, encode_texts([batch.texts[i] for i in with_text])):
+        for i, encoded in zip(with_text, encode_texts([str(batch.texts[i]) for i in with_text])):
             what = f"encoded text of {batch.ids[i]!r}"
             documents[i] = normalise_rows(check_matrix(encoded, codec.dim, what), what)
     return documents

@@ -81,16 +81,17 @@ def search_one(
         IndexChangedError: a candidate was encoded by another codec generation (a retrain happened).
     """
     query_t = torch.from_numpy(query)
-    centroid_scores = query_t @ torch.from_numpy(codec.centroids).T  # (n_query_tokens, n_centroids)
+    # (n_centroids, n_query_tokens), contiguous: the stages below gather whole rows of it.
+    centroid_scores = codec.centroids_tensor @ query_t.T
     nprobe = min(params.nprobe, codec.n_centroids)
-    probes = centroid_scores.topk(nprobe, dim=1).indices.unique().numpy()
+    probes = centroid_scores.topk(nprobe, dim=0).indices.unique().numpy()
     candidates = store.candidates(name, probes, where)
-    if len(candidates.revisions) < k:  # too few share a probed centroid (e.g. a selective filter)
+    if len(candidates) < k:  # too few share a probed centroid (e.g. a selective filter)
         candidates = store.candidates(name, None, where)
-    if (revision_generations(candidates.revisions) != generation % GENERATIONS).any():
+    if (revision_generations(candidates) != generation % GENERATIONS).any():
         raise IndexChangedError(f"index {name!r} was retrained after its codec (generation {generation}) was loaded")
-    docs, slots = _cached_documents(store, name, cache, candidates.revisions)
-    missing = len(candidates.revisions) - len(slots)
+    docs, slots = _cached_documents(store, name, cache, candidates)
+    missing = len(candidates) - len(slots)
     if not len(slots):
         return ScoredDocuments(docs.batch, slots, np.empty(0, np.float32), missing)
     shortlist = _pruned_centroid_top(docs, slots, centroid_scores, params)
@@ -119,10 +120,10 @@ def _pruned_centroid_top(
     least ``centroid_threshold`` against some query token (PLAID stage 2, from inverted lists)."""
     if len(slots) <= params.ncandidates:
         return slots
-    best_per_centroid = centroid_scores.max(dim=0).values
     if params.centroid_threshold is None:
-        relevant = np.arange(len(best_per_centroid))
+        relevant = np.arange(len(centroid_scores))
     else:
+        best_per_centroid = centroid_scores.amax(dim=1)
         relevant = torch.nonzero(best_per_centroid >= params.centroid_threshold).squeeze(1).numpy()
     holder, centroid = docs.slots_holding(relevant)
     row_of_slot = np.full(len(docs.batch), -1, dtype=np.int64)
@@ -138,7 +139,7 @@ def _centroid_top(batch: DocumentBatch, slots: np.ndarray, centroid_scores: torc
     if len(slots) <= keep:
         return slots
     positions, owner = token_positions(batch.token_offsets, slots)
-    approx = _max_sim_over_centroids(centroid_scores, batch.centroid_ids[positions].astype(np.int64), owner, len(slots))
+    approx = _max_sim_over_centroids(centroid_scores, batch.centroid_ids[positions], owner, len(slots))
     return slots[approx.topk(keep).indices.numpy()]
 
 
@@ -146,8 +147,8 @@ def _max_sim_over_centroids(
     centroid_scores: torch.Tensor, centroids: np.ndarray, rows: np.ndarray, n_rows: int
 ) -> torch.Tensor:
     """Per row: sum over query tokens of the best score among the row's ``centroids`` (floored at 0)."""
-    token_scores = centroid_scores[:, torch.from_numpy(centroids)].T  # (n_pairs, n_query_tokens)
-    best = torch.zeros((n_rows, centroid_scores.shape[0]), dtype=token_scores.dtype)
+    token_scores = torch.from_numpy(centroid_scores.numpy().take(centroids, axis=0))  # (n_pairs, n_query_tokens)
+    best = torch.zeros((n_rows, centroid_scores.shape[1]), dtype=token_scores.dtype)
     best.scatter_reduce_(0, torch.from_numpy(rows)[:, None].expand_as(token_scores), token_scores, reduce="amax")
     return best.sum(dim=1)
 

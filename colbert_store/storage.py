@@ -85,13 +85,6 @@ class DocumentBatch:
         return offsets, (keys % span).astype(np.int64)
 
 
-@dataclass(frozen=True)
-class Candidates:
-    """Documents that hold at least one probed centroid and pass the filter."""
-
-    ids: list[str]
-    revisions: np.ndarray  # (n,) int64
-
 
 class Store(ABC):
     """Abstract storage backend. Implementations must make each call atomic: a header write and each
@@ -145,8 +138,9 @@ class Store(ABC):
         """Number of stored documents."""
 
     @abstractmethod
-    def candidates(self, name: str, centroid_ids: np.ndarray | None, where: Filter | None) -> Candidates:
-        """Documents holding any of ``centroid_ids`` and matching ``where``, answered by the store's index.
+    def candidates(self, name: str, centroid_ids: np.ndarray | None, where: Filter | None) -> np.ndarray:
+        """Revisions (int64) of the documents holding any of ``centroid_ids`` and matching ``where``,
+        answered by the store's index.
 
         ``centroid_ids=None`` drops the centroid condition: every document matching ``where``.
         """

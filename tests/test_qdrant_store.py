@@ -224,8 +224,13 @@ def test_replace_by_id_keeps_one_document_with_new_data(store):
 
 
 def _all(store) -> tuple[list[str], list[int]]:
-    found = store.candidates("papers", None, None)
+    found = store.fetch("papers", store.candidates("papers", None, None))
     return found.ids, found.revisions.tolist()
+
+
+def candidate_ids(store, probes, where) -> list[str]:
+    """Sorted ids of the documents ``store.candidates`` names (it answers revisions)."""
+    return sorted(store.fetch("papers", store.candidates("papers", probes, where)).ids)
 
 
 def test_delete_and_count(store):
@@ -266,15 +271,15 @@ def test_candidates_are_exactly_the_documents_holding_a_probed_centroid(store, n
             if np.isin(batch.centroid_ids[batch.token_offsets[i] : batch.token_offsets[i + 1]], probes).any()
         }
         found = store.candidates("papers", probes, None)
-        assert sorted(found.ids) == sorted(expected)
-        assert found.revisions.dtype == np.int64
-        assert dict(zip(found.ids, found.revisions.tolist())) == {
-            doc_id: int(rev) for doc_id, rev in zip(batch.ids, batch.revisions) if doc_id in expected
-        }
-    assert store.candidates("papers", np.array([], dtype=np.int64), None).ids == []
+        assert found.dtype == np.int64
+        assert sorted(found.tolist()) == sorted(
+            int(rev) for doc_id, rev in zip(batch.ids, batch.revisions) if doc_id in expected
+        )
+    assert store.candidates("papers", np.array([], dtype=np.int64), None).tolist() == []
     where = parse_filter({"tag": "t1"})
-    found = store.candidates("papers", np.arange(40), where)
-    assert sorted(found.ids) == sorted(doc_id for i, doc_id in enumerate(batch.ids) if i % 4 == 1)
+    assert candidate_ids(store, np.arange(40), where) == sorted(
+        doc_id for i, doc_id in enumerate(batch.ids) if i % 4 == 1
+    )
 
 
 def test_awkward_ids_roundtrip(store):
@@ -329,9 +334,9 @@ def test_local_lookup_table_follows_writes_from_every_store_on_the_client():
 
     def seen() -> dict[str, int]:
         found = reader.candidates("papers", everything, None)
-        fetched = by_id(reader.fetch("papers", found.revisions))
-        assert set(fetched) == set(found.ids)
-        return {doc_id: fetched[doc_id][0] for doc_id in found.ids}
+        fetched = reader.fetch("papers", found)
+        assert sorted(fetched.revisions.tolist()) == sorted(found.tolist())
+        return dict(zip(fetched.ids, fetched.revisions.tolist()))
 
     assert seen() == {}
     writer.upsert("papers", make_batch(["a", "b", "c"]))
@@ -341,7 +346,7 @@ def test_local_lookup_table_follows_writes_from_every_store_on_the_client():
     assert by_id(reader.fetch("papers", np.array([2, 3]))).keys() == {"c"}
     writer.delete("papers", ["a"])
     assert seen() == {"b": 20, "c": 3}
-    assert sorted(reader.candidates("papers", everything, parse_filter({"tag": "t0"})).ids) == ["b"]
+    assert candidate_ids(reader, everything, parse_filter({"tag": "t0"})) == ["b"]
     writer.drop_index("papers")
     writer.create_index("papers", header())
     assert seen() == {}
@@ -397,8 +402,7 @@ def test_server_code_path_on_a_local_client():
         batch.ids[i] for i in range(len(batch))
         if i % 4 and np.isin(batch.centroid_ids[batch.token_offsets[i] : batch.token_offsets[i + 1]], [3, 7]).any()
     }
-    assert set(found.ids) == expected
-    assert by_id(store.fetch("papers", found.revisions)) == {k: v for k, v in by_id(batch).items() if k in expected}
+    assert by_id(store.fetch("papers", found)) == {k: v for k, v in by_id(batch).items() if k in expected}
 
 
 def test_translated_filters_convert_to_grpc():
@@ -462,7 +466,7 @@ def check_filter(filter_store, spec: dict) -> None:
     store, metadata = filter_store
     expr = parse_filter(spec)
     expected = sorted(f"d{i}" for i, entry in enumerate(metadata) if matches(expr, entry))
-    assert sorted(store.candidates("papers", None, expr).ids) == expected, spec
+    assert candidate_ids(store, None, expr) == expected, spec
 
 
 OPERATOR_CASES = [
@@ -497,7 +501,7 @@ def test_kinds_are_never_confused():
     store.upsert("papers", make_batch([f"d{i}" for i in range(len(metadata))], metadata=metadata))
 
     def found(spec: dict) -> list[str]:
-        return sorted(store.candidates("papers", None, parse_filter(spec)).ids)
+        return candidate_ids(store, None, parse_filter(spec))
 
     assert found({"x": 3}) == ["d0", "d1"]
     assert found({"x": 3.0}) == ["d0", "d1"]
@@ -579,7 +583,7 @@ def test_string_order_matches_python(stored, probe, op):
     store.upsert("papers", make_batch([f"d{i}" for i in range(len(stored))], metadata=[{"s": s} for s in stored]))
     expr = parse_filter({"s": {op: probe}})
     expected = sorted(f"d{i}" for i, s in enumerate(stored) if matches(expr, {"s": s}))
-    assert sorted(store.candidates("papers", None, expr).ids) == expected
+    assert candidate_ids(store, None, expr) == expected
 
 
 # -- concurrency ------------------------------------------------------------------------------------
@@ -598,8 +602,8 @@ def test_readers_and_a_writer_run_concurrently_without_errors(kind, tmp_path):
         while time.monotonic() < stop:
             try:
                 found = store.candidates("papers", rng.integers(0, 64, 4), parse_filter({"i": {"$gte": 0}}))
-                fetched = store.fetch("papers", found.revisions)
-                assert len(fetched) <= len(found.ids)
+                fetched = store.fetch("papers", found)
+                assert len(fetched) <= len(found)
                 assert fetched.residuals.shape[0] == fetched.token_offsets[-1]
                 store.count("papers")
                 reads[0] += 1

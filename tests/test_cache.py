@@ -1,0 +1,63 @@
+"""The revision-keyed document cache and its centroid -> documents inverted lists."""
+
+import numpy as np
+import pytest
+
+from colbert_store.cache import CachedDocuments, DocumentCache
+from colbert_store.storage import DocumentBatch
+
+
+def random_batch(n_docs: int, seed: int, n_centroids: int = 50, first_revision: int = 1) -> DocumentBatch:
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(0, 30, n_docs)  # empty documents included
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return DocumentBatch(
+        ids=[f"d{first_revision + i}" for i in range(n_docs)],
+        revisions=np.arange(first_revision, first_revision + n_docs, dtype=np.int64),
+        token_offsets=offsets,
+        centroid_ids=rng.integers(0, n_centroids, int(offsets[-1])).astype(np.uint16),
+        residuals=rng.integers(0, 256, (int(offsets[-1]), 4), dtype=np.uint8),
+    )
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_slots_holding_lists_each_document_once_per_centroid(seed):
+    batch = random_batch(40, seed)
+    docs = CachedDocuments(batch)
+    rng = np.random.default_rng(100 + seed)
+    for _ in range(5):
+        probes = np.unique(rng.integers(0, 60, 8))  # ids past the largest stored one included
+        slots, centroids = docs.slots_holding(probes)
+        found = list(zip(slots.tolist(), centroids.tolist()))
+        expected = {
+            (slot, int(c))
+            for slot in range(len(batch))
+            for c in batch.centroid_ids[batch.token_offsets[slot] : batch.token_offsets[slot + 1]]
+            if c in probes
+        }
+        assert len(found) == len(set(found))
+        assert set(found) == expected
+    assert [a.tolist() for a in docs.slots_holding(np.array([], dtype=np.int64))] == [[], []]
+
+
+def test_cache_inserts_only_new_revisions_and_drops_old_entries_over_budget():
+    first, second = random_batch(10, 1), random_batch(10, 2, first_revision=11)
+    cache = DocumentCache()
+    cache.insert(first)
+    cache.insert(first)  # already cached: nothing added
+    docs, slots = cache.lookup(np.array([3, 11, 10]))
+    assert len(docs.batch) == 10
+    assert slots[1] == -1 and docs.batch.revisions[slots[[0, 2]]].tolist() == [3, 10]
+    cache.insert(second)
+    docs, slots = cache.lookup(second.revisions)
+    assert (slots >= 0).all() and len(docs.batch) == 20
+    held, _ = docs.slots_holding(np.arange(50))  # the inverted lists cover the newly inserted documents
+    assert set(docs.batch.revisions[held].tolist()) == {
+        int(r) for r, n in zip(docs.batch.revisions, np.diff(docs.batch.token_offsets)) if n
+    }
+
+    small = DocumentCache(max_bytes=CachedDocuments(first).nbytes)
+    small.insert(first)
+    small.insert(second)  # over budget: the first batch is dropped
+    docs, slots = small.lookup(np.concatenate([first.revisions, second.revisions]))
+    assert (slots[:10] == -1).all() and (slots[10:] >= 0).all()
