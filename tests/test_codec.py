@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -59,7 +61,11 @@ def test_more_bits_reconstruct_better(real_tokens):
 def test_serialisation_round_trip_without_pickle(real_tokens):
     train, held_out = real_tokens
     codec = cs.ResidualCodec.fit(train[:4000], nbits=2, n_centroids=64)
-    restored = cs.ResidualCodec.from_bytes(codec.to_bytes())
+    payload = codec.to_bytes()
+    assert len(payload) < codec.centroids.nbytes  # the fitted centroids travel as float16
+    restored = cs.ResidualCodec.from_bytes(payload)
     for name in ("centroids", "cutoffs", "weights"):
         np.testing.assert_array_equal(getattr(restored, name), getattr(codec, name))
     np.testing.assert_array_equal(restored.compress(held_out[:100])[1], codec.compress(held_out[:100])[1])
+    unrounded = replace(codec, centroids=codec.centroids + np.float32(1e-5))  # e.g. an older index's codec
+    np.testing.assert_array_equal(cs.ResidualCodec.from_bytes(unrounded.to_bytes()).centroids, unrounded.centroids)
