@@ -47,11 +47,6 @@ _KEY_METADATA = b"colbert_store.key"
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _IN_LIST_CHUNK = 4096
 _REINDEX_FRACTION = 0.1
-# LanceDB's default session caches up to 6 GiB of index data and 1 GiB of metadata, and every
-# index rebuild while indexing leaves its old pages there: resident memory then grows with the
-# corpus. Ours holds the label-list index of ~10^7 tokens with room to spare.
-_INDEX_CACHE_BYTES = 256 << 20
-_METADATA_CACHE_BYTES = 128 << 20
 
 _BASE_SCHEMA = pa.schema(
     [
@@ -85,19 +80,13 @@ class LanceDBStore(Store):
             or an existing ``lancedb.DBConnection``.
         **connect_kwargs: forwarded to ``lancedb.connect`` (e.g. ``storage_options``); not allowed
             together with a connection. A path opened here reads the latest committed version on
-            every query (``read_consistency_interval=0``), so other processes' writes are seen, and
-            gets a ``lancedb.Session`` with bounded caches (256 MiB of index data, 128 MiB of
-            metadata) so memory stays flat while indexing; pass ``session=`` to choose your own.
+            every query (``read_consistency_interval=0``), so other processes' writes are seen.
     """
 
     def __init__(self, uri_or_connection: str | PathLike[str] | Any, **connect_kwargs: Any) -> None:
         lancedb = require("lancedb", "lancedb")
         if isinstance(uri_or_connection, (str, PathLike)):
             connect_kwargs.setdefault("read_consistency_interval", timedelta(0))
-            if "session" not in connect_kwargs:
-                connect_kwargs["session"] = lancedb.Session(
-                    index_cache_size_bytes=_INDEX_CACHE_BYTES, metadata_cache_size_bytes=_METADATA_CACHE_BYTES
-                )
             self._db = lancedb.connect(uri_or_connection, **connect_kwargs)
         elif connect_kwargs:
             raise TypeError(f"unexpected keyword arguments with a connection: {sorted(connect_kwargs)}")
