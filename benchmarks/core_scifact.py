@@ -22,7 +22,7 @@ import numpy as np
 
 import colbert_store as cs
 from benchmarks.exhaustive import ExhaustiveMaxSim
-from benchmarks.metrics import latency_summary, ndcg_at_k, overlap_at_k
+from benchmarks.metrics import latency_summary, ndcg_at_k, overlap_at_k, time_each
 from benchmarks.scifact_vectors import ScifactVectors, load_scifact_vectors
 from colbert_store.adapters.lancedb import LanceDBStore
 
@@ -38,28 +38,15 @@ def folder_bytes(path: Path) -> int:
 
 
 def run_exhaustive(exhaustive: ExhaustiveMaxSim, queries: list[np.ndarray], k: int) -> tuple[list[list[str]], list[float]]:
-    rankings, seconds = [], []
-    for query in queries:
-        start = time.perf_counter()
-        hits = exhaustive.search(query, k)
-        seconds.append(time.perf_counter() - start)
-        rankings.append([doc_id for doc_id, _ in hits])
-    return rankings, seconds
+    return time_each(lambda query: [doc_id for doc_id, _ in exhaustive.search(query, k)], queries, warmup=0)
 
 
 def time_searches(
     index: cs.Index, queries: list[np.ndarray], k: int, warmup: int = 50, **params: Any
 ) -> tuple[list[list[str]], list[float]]:
-    """Top-``k`` ids and seconds of each single-query search, after ``warmup`` untimed queries."""
-    for query in queries[:warmup]:  # warm the document cache, as a long-running service would be
-        index.search(query, k=k, **params)
-    rankings, seconds = [], []
-    for query in queries:
-        start = time.perf_counter()
-        hits = index.search(query, k=k, **params)
-        seconds.append(time.perf_counter() - start)
-        rankings.append([hit.id for hit in hits])
-    return rankings, seconds
+    """Top-``k`` ids and seconds of each single-query search, after ``warmup`` untimed queries (which warm
+    the document cache, as a long-running service would be)."""
+    return time_each(lambda query: [hit.id for hit in index.search(query, k=k, **params)], queries, warmup)
 
 
 def evaluate_index(

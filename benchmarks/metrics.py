@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
+
+Ranking = TypeVar("Ranking")
 
 
 def ndcg_at_k(ranked: Sequence[str], relevant: Mapping[str, int], k: int = 10) -> float:
@@ -35,3 +39,17 @@ def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
     """p50 / p95 / mean in milliseconds."""
     ms = np.asarray(seconds) * 1000
     return {"p50_ms": float(np.median(ms)), "p95_ms": float(np.percentile(ms, 95)), "mean_ms": float(ms.mean())}
+
+
+def time_each(
+    search: Callable[[np.ndarray], Ranking], queries: Sequence[np.ndarray], warmup: int
+) -> tuple[list[Ranking], list[float]]:
+    """What ``search`` returns for each query and the seconds it took, after ``warmup`` untimed queries."""
+    for query in queries[:warmup]:
+        search(query)
+    rankings, seconds = [], []
+    for query in queries:
+        start = time.perf_counter()
+        rankings.append(search(query))
+        seconds.append(time.perf_counter() - start)
+    return rankings, seconds

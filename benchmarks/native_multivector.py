@@ -42,7 +42,7 @@ from qdrant_client import QdrantClient, models
 
 from benchmarks.core_scifact import folder_bytes, ranking_quality, run_exhaustive
 from benchmarks.exhaustive import ExhaustiveMaxSim
-from benchmarks.metrics import latency_summary
+from benchmarks.metrics import latency_summary, time_each
 from benchmarks.scifact_vectors import load_scifact_vectors
 
 if TYPE_CHECKING:
@@ -80,18 +80,6 @@ def _evaluated(data: BenchData) -> int:
     return len(data.queries) if data.max_queries is None else min(data.max_queries, len(data.queries))
 
 
-def _time_single(search: Callable[[np.ndarray], list[int]], queries: list[np.ndarray]) -> tuple[list[list[int]], list[float]]:
-    """Top-k document positions and seconds of each single-query ``search``, after ``WARMUP`` untimed queries."""
-    for query in queries[:WARMUP]:
-        search(query)
-    rankings, seconds = [], []
-    for query in queries:
-        start = time.perf_counter()
-        rankings.append(search(query))
-        seconds.append(time.perf_counter() - start)
-    return rankings, seconds
-
-
 def _row(data: BenchData, rankings: list[list[int]], seconds: list[float], **extra: Any) -> dict[str, Any]:
     """Quality and latency of ``rankings`` (document positions) plus ``extra``."""
     n = len(rankings)
@@ -125,7 +113,7 @@ def qdrant_native(data: BenchData) -> dict[str, Any]:
         def search(query: np.ndarray) -> list[int]:
             return [int(p.id) for p in client.query_points(COLLECTION, query=query, limit=data.k, with_payload=False).points]
 
-        rankings, seconds = _time_single(search, queries)
+        rankings, seconds = time_each(search, queries, WARMUP)
         start = time.perf_counter()
         for first in range(0, len(queries), QUERY_BATCH):
             requests = [
@@ -187,7 +175,7 @@ def lancedb_native(data: BenchData, indexed: bool) -> dict[str, Any]:
             builder = builder.nprobes(NPROBES).refine_factor(REFINE_FACTOR)
         return builder.to_arrow()["doc"].to_pylist()
 
-    rankings, seconds = _time_single(search, queries)
+    rankings, seconds = time_each(search, queries, WARMUP)
     return _row(
         data, rankings, seconds,
         qps_batch=len(seconds) / sum(seconds),
