@@ -280,16 +280,21 @@ class LanceDBStore(Store):
         return columns
 
     def _refresh_indexes(self, table: Any) -> None:
-        """Create the scalar indexes on first data; fold new rows into them once they are a tenth."""
+        """Build the scalar indexes on first data, and rebuild them once unindexed rows pass a tenth.
+
+        A rebuild reads only the small indexed columns. ``table.optimize()`` would fold the new rows
+        in too, but it also compacts the data files, rewriting every packed residual each time: at
+        3·10^6 synthetic tokens that took adds from 30 to 55 s and their peak memory from 1,242 to
+        1,707 MiB. Compaction is left to :meth:`optimize`.
+        """
         lancedb_index = require("lancedb.index", "lancedb")
-        if not table.list_indices():
-            table.create_index("centroids", config=lancedb_index.LabelList())
-            table.create_index("id", config=lancedb_index.BTree())
-            table.create_index("rev", config=lancedb_index.BTree())
-            return
-        stats = table.index_stats("centroids_idx")
-        if stats is not None and stats.num_unindexed_rows > _REINDEX_FRACTION * stats.num_indexed_rows:
-            table.optimize()
+        if table.list_indices():
+            stats = table.index_stats("centroids_idx")
+            if stats is None or stats.num_unindexed_rows <= _REINDEX_FRACTION * stats.num_indexed_rows:
+                return
+        table.create_index("centroids", config=lancedb_index.LabelList(), replace=True)
+        table.create_index("id", config=lancedb_index.BTree(), replace=True)
+        table.create_index("rev", config=lancedb_index.BTree(), replace=True)
 
 
 _STORED_COLUMNS = ["id", "rev", "codes", "residuals", "n_tokens", "sq_error", "text", "metadata"]

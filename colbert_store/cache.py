@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from functools import cached_property
 
 import numpy as np
 
@@ -17,10 +16,50 @@ from colbert_store.storage import DocumentBatch
 
 
 @dataclass(frozen=True)
+class InvertedList:
+    """Centroid -> documents for the cache slots ``first_slot`` up to ``end_slot``: ``slots[offsets[c]:offsets[c + 1]]``
+    are the slots (ascending, each once) holding centroid ``c``."""
+
+    first_slot: int
+    end_slot: int
+    n_tokens: int
+    offsets: np.ndarray
+    slots: np.ndarray
+
+    @classmethod
+    def build(cls, batch: DocumentBatch, first_slot: int, end_slot: int) -> InvertedList:
+        """The inverted list of ``batch``'s documents ``first_slot:end_slot``.
+
+        A stable sort of the token centroid ids (a radix sort for 16-bit ids) keeps each centroid's
+        tokens in slot order, so repeats within a document are neighbours and drop out in one pass.
+        """
+        first_token, end_token = int(batch.token_offsets[first_slot]), int(batch.token_offsets[end_slot])
+        centroid_ids = batch.centroid_ids[first_token:end_token]
+        order = np.argsort(centroid_ids, kind="stable")
+        centroids = centroid_ids[order]
+        lengths = np.diff(batch.token_offsets[first_slot : end_slot + 1])
+        slots = np.repeat(np.arange(first_slot, end_slot, dtype=np.int64), lengths)[order]
+        distinct = np.ones(len(order), dtype=bool)
+        distinct[1:] = (centroids[1:] != centroids[:-1]) | (slots[1:] != slots[:-1])
+        counts = np.bincount(centroids[distinct], minlength=1)
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        return cls(first_slot, end_slot, end_token - first_token, offsets, slots[distinct])
+
+    def holding(self, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every (slot, centroid) pair of a listed document holding one of ``centroids``."""
+        last = len(self.offsets) - 1  # centroids past the largest listed id hold nothing
+        starts = self.offsets[np.minimum(centroids, last)]
+        lengths = self.offsets[np.minimum(centroids + 1, last)] - starts
+        positions, owner = concatenated_ranges(starts, lengths)
+        return self.slots[positions], centroids[owner]
+
+
+@dataclass(frozen=True)
 class CachedDocuments:
-    """An immutable snapshot of the cache: the documents and lookups derived from them."""
+    """An immutable snapshot of the cache: the documents, and inverted lists covering all of them."""
 
     batch: DocumentBatch
+    inverted_lists: tuple[InvertedList, ...] = ()
     sorted_revisions: np.ndarray = field(init=False)
     order: np.ndarray = field(init=False)
 
@@ -33,30 +72,14 @@ class CachedDocuments:
     def nbytes(self) -> int:
         return int(self.batch.centroid_ids.nbytes + self.batch.residuals.nbytes)
 
-    @cached_property
-    def inverted_lists(self) -> tuple[np.ndarray, np.ndarray]:
-        """Centroid -> cached documents: ``slots[offsets[c]:offsets[c + 1]]`` hold centroid ``c`` (ascending).
-
-        A stable sort of the token centroid ids (a radix sort for 16-bit ids) keeps each centroid's
-        tokens in slot order, so repeats within a document are neighbours and drop out in one pass.
-        """
-        centroid_ids = self.batch.centroid_ids
-        order = np.argsort(centroid_ids, kind="stable")
-        centroids = centroid_ids[order]
-        slots = np.repeat(np.arange(len(self.batch), dtype=np.int64), np.diff(self.batch.token_offsets))[order]
-        distinct = np.ones(len(order), dtype=bool)
-        distinct[1:] = (centroids[1:] != centroids[:-1]) | (slots[1:] != slots[:-1])
-        counts = np.bincount(centroids[distinct], minlength=1)
-        return np.concatenate([[0], np.cumsum(counts)]), slots[distinct]
-
     def slots_holding(self, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Every (slot, centroid) pair of a cached document holding one of ``centroids``."""
-        offsets, slots = self.inverted_lists
-        last = len(offsets) - 1  # centroids past the largest cached id hold nothing
-        starts = offsets[np.minimum(centroids, last)]
-        lengths = offsets[np.minimum(centroids + 1, last)] - starts
-        positions, owner = concatenated_ranges(starts, lengths)
-        return slots[positions], centroids[owner]
+        pairs = [inverted.holding(centroids) for inverted in self.inverted_lists]
+        if len(pairs) == 1:
+            return pairs[0]
+        if not pairs:
+            return np.empty(0, np.int64), centroids[:0]
+        return np.concatenate([slots for slots, _ in pairs]), np.concatenate([found for _, found in pairs])
 
     def slots(self, revisions: np.ndarray) -> np.ndarray:
         """Cache slot of each revision, -1 where absent."""
@@ -74,25 +97,6 @@ def _empty_batch() -> DocumentBatch:
         token_offsets=np.zeros(1, np.int64),
         centroid_ids=np.empty(0, np.uint16),
         residuals=np.empty((0, 0), np.uint8),
-    )
-
-
-def concat_batches(batches: list[DocumentBatch]) -> DocumentBatch:
-    """One batch holding every document of ``batches`` in order."""
-    batches = [b for b in batches if len(b)]
-    if not batches:
-        return _empty_batch()
-    if len(batches) == 1:
-        return batches[0]
-    lengths = np.concatenate([np.diff(b.token_offsets) for b in batches])
-    return DocumentBatch(
-        ids=[doc_id for b in batches for doc_id in b.ids],
-        revisions=np.concatenate([b.revisions for b in batches]),
-        token_offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-        centroid_ids=np.concatenate([b.centroid_ids for b in batches]),
-        residuals=np.concatenate([b.residuals for b in batches]),
-        texts=[text for b in batches for text in (b.texts or [None] * len(b))],
-        metadata=[entry for b in batches for entry in (b.metadata or [{}] * len(b))],
     )
 
 
@@ -118,13 +122,41 @@ def token_positions(token_offsets: np.ndarray, slots: np.ndarray) -> tuple[np.nd
     return concatenated_ranges(starts, token_offsets[slots + 1] - starts)
 
 
+class _GrowingArray:
+    """An append-only array. Every view it hands out stays valid: appends write past the end of
+    earlier views, and outgrowing the buffer copies into a new one (earlier views keep the old)."""
+
+    def __init__(self, first: np.ndarray) -> None:
+        self._buffer = first.copy()
+        self._length = len(first)
+
+    def extend(self, values: np.ndarray) -> np.ndarray:
+        """Append ``values``; return a view of everything appended so far."""
+        end = self._length + len(values)
+        if end > len(self._buffer):
+            grown = np.empty((max(end, 2 * len(self._buffer)), *self._buffer.shape[1:]), self._buffer.dtype)
+            grown[: self._length] = self._buffer[: self._length]
+            self._buffer = grown
+        self._buffer[self._length : end] = values
+        self._length = end
+        return self._buffer[:end]
+
+
 class DocumentCache:
-    """Thread-safe revision-keyed cache of encoded documents with a byte budget."""
+    """Thread-safe revision-keyed cache of encoded documents with a byte budget.
+
+    Inserting costs time in proportion to the inserted documents, not to the cache: token arrays
+    grow in place (searches keep reading their own snapshot), and the new documents get their own
+    inverted list. Lists are merged while the newer of the last two is at least half the size of
+    the older, so a cache of ``n`` tokens holds about ``log2(n)`` of them and every token is
+    re-listed ``O(log n)`` times in all.
+    """
 
     def __init__(self, max_bytes: int = 1 << 30) -> None:
         self._max_bytes = max_bytes
-        self._snapshot = CachedDocuments(_empty_batch())
         self._lock = threading.Lock()
+        self._arrays: dict[str, _GrowingArray] = {}
+        self._snapshot = CachedDocuments(_empty_batch())
 
     def lookup(self, revisions: np.ndarray) -> tuple[CachedDocuments, np.ndarray]:
         """The current snapshot and the slot of each revision in it (-1 where not cached)."""
@@ -134,17 +166,47 @@ class DocumentCache:
     def insert(self, batch: DocumentBatch) -> None:
         """Add fetched documents; when over budget, the old entries are dropped first."""
         with self._lock:
-            current = self._snapshot
-            new = np.flatnonzero(current.slots(batch.revisions) < 0)
+            new = np.flatnonzero(self._snapshot.slots(batch.revisions) < 0)
             if not len(new):
                 return
             fresh = subset_batch(batch, new)
-            keep = [] if current.nbytes + CachedDocuments(fresh).nbytes > self._max_bytes else [current.batch]
-            self._snapshot = CachedDocuments(concat_batches([*keep, fresh]))
+            if self._snapshot.nbytes + fresh.centroid_ids.nbytes + fresh.residuals.nbytes > self._max_bytes:
+                self._reset()
+            self._snapshot = self._appended(fresh)
 
     def clear(self) -> None:
         with self._lock:
-            self._snapshot = CachedDocuments(_empty_batch())
+            self._reset()
+
+    def _reset(self) -> None:
+        self._arrays = {}
+        self._snapshot = CachedDocuments(_empty_batch())
+
+    def _appended(self, fresh: DocumentBatch) -> CachedDocuments:
+        """A snapshot of the cached documents followed by ``fresh``."""
+        cached = self._snapshot.batch
+        if not self._arrays:
+            self._arrays = {
+                "revisions": _GrowingArray(cached.revisions),
+                "token_offsets": _GrowingArray(cached.token_offsets),
+                "centroid_ids": _GrowingArray(fresh.centroid_ids[:0]),
+                "residuals": _GrowingArray(fresh.residuals[:0]),
+            }
+        first_slot = len(cached)
+        batch = DocumentBatch(
+            ids=cached.ids + fresh.ids,
+            revisions=self._arrays["revisions"].extend(fresh.revisions),
+            token_offsets=self._arrays["token_offsets"].extend(fresh.token_offsets[1:] + cached.token_offsets[-1]),
+            centroid_ids=self._arrays["centroid_ids"].extend(fresh.centroid_ids),
+            residuals=self._arrays["residuals"].extend(fresh.residuals),
+            texts=list(cached.texts) + (fresh.texts or [None] * len(fresh)),
+            metadata=list(cached.metadata) + (fresh.metadata or [{}] * len(fresh)),
+        )
+        lists = [*self._snapshot.inverted_lists, InvertedList.build(batch, first_slot, len(batch))]
+        while len(lists) > 1 and 2 * lists[-1].n_tokens >= lists[-2].n_tokens:
+            merged = InvertedList.build(batch, lists[-2].first_slot, lists[-1].end_slot)
+            lists[-2:] = [merged]
+        return CachedDocuments(batch, tuple(lists))
 
 
 def subset_batch(batch: DocumentBatch, rows: np.ndarray) -> DocumentBatch:

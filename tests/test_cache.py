@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from colbert_store.cache import CachedDocuments, DocumentCache
+from colbert_store.cache import CachedDocuments, DocumentCache, InvertedList
 from colbert_store.storage import DocumentBatch
 
 
@@ -23,7 +23,7 @@ def random_batch(n_docs: int, seed: int, n_centroids: int = 50, first_revision: 
 @pytest.mark.parametrize("seed", range(4))
 def test_slots_holding_lists_each_document_once_per_centroid(seed):
     batch = random_batch(40, seed)
-    docs = CachedDocuments(batch)
+    docs = CachedDocuments(batch, (InvertedList.build(batch, 0, 17), InvertedList.build(batch, 17, 40)))
     rng = np.random.default_rng(100 + seed)
     for _ in range(5):
         probes = np.unique(rng.integers(0, 60, 8))  # ids past the largest stored one included
@@ -38,6 +38,40 @@ def test_slots_holding_lists_each_document_once_per_centroid(seed):
         assert len(found) == len(set(found))
         assert set(found) == expected
     assert [a.tolist() for a in docs.slots_holding(np.array([], dtype=np.int64))] == [[], []]
+
+
+def holders(batch: DocumentBatch, centroids: np.ndarray) -> set[tuple[int, int]]:
+    """Brute force: every (slot, centroid) with the centroid among the document's tokens."""
+    return {
+        (slot, int(c))
+        for slot in range(len(batch))
+        for c in set(batch.centroid_ids[batch.token_offsets[slot] : batch.token_offsets[slot + 1]].tolist())
+        if c in centroids
+    }
+
+
+def test_many_inserts_keep_few_inverted_lists_covering_every_document_and_old_snapshots_intact():
+    cache = DocumentCache()
+    batches = [random_batch(int(n), seed, first_revision=1000 * seed + 1) for seed, n in enumerate([5, 3, 40, 1, 7] * 8)]
+    snapshots = []
+    for batch in batches:
+        cache.insert(batch)
+        snapshots.append((cache.lookup(batch.revisions)[0], batch))
+    docs, slots = cache.lookup(np.concatenate([b.revisions for b in batches]))
+    assert (slots >= 0).all() and len(docs.batch) == sum(len(b) for b in batches)
+    assert len(docs.inverted_lists) <= np.log2(len(docs.batch.centroid_ids)) + 1
+    spans = [(inverted.first_slot, inverted.end_slot) for inverted in docs.inverted_lists]
+    assert spans[0][0] == 0 and spans[-1][1] == len(docs.batch)
+    assert all(end == start for (_, end), (start, _) in zip(spans, spans[1:]))
+    probes = np.arange(0, 60, 3)
+    found = list(zip(*(a.tolist() for a in docs.slots_holding(probes))))
+    assert len(found) == len(set(found)) and set(found) == holders(docs.batch, probes)
+    for snapshot, batch in snapshots:  # each search keeps reading the snapshot it started with
+        rows = snapshot.slots(batch.revisions)
+        positions = np.concatenate([np.arange(*snapshot.batch.token_offsets[r : r + 2]) for r in rows])
+        assert snapshot.batch.centroid_ids[positions].tolist() == batch.centroid_ids.tolist()
+        assert snapshot.batch.residuals[positions].tolist() == batch.residuals.tolist()
+        assert [snapshot.batch.ids[r] for r in rows] == batch.ids
 
 
 def test_cache_inserts_only_new_revisions_and_drops_old_entries_over_budget():
