@@ -457,7 +457,7 @@ def _hits(result: ScoredDocuments) -> list[Hit]:
             id=batch.ids[row],
             score=float(score),
             text=batch.texts[row] if batch.texts else None,
-            metadata=batch.metadata[row] if batch.metadata else {},
+            metadata=dict(batch.metadata[row]) if batch.metadata else {},
         )
         for row, score in zip(result.rows.tolist(), result.scores.tolist())
     ]

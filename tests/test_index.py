@@ -71,6 +71,8 @@ def test_hits_carry_text_and_metadata(store, corpus):
     assert hit.id == corpus.ids[17]
     assert hit.text == corpus.texts[17]
     assert hit.metadata == corpus.metadata[17]
+    hit.metadata["topic"] = "changed by the caller"  # a hit's dict is the caller's own, not the cache's
+    assert index.search(corpus.embeddings[17], k=1)[0].metadata == corpus.metadata[17]
 
 
 def test_reopen_gives_identical_results(store_factory, corpus):
