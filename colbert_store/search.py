@@ -80,7 +80,7 @@ def search_one(
     Raises:
         IndexChangedError: a candidate was encoded by another codec generation (a retrain happened).
     """
-    query_t = torch.from_numpy(query)
+    query_t = torch.from_numpy(codec.rotate(query))
     # (n_centroids, n_query_tokens), contiguous: the stages below gather whole rows of it.
     centroid_scores = codec.centroids_tensor @ query_t.T
     nprobe = min(params.nprobe, codec.n_centroids)

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
 import colbert_store as cs
-from colbert_store.bitpack import pack, unpack
+from colbert_store import codec as codec_module
+from colbert_store.bitpack import unpack
 from colbert_store.codec import centroid_id_dtype, default_centroid_count
 
 
 @pytest.mark.parametrize("nbits", [1, 2, 4])
-def test_pack_unpack_round_trip_and_size(nbits):
+def test_unpack_reads_codes_first_in_the_high_bits(nbits):
+    per_byte = 8 // nbits
     rng = np.random.default_rng(nbits)
-    codes = rng.integers(0, 1 << nbits, (50, 128)).astype(np.uint8)
-    packed = pack(codes, nbits)
+    codes = rng.integers(0, 1 << nbits, (50, 128)).astype(np.int64)
+    shifts = nbits * np.arange(per_byte - 1, -1, -1)
+    packed = (codes.reshape(50, -1, per_byte) << shifts).sum(axis=2).astype(np.uint8)
     assert packed.shape == (50, 128 * nbits // 8)
     np.testing.assert_array_equal(unpack(packed, nbits), codes)
 
@@ -30,9 +34,9 @@ def test_centroid_ids_use_the_narrowest_type():
 
 @pytest.fixture(scope="module")
 def real_tokens(minilm_token_vectors) -> tuple[np.ndarray, np.ndarray]:
-    """Real token vectors, split into a training half and a held-out half."""
+    """Real token vectors, split into two thirds for training (enough for learned codebooks) and a held-out third."""
     vectors = minilm_token_vectors
-    return vectors[::2], vectors[1::2]
+    return np.delete(vectors, np.s_[::3], axis=0), vectors[::3]
 
 
 @pytest.mark.parametrize(("nbits", "min_cosine"), [(1, 0.85), (2, 0.95), (4, 0.98)])
@@ -62,10 +66,68 @@ def test_serialisation_round_trip_without_pickle(real_tokens):
     train, held_out = real_tokens
     codec = cs.ResidualCodec.fit(train[:4000], nbits=2, n_centroids=64)
     payload = codec.to_bytes()
-    assert len(payload) < codec.centroids.nbytes  # the fitted centroids travel as float16
+    with np.load(io.BytesIO(payload), allow_pickle=False) as arrays:
+        assert arrays["centroids"].dtype == np.float16  # the fitted centroids travel as float16
     restored = cs.ResidualCodec.from_bytes(payload)
-    for name in ("centroids", "cutoffs", "weights"):
+    for name in ("centroids", "codebooks", "rotation"):
         np.testing.assert_array_equal(getattr(restored, name), getattr(codec, name))
     np.testing.assert_array_equal(restored.compress(held_out[:100])[1], codec.compress(held_out[:100])[1])
     unrounded = replace(codec, centroids=codec.centroids + np.float32(1e-5))  # e.g. an older index's codec
     np.testing.assert_array_equal(cs.ResidualCodec.from_bytes(unrounded.to_bytes()).centroids, unrounded.centroids)
+
+
+def test_rotation_is_orthogonal_and_decoding_keeps_query_dot_products(real_tokens):
+    train, held_out = real_tokens
+    codec = cs.ResidualCodec.fit(train, nbits=2, n_centroids=64)
+    assert not np.allclose(codec.rotation, np.eye(codec.dim))
+    np.testing.assert_allclose(codec.rotation @ codec.rotation.T, np.eye(codec.dim), atol=1e-5)
+    ids, packed = codec.compress(held_out[:50])
+    query = held_out[50:60]
+    in_codec_space = codec.decompress_tensor(ids, packed).numpy() @ codec.rotate(query).T
+    np.testing.assert_allclose(in_codec_space, codec.decompress(ids, packed) @ query.T, atol=1e-5)
+
+
+def test_learned_codebooks_beat_per_dimension_buckets_fitted_on_the_same_sample(real_tokens, monkeypatch):
+    train, held_out = real_tokens
+    learned = cs.ResidualCodec.fit(train, nbits=2, n_centroids=64)
+    monkeypatch.setattr(codec_module, "_MIN_LEARNED_SAMPLE", len(train) + 1)  # as for a small sample
+    buckets = cs.ResidualCodec.fit(train, nbits=2, n_centroids=64)
+    np.testing.assert_array_equal(buckets.rotation, np.eye(train.shape[1], dtype=np.float32))
+    codes = unpack(np.arange(256, dtype=np.uint8)[:, None], 2)
+    for position in range(4):  # byte 0's table is the product of its 4 dimensions' buckets
+        for code in range(4):
+            assert len(np.unique(buckets.codebooks[0][codes[:, position] == code, position])) == 1
+    learned_error, bucket_error = (float(c.sq_errors(held_out, *c.compress(held_out)).mean()) for c in (learned, buckets))
+    assert learned_error < 0.9 * bucket_error
+
+
+def byte_errors(differences: np.ndarray, nbits: int) -> np.ndarray:
+    """Squared error per packed byte (its ``8 // nbits`` dimensions summed)."""
+    return np.square(differences).reshape(len(differences), -1, 8 // nbits).sum(axis=2)
+
+
+@pytest.mark.parametrize("nbits", [1, 2, 4])
+def test_codec_written_before_product_codebooks_decodes_as_before(real_tokens, nbits):
+    """An index from before the product quantizer stored per-dimension cutoffs and weights."""
+    train, held_out = real_tokens
+    rng = np.random.default_rng(nbits)
+    dim = train.shape[1]
+    centroids = train[rng.choice(len(train), 32, replace=False)]
+    weights = np.sort(rng.normal(0, 0.05, (dim, 1 << nbits)), axis=1).astype(np.float32)
+    cutoffs = ((weights[:, 1:] + weights[:, :-1]) / 2).astype(np.float32)
+    buffer = io.BytesIO()
+    np.savez(buffer, centroids=centroids, cutoffs=cutoffs, weights=weights, nbits=np.array(nbits),
+             reference_sq_error=np.array(0.1), reference_top_centroid_share=np.array(0.05))
+    codec = cs.ResidualCodec.from_bytes(buffer.getvalue())
+    np.testing.assert_array_equal(codec.rotation, np.eye(dim, dtype=np.float32))
+
+    ids, packed = codec.compress(held_out[:200])
+    residuals = held_out[:200] - centroids[ids]
+    expected_codes = np.stack([np.searchsorted(cutoffs[d], residuals[:, d], side="right") for d in range(dim)], axis=1)
+    codes = unpack(packed, nbits)
+    assert (codes != expected_codes).mean() < 1e-3  # the old per-dimension buckets, but for float near-ties:
+    chosen, expected = weights[np.arange(dim), codes], weights[np.arange(dim), expected_codes]
+    assert (byte_errors(residuals - chosen, nbits) <= byte_errors(residuals - expected, nbits) + 1e-8).all()
+    decoded = centroids[ids] + chosen
+    decoded /= np.linalg.norm(decoded, axis=1, keepdims=True)
+    np.testing.assert_allclose(codec.decompress(ids, packed), decoded, atol=1e-5)
