@@ -136,7 +136,7 @@ class ResidualCodec:
         if learned:
             codebooks = _fit_codebooks(residuals, nbits, seed)
         else:
-            codebooks = product_codebooks(_fit_scalar_quantizer(residuals, nbits)[1], nbits)
+            codebooks = product_codebooks(_fit_bucket_weights(residuals, nbits), nbits)
         codec = cls(centroids=centroids, codebooks=codebooks, rotation=rotation, nbits=nbits)
         reference = sample if reference is None else np.ascontiguousarray(reference, dtype=np.float32)
         return replace(
@@ -255,8 +255,9 @@ def _bucketize(residuals: np.ndarray, cutoffs: np.ndarray) -> np.ndarray:
     return buckets.T.numpy().astype(np.uint8)
 
 
-def _fit_scalar_quantizer(residuals: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-dimension Lloyd-Max quantizer: cutoffs start at quantiles; weights are bucket means."""
+def _fit_bucket_weights(residuals: np.ndarray, nbits: int) -> np.ndarray:
+    """Per-dimension Lloyd-Max quantizer's ``(dim, 2**nbits)`` bucket weights (the bucket means;
+    cutoffs start at quantiles and end midway between weights)."""
     n_buckets = 1 << nbits
     dim = residuals.shape[1]
     quantiles = np.arange(1, n_buckets) / n_buckets
@@ -273,7 +274,7 @@ def _fit_scalar_quantizer(residuals: np.ndarray, nbits: int) -> tuple[np.ndarray
         weights = np.where(counts > 0, means, fallback).reshape(dim, n_buckets).astype(np.float32)
         weights.sort(axis=1)
         cutoffs = ((weights[:, 1:] + weights[:, :-1]) / 2).astype(np.float32)
-    return cutoffs, weights
+    return weights
 
 
 def _rotate(vectors: np.ndarray, rotation: np.ndarray) -> np.ndarray:
@@ -315,8 +316,7 @@ def _fit_codebooks(residuals: np.ndarray, nbits: int, seed: int) -> np.ndarray:
     (both on at most ``_CODEBOOK_SAMPLE`` of the residuals)."""
     if len(residuals) > _CODEBOOK_SAMPLE:
         residuals = residuals[np.random.default_rng(seed).choice(len(residuals), _CODEBOOK_SAMPLE, replace=False)]
-    _, weights = _fit_scalar_quantizer(residuals, nbits)
-    codebooks = torch.from_numpy(product_codebooks(weights, nbits))
+    codebooks = torch.from_numpy(product_codebooks(_fit_bucket_weights(residuals, nbits), nbits))
     n_bytes, size, per_byte = codebooks.shape
     points = torch.from_numpy(np.ascontiguousarray(residuals, dtype=np.float32)).reshape(-1, n_bytes, per_byte)
     points = points.transpose(0, 1).contiguous()  # (n_bytes, n, per_byte)
