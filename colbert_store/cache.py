@@ -145,11 +145,11 @@ class _GrowingArray:
 class DocumentCache:
     """Thread-safe revision-keyed cache of encoded documents with a byte budget.
 
-    Inserting costs time in proportion to the inserted documents, not to the cache: token arrays
-    grow in place (searches keep reading their own snapshot), and the new documents get their own
-    inverted list. Lists are merged while the newer of the last two is at least half the size of
-    the older, so a cache of ``n`` tokens holds about ``log2(n)`` of them and every token is
-    re-listed ``O(log n)`` times in all.
+    An insert's per-token work is proportional to the inserted documents, not to the cache (only
+    the per-document ids and revision order are redone): token arrays grow in place (searches keep
+    reading their own snapshot), and the new documents get their own inverted list. Lists are
+    merged while the newer of the last two is at least half the size of the older, so a cache of
+    ``n`` tokens holds about ``log2(n)`` of them and every token is re-listed ``O(log n)`` times.
     """
 
     def __init__(self, max_bytes: int = 1 << 30) -> None:
