@@ -136,7 +136,7 @@ class ResidualCodec:
         if learned:
             codebooks = _fit_codebooks(residuals, nbits, seed)
         else:
-            codebooks = product_codebooks(_fit_bucket_weights(residuals, nbits), nbits)
+            codebooks = _product_codebooks(_fit_bucket_weights(residuals, nbits), nbits)
         codec = cls(centroids=centroids, codebooks=codebooks, rotation=rotation, nbits=nbits)
         reference = sample if reference is None else np.ascontiguousarray(reference, dtype=np.float32)
         return replace(
@@ -228,7 +228,7 @@ class ResidualCodec:
                 if "codebooks" in arrays:
                     codebooks, rotation = arrays["codebooks"], arrays["rotation"]
                 else:
-                    codebooks = product_codebooks(arrays["weights"].astype(np.float32), nbits)
+                    codebooks = _product_codebooks(arrays["weights"].astype(np.float32), nbits)
                     rotation = np.eye(centroids.shape[1], dtype=np.float32)
                 return cls(
                     centroids=centroids,
@@ -283,7 +283,7 @@ def _rotate(vectors: np.ndarray, rotation: np.ndarray) -> np.ndarray:
     return (torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)) @ torch.from_numpy(rotation).T).numpy()
 
 
-def product_codebooks(weights: np.ndarray, nbits: int) -> np.ndarray:
+def _product_codebooks(weights: np.ndarray, nbits: int) -> np.ndarray:
     """Per-dimension bucket ``weights`` (dim, 2**nbits) as per-byte tables (dim * nbits / 8, 256, 8 / nbits):
     entry ``b`` of byte ``i`` holds the weights its packed buckets select."""
     per_byte = 8 // nbits
@@ -316,7 +316,7 @@ def _fit_codebooks(residuals: np.ndarray, nbits: int, seed: int) -> np.ndarray:
     (both on at most ``_CODEBOOK_SAMPLE`` of the residuals)."""
     if len(residuals) > _CODEBOOK_SAMPLE:
         residuals = residuals[np.random.default_rng(seed).choice(len(residuals), _CODEBOOK_SAMPLE, replace=False)]
-    codebooks = torch.from_numpy(product_codebooks(_fit_bucket_weights(residuals, nbits), nbits))
+    codebooks = torch.from_numpy(_product_codebooks(_fit_bucket_weights(residuals, nbits), nbits))
     n_bytes, size, per_byte = codebooks.shape
     points = torch.from_numpy(np.ascontiguousarray(residuals, dtype=np.float32)).reshape(-1, n_bytes, per_byte)
     points = points.transpose(0, 1).contiguous()  # (n_bytes, n, per_byte)
