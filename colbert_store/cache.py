@@ -199,8 +199,8 @@ class DocumentCache:
             token_offsets=self._arrays["token_offsets"].extend(fresh.token_offsets[1:] + cached.token_offsets[-1]),
             centroid_ids=self._arrays["centroid_ids"].extend(fresh.centroid_ids),
             residuals=self._arrays["residuals"].extend(fresh.residuals),
-            texts=list(cached.texts) + (fresh.texts or [None] * len(fresh)),
-            metadata=list(cached.metadata) + (fresh.metadata or [{}] * len(fresh)),
+            texts=cached.texts + (fresh.texts or [None] * len(fresh)),
+            metadata=cached.metadata + (fresh.metadata or [{}] * len(fresh)),
         )
         lists = [*self._snapshot.inverted_lists, InvertedList.build(batch, first_slot, len(batch))]
         while len(lists) > 1 and 2 * lists[-1].n_tokens >= lists[-2].n_tokens:
