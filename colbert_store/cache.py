@@ -3,6 +3,10 @@
 A revision is unique to one write of one document: replacing a document gives it a new revision
 and deleting it removes it from the store's candidate answers. The cache therefore never serves a
 stale document; the store stays the source of truth.
+
+Besides the encoded documents, the cache remembers each token's renormalisation factor once a
+search has needed it, so exact scoring of a cached document decodes no vectors (see
+:meth:`CachedDocuments.inverse_norms`).
 """
 
 from __future__ import annotations
@@ -12,7 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from colbert_store.codec import ResidualCodec
 from colbert_store.storage import DocumentBatch
+
+_NORM_BYTES = np.dtype(np.float32).itemsize
 
 
 @dataclass(frozen=True)
@@ -56,10 +63,12 @@ class InvertedList:
 
 @dataclass(frozen=True)
 class CachedDocuments:
-    """An immutable snapshot of the cache: the documents, and inverted lists covering all of them."""
+    """A snapshot of the cache: the documents, inverted lists covering all of them and, per token,
+    the memo of :meth:`inverse_norms` (NaN where not computed yet; the only part that changes)."""
 
     batch: DocumentBatch
     inverted_lists: tuple[InvertedList, ...] = ()
+    known_inverse_norms: np.ndarray | None = None
     sorted_revisions: np.ndarray = field(init=False)
     order: np.ndarray = field(init=False)
 
@@ -67,10 +76,12 @@ class CachedDocuments:
         order = np.argsort(self.batch.revisions, kind="stable")
         object.__setattr__(self, "order", order)
         object.__setattr__(self, "sorted_revisions", self.batch.revisions[order])
+        if self.known_inverse_norms is None:
+            object.__setattr__(self, "known_inverse_norms", _unknown_norms(len(self.batch.centroid_ids)))
 
     @property
     def nbytes(self) -> int:
-        return int(self.batch.centroid_ids.nbytes + self.batch.residuals.nbytes)
+        return cached_bytes(self.batch)
 
     def slots_holding(self, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Every (slot, centroid) pair of a cached document holding one of ``centroids``."""
@@ -80,6 +91,20 @@ class CachedDocuments:
         if not pairs:
             return np.empty(0, np.int64), centroids[:0]
         return np.concatenate([slots for slots, _ in pairs]), np.concatenate([found for _, found in pairs])
+
+    def inverse_norms(self, positions: np.ndarray, codec: ResidualCodec) -> np.ndarray:
+        """``codec.inverse_norms`` of the tokens at ``positions``, decoding only those never asked for before.
+
+        Concurrent searches may compute the same factors and write them twice; the values are equal.
+        """
+        assert self.known_inverse_norms is not None
+        values = self.known_inverse_norms[positions]
+        unknown = np.flatnonzero(np.isnan(values))
+        if len(unknown):
+            todo = positions[unknown]
+            values[unknown] = codec.inverse_norms(self.batch.centroid_ids[todo], self.batch.residuals[todo])
+            self.known_inverse_norms[todo] = values[unknown]
+        return values
 
     def slots(self, revisions: np.ndarray) -> np.ndarray:
         """Cache slot of each revision, -1 where absent."""
@@ -98,6 +123,10 @@ def _empty_batch() -> DocumentBatch:
         centroid_ids=np.empty(0, np.uint16),
         residuals=np.empty((0, 0), np.uint8),
     )
+
+
+def _unknown_norms(n_tokens: int) -> np.ndarray:
+    return np.full(n_tokens, np.nan, dtype=np.float32)
 
 
 def concatenated_ranges(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -163,6 +192,10 @@ class DocumentCache:
         snapshot = self._snapshot
         return snapshot, snapshot.slots(revisions)
 
+    def fits(self, batch: DocumentBatch) -> bool:
+        """Whether ``batch`` can be added without dropping what is cached."""
+        return self._snapshot.nbytes + cached_bytes(batch) <= self._max_bytes
+
     def insert(self, batch: DocumentBatch) -> None:
         """Add fetched documents; when over budget, the old entries are dropped first."""
         with self._lock:
@@ -170,7 +203,7 @@ class DocumentCache:
             if not len(new):
                 return
             fresh = subset_batch(batch, new)
-            if self._snapshot.nbytes + fresh.centroid_ids.nbytes + fresh.residuals.nbytes > self._max_bytes:
+            if self._snapshot.nbytes + cached_bytes(fresh) > self._max_bytes:
                 self._reset()
             self._snapshot = self._appended(fresh)
 
@@ -191,6 +224,7 @@ class DocumentCache:
                 "token_offsets": _GrowingArray(cached.token_offsets),
                 "centroid_ids": _GrowingArray(fresh.centroid_ids[:0]),
                 "residuals": _GrowingArray(fresh.residuals[:0]),
+                "inverse_norms": _GrowingArray(_unknown_norms(0)),
             }
         first_slot = len(cached)
         batch = DocumentBatch(
@@ -206,7 +240,13 @@ class DocumentCache:
         while len(lists) > 1 and 2 * lists[-1].n_tokens >= lists[-2].n_tokens:
             merged = InvertedList.build(batch, lists[-2].first_slot, lists[-1].end_slot)
             lists[-2:] = [merged]
-        return CachedDocuments(batch, tuple(lists))
+        inverse_norms = self._arrays["inverse_norms"].extend(_unknown_norms(len(fresh.centroid_ids)))
+        return CachedDocuments(batch, tuple(lists), inverse_norms)
+
+
+def cached_bytes(batch: DocumentBatch) -> int:
+    """Bytes the cache counts for ``batch``: its codes and residuals, and a remembered norm per token."""
+    return int(batch.centroid_ids.nbytes + batch.residuals.nbytes + len(batch.centroid_ids) * _NORM_BYTES)
 
 
 def subset_batch(batch: DocumentBatch, rows: np.ndarray) -> DocumentBatch:

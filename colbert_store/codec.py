@@ -179,11 +179,35 @@ class ResidualCodec:
 
     def decompress_tensor(self, ids: np.ndarray, packed: np.ndarray) -> torch.Tensor:
         """Decoded unit-norm vectors in the codec's space: one table lookup per packed byte."""
-        n = len(packed)
+        return torch.nn.functional.normalize(self._decode(ids, packed), dim=1)
+
+    def inverse_norms(self, ids: np.ndarray, packed: np.ndarray) -> np.ndarray:
+        """``1 / |centroid + residual|`` per token (float32): the factor that renormalises a decoded token."""
+        inverse = np.empty(len(packed), dtype=np.float32)
+        for start in range(0, len(packed), _COMPRESS_CHUNK):
+            stop = start + _COMPRESS_CHUNK
+            inverse[start:stop] = (1 / torch.linalg.vector_norm(self._decode(ids[start:stop], packed[start:stop]), dim=1)).numpy()
+        return inverse
+
+    def query_tables(self, query: torch.Tensor) -> torch.Tensor:
+        """Lookup tables ``(nbytes * 256, n_query_tokens)`` for a query in the codec's space: row
+        ``256 * i + b`` holds each query token's dot product with the sub-vector byte ``i`` decodes ``b`` to."""
+        parts = query.reshape(len(query), self.packed_bytes_per_token, 8 // self.nbits)
+        books = self._byte_table.reshape(self.packed_bytes_per_token, _CODEBOOK_SIZE, -1)
+        return torch.einsum("bcd,qbd->bcq", books, parts).reshape(-1, len(query)).contiguous()
+
+    def residual_dots(self, packed: np.ndarray, tables: torch.Tensor) -> torch.Tensor:
+        """``(n, n_query_tokens)`` dot products of the decoded residuals (not renormalised) with the
+        query of :meth:`query_tables`: a sum of one table row per packed byte, no vector is decoded."""
         rows = torch.from_numpy(packed).to(torch.int32) + self._byte_table_offsets
-        vectors = torch.nn.functional.embedding(rows, self._byte_table).reshape(n, self.dim)
+        return torch.nn.functional.embedding_bag(rows, tables, mode="sum")
+
+    def _decode(self, ids: np.ndarray, packed: np.ndarray) -> torch.Tensor:
+        """``centroid + residual`` per token in the codec's space, before renormalisation."""
+        rows = torch.from_numpy(packed).to(torch.int32) + self._byte_table_offsets
+        vectors = torch.nn.functional.embedding(rows, self._byte_table).reshape(len(packed), self.dim)
         vectors += torch.from_numpy(self.centroids.take(ids, axis=0))
-        return torch.nn.functional.normalize(vectors, dim=1)
+        return vectors
 
     @cached_property
     def centroids_tensor(self) -> torch.Tensor:

@@ -96,7 +96,7 @@ def search_one(
         return ScoredDocuments(docs.batch, slots, np.empty(0, np.float32), missing)
     shortlist = _pruned_centroid_top(docs, slots, centroid_scores, params)
     shortlist = _centroid_top(docs.batch, shortlist, centroid_scores, max(k, params.nrerank))
-    scores = _exact_scores(docs.batch, shortlist, codec, query_t)
+    scores = _exact_scores(docs, shortlist, codec, query_t, centroid_scores)
     best = scores.topk(min(k, len(shortlist))).indices.numpy()
     return ScoredDocuments(docs.batch, shortlist[best], scores.numpy()[best], missing)
 
@@ -153,9 +153,20 @@ def _max_sim_over_centroids(
     return best.sum(dim=1)
 
 
-def _exact_scores(batch: DocumentBatch, slots: np.ndarray, codec: ResidualCodec, query: torch.Tensor) -> torch.Tensor:
-    """Exact MaxSim of the query against the decompressed documents in ``slots`` (PLAID stage 4)."""
+def _exact_scores(
+    docs: CachedDocuments, slots: np.ndarray, codec: ResidualCodec, query: torch.Tensor, centroid_scores: torch.Tensor
+) -> torch.Tensor:
+    """Exact MaxSim of the query against the decompressed documents in ``slots`` (PLAID stage 4).
+
+    A decoded token is ``(c + r) / |c + r|``, so its dot product with a query token is the centroid's
+    score (already known) plus the residual's (from per-query lookup tables), times the token's
+    inverse norm (remembered by the cache): no vector is materialised.
+    """
+    batch = docs.batch
     positions, _ = token_positions(batch.token_offsets, slots)
-    vectors = codec.decompress_tensor(batch.centroid_ids[positions], batch.residuals[positions])
+    packed = batch.residuals[positions]
+    token_scores = torch.from_numpy(centroid_scores.numpy().take(batch.centroid_ids[positions], axis=0))
+    token_scores += codec.residual_dots(packed, codec.query_tables(query))
+    token_scores *= torch.from_numpy(docs.inverse_norms(positions, codec))[:, None]
     offsets = np.concatenate([[0], np.cumsum(np.diff(batch.token_offsets)[slots])])
-    return segment_max_sum(vectors @ query.T, offsets)
+    return segment_max_sum(token_scores, offsets)

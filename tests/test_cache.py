@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 
-from colbert_store.cache import CachedDocuments, DocumentCache, InvertedList
+from colbert_store.cache import CachedDocuments, DocumentCache, InvertedList, cached_bytes
+from colbert_store.codec import ResidualCodec
 from colbert_store.storage import DocumentBatch
 
 
-def random_batch(n_docs: int, seed: int, n_centroids: int = 50, first_revision: int = 1) -> DocumentBatch:
+def random_batch(n_docs: int, seed: int, n_centroids: int = 50, first_revision: int = 1, width: int = 4) -> DocumentBatch:
     rng = np.random.default_rng(seed)
     lengths = rng.integers(0, 30, n_docs)  # empty documents included
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
@@ -16,7 +17,7 @@ def random_batch(n_docs: int, seed: int, n_centroids: int = 50, first_revision: 
         revisions=np.arange(first_revision, first_revision + n_docs, dtype=np.int64),
         token_offsets=offsets,
         centroid_ids=rng.integers(0, n_centroids, int(offsets[-1])).astype(np.uint16),
-        residuals=rng.integers(0, 256, (int(offsets[-1]), 4), dtype=np.uint8),
+        residuals=rng.integers(0, 256, (int(offsets[-1]), width), dtype=np.uint8),
     )
 
 
@@ -95,3 +96,40 @@ def test_cache_inserts_only_new_revisions_and_drops_old_entries_over_budget():
     small.insert(second)  # over budget: the first batch is dropped
     docs, slots = small.lookup(np.concatenate([first.revisions, second.revisions]))
     assert (slots[:10] == -1).all() and (slots[10:] >= 0).all()
+
+
+def test_remembered_inverse_norms_are_computed_once_and_shared_by_later_snapshots():
+    vectors = np.random.default_rng(0).normal(size=(1000, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    codec = ResidualCodec.fit(vectors[24:], nbits=2, n_centroids=16)
+    lengths = np.array([7, 0, 12, 5])
+    ids, packed = codec.compress(vectors[: lengths.sum()])
+    batch = DocumentBatch(
+        ids=["a", "b", "c", "d"],
+        revisions=np.arange(1, 5, dtype=np.int64),
+        token_offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        centroid_ids=ids,
+        residuals=packed,
+    )
+    cache = DocumentCache()
+    cache.insert(batch)
+    docs, _ = cache.lookup(batch.revisions)
+    asked = np.arange(7, 19)  # document "c"
+    np.testing.assert_allclose(docs.inverse_norms(asked, codec), codec.inverse_norms(ids[asked], packed[asked]), rtol=1e-6)
+    known = ~np.isnan(docs.known_inverse_norms)
+    assert known[asked].all() and known.sum() == len(asked)
+
+    cache.insert(random_batch(3, 5, n_centroids=16, first_revision=10, width=packed.shape[1]))
+    later, _ = cache.lookup(batch.revisions)
+    assert (~np.isnan(later.known_inverse_norms[: len(ids)]) == known).all()  # remembered across snapshots
+    assert np.isnan(later.known_inverse_norms[len(ids) :]).all()
+
+
+def test_fits_tells_whether_a_batch_needs_no_eviction():
+    first, second = random_batch(10, 1), random_batch(10, 2, first_revision=11)
+    cache = DocumentCache(max_bytes=cached_bytes(first) + cached_bytes(second) - 1)
+    assert cache.fits(first)
+    cache.insert(first)
+    assert not cache.fits(second)
+    cache.insert(second)  # evicts the first batch
+    assert cache.lookup(first.revisions)[1].max() == -1

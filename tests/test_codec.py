@@ -6,6 +6,7 @@ import io
 from dataclasses import replace
 
 import numpy as np
+import torch
 import pytest
 
 import colbert_store as cs
@@ -85,6 +86,19 @@ def test_rotation_is_orthogonal_and_decoding_keeps_query_dot_products(real_token
     query = held_out[50:60]
     in_codec_space = codec.decompress_tensor(ids, packed).numpy() @ codec.rotate(query).T
     np.testing.assert_allclose(in_codec_space, codec.decompress(ids, packed) @ query.T, atol=1e-5)
+
+
+@pytest.mark.parametrize("nbits", [1, 2, 4])
+def test_lookup_table_scores_equal_dot_products_with_decoded_tokens(real_tokens, nbits):
+    train, held_out = real_tokens
+    codec = cs.ResidualCodec.fit(train, nbits=nbits, n_centroids=64)
+    ids, packed = codec.compress(held_out[:300])
+    query = torch.from_numpy(codec.rotate(held_out[300:332]))
+    centroid_scores = codec.centroids_tensor[torch.from_numpy(ids.astype(np.int64))] @ query.T
+    scores = (centroid_scores + codec.residual_dots(packed, codec.query_tables(query))) * torch.from_numpy(
+        codec.inverse_norms(ids, packed)
+    )[:, None]
+    np.testing.assert_allclose(scores.numpy(), (codec.decompress_tensor(ids, packed) @ query.T).numpy(), atol=1e-5)
 
 
 def test_learned_codebooks_beat_per_dimension_buckets_fitted_on_the_same_sample(real_tokens, monkeypatch):
