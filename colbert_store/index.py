@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from colbert_store.cache import DocumentCache
+from colbert_store.cache import DocumentCache, subset_batch, token_positions
 from colbert_store.codec import ResidualCodec, centroid_id_dtype, default_centroid_count
 from colbert_store.errors import (
     IncompatibleIndexError,
@@ -23,13 +23,22 @@ from colbert_store.errors import (
 from colbert_store.filters import Filter, parse_filter
 from colbert_store.maintenance import IndexHealth, TextEncoder, measure_health, reencode, sample_documents
 from colbert_store.search import ScoredDocuments, SearchParams, search_one
-from colbert_store.storage import FORMAT_VERSION, DocumentBatch, IndexHeader, Store, new_revisions
+from colbert_store.storage import (
+    FORMAT_VERSION,
+    GENERATIONS,
+    DocumentBatch,
+    IndexHeader,
+    Store,
+    new_revisions,
+    revision_generations,
+)
 from colbert_store.validation import DocumentsInput, check_documents, check_ids, check_matrix, normalise_rows
 
 logger = logging.getLogger(__name__)
 
 _TOKENS_PER_WRITE = 262_144
 _RETRAIN_BATCH_DOCS = 256
+_WARM_BATCH_DOCS = 1024
 _HOLDOUT_TOKENS = 16_384
 _STATE_KEYS = ("format_version", "generation", "codec_id", "staging")  # manifest entries that are not settings
 
@@ -249,6 +258,28 @@ class Index:
         if self._version.codec is None and not self._reload(self._version):
             return [[] for _ in matrices]  # nothing added yet (here or by another process)
         return [_hits(self._search_one(q, k, where, search_params)) for q in matrices]
+
+    def warm(self) -> int:
+        """Read stored documents into the in-memory cache until it is full, so that first searches, like
+        later ones, read only candidate ids from the store. Optional: searches fill the cache as they
+        go, and documents written later are fetched as usual. Returns how many documents it cached.
+        """
+        self._reload(self._version)
+        version = self._version
+        if version.codec is None:
+            return 0
+        warmed = 0
+        for batch in self._store.scan(self._name, _WARM_BATCH_DOCS):
+            # Documents of another codec generation (a retrain under way) cannot be scored by this codec.
+            current = revision_generations(batch.revisions) == version.generation % GENERATIONS
+            batch = subset_batch(batch, np.flatnonzero(current))
+            if not self._cache.fits(batch):
+                break
+            self._cache.insert(batch)
+            docs, slots = self._cache.lookup(batch.revisions)
+            docs.inverse_norms(token_positions(docs.batch.token_offsets, slots[slots >= 0])[0], version.codec)
+            warmed += len(batch)
+        return warmed
 
     def health(self) -> IndexHealth:
         """How well the codec still fits the stored documents (streams the store once).

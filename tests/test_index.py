@@ -55,6 +55,8 @@ def test_search_finds_the_topic_and_scores_are_exact_maxsim(store, corpus):
     order = np.argsort(-reference)[:10]
     assert [h.id for h in hits] == [list(stored)[i] for i in order]
     np.testing.assert_allclose([h.score for h in hits], reference[order], atol=1e-4)
+    # Again from the warm cache, whose documents' renormalisation factors are now remembered.
+    assert ranked(index.search(query, k=10, ncandidates=len(corpus.ids))) == ranked(hits)
 
 
 def test_query_vectors_are_normalised_like_documents(store, corpus):
@@ -83,6 +85,20 @@ def test_reopen_gives_identical_results(store_factory, corpus):
     assert reopened.settings == first.settings
     assert [ranked(reopened.search(q, k=10)) for q in queries] == before
     assert len(reopened) == len(corpus.ids)
+
+
+def test_warming_the_cache_keeps_results_and_later_writes_are_seen(store_factory, corpus):
+    first = build(store_factory(), corpus)
+    queries = [corpus.query(t, seed=t) for t in range(5)]
+    before = [ranked(first.search(q, k=10)) for q in queries]
+    warmed = cs.Index.open(store_factory(), "papers")
+    assert warmed.warm() == len(corpus.ids)
+    assert [ranked(warmed.search(q, k=10)) for q in queries] == before
+    gone = before[0][0][0]
+    first.delete([gone])
+    first.add(["new"], [corpus.query(0, seed=0)])  # written by another object after the warm-up
+    hits = warmed.search(queries[0], k=10)
+    assert hits[0].id == "new" and gone not in {hit.id for hit in hits}
 
 
 def test_deleted_ids_never_come_back(store, corpus):
