@@ -27,3 +27,23 @@ def test_candidates_are_served_by_a_label_list_index(tmp_path):
     table = lancedb.connect(tmp_path).open_table("papers__docs")
     index_types = {index.columns[0]: index.index_type for index in table.list_indices()}
     assert index_types.get("centroids") == "LabelList"
+
+
+def test_a_connection_passed_in_and_a_closed_store_answer_like_an_opened_path(tmp_path):
+    corpus = make_corpus(n_docs=60)
+    opened = LanceDBStore(tmp_path)  # candidate queries through its own async connection
+    build(opened, corpus)
+    where = {"topic": {"$in": [1, 2]}}
+    queries = [corpus.query(t, seed=t) for t in range(3)]
+
+    def answers(store):
+        index = cs.Index.open(store, "papers")
+        return [ranked(index.search(q, k=5, filter=where)) for q in queries]
+
+    expected = answers(opened)
+    topic_of = {doc_id: m["topic"] for doc_id, m in zip(corpus.ids, corpus.metadata)}
+    assert all(hits for hits in expected)
+    assert {topic_of[doc_id] for hits in expected for doc_id, _ in hits} <= {1, 2}
+    assert answers(LanceDBStore(lancedb.connect(tmp_path))) == expected  # the sync query builder
+    opened.close()
+    assert answers(opened) == expected
