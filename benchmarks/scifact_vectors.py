@@ -16,6 +16,10 @@ Cache files (in ``--out``): ``doc_vectors.npy`` (float16, all document tokens co
 (float32 ``(384, 128)``) and ``meta.json`` (encoder identity, timings), written last. Only the 809 queries judged
 in ``qrels/train.tsv`` are kept. No SciFact text is stored.
 
+``pseudo_query_vectors.npy`` (float32, 32 rows per pseudo-query) holds 512 sentences drawn from the documents
+and encoded as queries (``colbert_store.pseudo_queries``): what colbert-store's codec is trained with to weigh its
+errors as queries see them. The judged queries are never used for training. It is built on first load when missing.
+
 Usage::
 
     python -m benchmarks.scifact_vectors --data ../shared/data/scifact --out ~/.cache/colbert-store/scifact
@@ -38,6 +42,7 @@ import torch
 
 from benchmarks.beir import load_beir
 from colbert_store.encoder import ColBERTEncoder
+from colbert_store.pseudo_queries import sample_sentences
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +51,8 @@ DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "sc
 """``../shared/data/scifact`` relative to the repository root; override with ``$COLBERT_STORE_SCIFACT_DATA``."""
 DEFAULT_CACHE_DIR = Path("~/.cache/colbert-store/scifact").expanduser()
 QRELS_SPLIT = "train"
+PSEUDO_QUERIES = 512
+_PSEUDO_QUERY_FILE = "pseudo_query_vectors.npy"
 _FILES = (
     "doc_vectors.npy",
     "doc_offsets.npy",
@@ -72,6 +79,7 @@ class ScifactVectors:
         query_offsets: ``(n_queries + 1,)`` int64.
         qrels: ``query_id -> {doc_id: score}``.
         projection: The ``(384, dim)`` PCA projection used.
+        pseudo_query_vectors: ``(n, dim)`` float32 token vectors of sentences of the documents encoded as queries.
         meta: Contents of ``meta.json`` (encoder identity, timings, counts).
     """
 
@@ -83,6 +91,7 @@ class ScifactVectors:
     query_offsets: np.ndarray
     qrels: dict[str, dict[str, int]]
     projection: np.ndarray
+    pseudo_query_vectors: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -124,6 +133,8 @@ def load_scifact_vectors(
     cache = Path(cache_dir).expanduser()
     if not is_cache_complete(cache):
         build_scifact_vectors(data_dir or default_data_dir(), cache)
+    if not (cache / _PSEUDO_QUERY_FILE).is_file():
+        build_pseudo_queries(data_dir or default_data_dir(), cache)
     qrels = json.loads((cache / "qrels.json").read_text())
     return ScifactVectors(
         doc_ids=json.loads((cache / "doc_ids.json").read_text()),
@@ -134,8 +145,17 @@ def load_scifact_vectors(
         query_offsets=np.load(cache / "query_offsets.npy"),
         qrels={query: {doc: int(score) for doc, score in docs.items()} for query, docs in qrels.items()},
         projection=np.load(cache / "projection.npy"),
+        pseudo_query_vectors=np.load(cache / _PSEUDO_QUERY_FILE),
         meta=json.loads((cache / "meta.json").read_text()),
     )
+
+
+def build_pseudo_queries(data_dir: str | os.PathLike[str], cache_dir: str | os.PathLike[str], seed: int = 0) -> None:
+    """Encode :data:`PSEUDO_QUERIES` sentences of the documents as queries, with the cached projection."""
+    cache = Path(cache_dir).expanduser()
+    sentences = sample_sentences(load_beir(data_dir, QRELS_SPLIT).doc_texts, PSEUDO_QUERIES, seed)
+    encoder = _minilm_encoder(None, 32, np.load(cache / "projection.npy"))
+    _save_npy(cache / _PSEUDO_QUERY_FILE, np.concatenate(encoder.encode_queries(sentences)).astype(np.float32))
 
 
 def is_cache_complete(cache: Path) -> bool:

@@ -616,6 +616,7 @@ def _run_demo(folder: Path, args: argparse.Namespace) -> int:
 def _build_demo_index(store: Store, encoder: ColBERTEncoder, limit: int | None) -> Index:
     """Read and encode the docstrings, then index them, timing each step."""
     from colbert_store.codec import default_centroid_count
+    from colbert_store.pseudo_queries import sample_sentences
     from colbert_store.retriever import Retriever
     from colbert_store.stdlib_corpus import stdlib_docstrings
 
@@ -630,7 +631,9 @@ def _build_demo_index(store: Store, encoder: ColBERTEncoder, limit: int | None) 
     started = time.perf_counter()
     n_centroids = min(DEMO_MAX_CENTROIDS, default_centroid_count(n_tokens))
     index = Retriever.create(store, DEMO_INDEX, encoder, n_centroids=n_centroids).index
-    index.add([doc.id for doc in docs], vectors, texts, [{"module": doc.module, "kind": doc.kind} for doc in docs])
+    queries = encoder.encode_queries(sample_sentences(texts))  # the codec weighs its errors as queries see them
+    metadata = [{"module": doc.module, "kind": doc.kind} for doc in docs]
+    index.add([doc.id for doc in docs], vectors, texts, metadata, queries=queries)
     stats = index.stats()
     print(f"index: trained {stats['centroids']} centroids and stored {stats['documents']} documents in "
           f"{time.perf_counter() - started:.1f} s, {stats['bytes_per_token']} bytes per token "

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from colbert_store.cache import DocumentCache, subset_batch, token_positions
-from colbert_store.codec import ResidualCodec, centroid_id_dtype, default_centroid_count
+from colbert_store.codec import ResidualCodec, centroid_id_dtype, default_centroid_count, query_second_moment
 from colbert_store.errors import (
     IncompatibleIndexError,
     IndexNotFoundError,
@@ -181,18 +181,28 @@ class Index:
         return f"Index({self._name!r}, dim={self._settings.dim}, nbits={self._settings.nbits}, store={self._store!r})"
 
     # -- writing ------------------------------------------------------------------------------
-    def train(self, sample: Sequence[np.ndarray] | np.ndarray) -> None:
+    def train(
+        self, sample: Sequence[np.ndarray] | np.ndarray, queries: Sequence[np.ndarray] | np.ndarray | None = None
+    ) -> None:
         """Fit the codec on token vectors (one matrix, or a list of per-document matrices).
 
-        Called automatically by the first :meth:`add`; call it yourself to train on a chosen sample.
+        Called automatically by the first :meth:`add`; call it yourself to train on a chosen sample,
+        before any document is added (afterwards, :meth:`retrain` re-encodes what is stored).
+        ``queries`` (query token vectors in the same form, e.g. a few hundred past queries, or
+        sentences of the documents encoded as queries) make the codec keep query dot products
+        rather than the vectors themselves accurate, which raises recall at the same size; later
+        retrains reuse them.
+
+        Raises:
+            InvalidInputError: bad vectors, or the index already holds documents.
         """
-        matrices = [sample] if isinstance(sample, np.ndarray) else list(sample)
-        checked = [
-            normalise_rows(check_matrix(m, self._settings.dim, f"sample[{i}]"), f"sample[{i}]")
-            for i, m in enumerate(matrices)
-        ]
+        checked = self._checked_matrices(sample, "sample")
+        moment = self._query_moment(queries)
         with self._write_lock:
-            self._train(checked)
+            self._reload(self._version)
+            if self._version.codec is not None and len(self):
+                raise InvalidInputError(f"index {self._name!r} already holds documents: use retrain() to refit its codec")
+            self._train(checked, moment)
 
     def add(
         self,
@@ -200,16 +210,21 @@ class Index:
         embeddings: Sequence[np.ndarray],
         texts: Sequence[str | None] | None = None,
         metadata: Sequence[Mapping[str, Any] | None] | None = None,
+        *,
+        queries: Sequence[np.ndarray] | np.ndarray | None = None,
     ) -> None:
         """Add documents (one ``(n_tokens, dim)`` matrix each); an existing id is replaced.
 
-        Vectors are L2-normalised. Every argument is validated before anything is written.
+        Vectors are L2-normalised. Every argument is validated before anything is written. When this
+        add trains the codec (the index has none yet), ``queries`` weigh its errors (see :meth:`train`);
+        otherwise they are ignored.
         """
         docs = check_documents(ids, embeddings, texts, metadata, self._settings.dim)
+        moment = self._query_moment(queries)
         with self._write_lock:
             self._reload(self._version)  # another process may have trained or retrained
             if self._version.codec is None:
-                self._train(docs.embeddings)
+                self._train(docs.embeddings, moment)
             version = self._version
             assert version.codec is not None
             for batch in self._encode(docs, version.codec, version.generation):
@@ -305,7 +320,8 @@ class Index:
         The new version is built beside the old one, which searches keep using, and replaces it in
         one atomic step; writes from this object wait until it is done. Documents are re-encoded
         from their stored text by ``encode_texts`` (e.g. ``encoder.encode_documents``) where given,
-        otherwise from their decoded vectors. Killed midway, the index stays as it was and the
+        otherwise from their decoded vectors. A codec trained with ``queries`` (:meth:`train`) is
+        refitted with the same query weighting. Killed midway, the index stays as it was and the
         half-built copy is removed by the next ``retrain``.
 
         Args:
@@ -408,9 +424,28 @@ class Index:
             lambda: self._store.scan(self._name, _RETRAIN_BATCH_DOCS), old,
             (sample_tokens or self._settings.sample_tokens, _HOLDOUT_TOKENS), self._settings.seed, encode_texts,
         )
-        return self._fit(sample, held, n_tokens, n_centroids)
+        return self._fit(sample, held, n_tokens, n_centroids, old.query_moment)
 
-    def _fit(self, sample: np.ndarray, held: np.ndarray, n_tokens: int, n_centroids: int | None = None) -> ResidualCodec:
+    def _query_moment(self, queries: Sequence[np.ndarray] | np.ndarray | None) -> np.ndarray | None:
+        if queries is None:
+            return None
+        return query_second_moment(np.concatenate(self._checked_matrices(queries, "queries")))
+
+    def _checked_matrices(self, matrices: Sequence[np.ndarray] | np.ndarray, what: str) -> list[np.ndarray]:
+        """One matrix or a list of them, each checked and L2-normalised (errors name ``what[i]``)."""
+        listed = [matrices] if isinstance(matrices, np.ndarray) else list(matrices)
+        if not listed:
+            raise InvalidInputError(f"{what} is empty")
+        return [normalise_rows(check_matrix(m, self._settings.dim, f"{what}[{i}]"), f"{what}[{i}]") for i, m in enumerate(listed)]
+
+    def _fit(
+        self,
+        sample: np.ndarray,
+        held: np.ndarray,
+        n_tokens: int,
+        n_centroids: int | None = None,
+        query_moment: np.ndarray | None = None,
+    ) -> ResidualCodec:
         """A codec fitted on ``sample`` whose reference error is measured on the held-out tokens
         (an unbiased yardstick for the stored and future documents; the sample itself if none)."""
         settings = self._settings
@@ -423,13 +458,14 @@ class Index:
             kmeans_iterations=settings.kmeans_iterations,
             seed=settings.seed,
             reference=held if len(held) else None,
+            query_moment=query_moment,
         )
 
-    def _train(self, matrices: list[np.ndarray]) -> None:
+    def _train(self, matrices: list[np.ndarray], query_moment: np.ndarray | None = None) -> None:
         settings = self._settings
         drawn = _sample_tokens(matrices, settings.sample_tokens + _HOLDOUT_TOKENS, settings.seed)
         n_held = min(_HOLDOUT_TOKENS, len(drawn) // 8)  # tokens left out of k-means, to measure the codec on
-        codec = self._fit(drawn[n_held:], drawn[:n_held], sum(len(m) for m in matrices))
+        codec = self._fit(drawn[n_held:], drawn[:n_held], sum(len(m) for m in matrices), query_moment=query_moment)
         version = _Version(codec, self._version.generation, uuid.uuid4().hex)
         header = self._store.read_header(self._name)
         manifest = {**header.manifest, "codec_id": version.codec_id}

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from colbert_store.errors import IncompatibleIndexError, InvalidInputError
 from colbert_store.index import Hit, Index
+from colbert_store.pseudo_queries import sample_sentences
 from colbert_store.storage import Store
 from colbert_store.validation import _check_metadata, check_ids
 
@@ -43,6 +44,8 @@ if TYPE_CHECKING:  # the encoder needs the ``encoder`` extra (transformers); the
     from colbert_store.encoder import ColBERTEncoder
 
 logger = logging.getLogger(__name__)
+
+_PSEUDO_QUERIES = 512  # sentences encoded as queries to weigh the codec's errors (Index.train)
 
 IDENTITY_FIELDS = ("name_or_path", "layout", "dim", "query_marker", "doc_marker", "doc_maxlen", "projection_sha256")
 """Encoder identity fields that must match the index's recorded encoder (they determine document vectors)."""
@@ -209,9 +212,17 @@ class Retriever:
                 if progress is not None:
                     progress(len(vectors))
                 if self._index.codec is not None or pending.tokens >= self._index.settings.sample_tokens:
-                    pending.flush(self._index)
-            pending.flush(self._index)
+                    self._flush(pending)
+            self._flush(pending)
         return doc_ids
+
+    def _flush(self, pending: _Pending) -> None:
+        """Write what is pending. While the index has no codec, the write trains one, with sentences
+        of the pending texts encoded as queries weighing its errors (see :meth:`Index.train`)."""
+        queries = None
+        if pending.ids and self._index.codec is None:
+            queries = self._encoder.encode_queries(sample_sentences(pending.texts, _PSEUDO_QUERIES))
+        pending.flush(self._index, queries)
 
     def delete(self, ids: Sequence[str]) -> None:
         """Delete documents by id; unknown ids are ignored."""
@@ -275,10 +286,10 @@ class _Pending:
         self.metadata += metadata
         self.tokens += sum(len(v) for v in vectors)
 
-    def flush(self, index: Index) -> None:
-        """Write everything pending to ``index``."""
+    def flush(self, index: Index, queries: list[np.ndarray] | None = None) -> None:
+        """Write everything pending to ``index`` (``queries``: see :meth:`Index.add`)."""
         if self.ids:
-            index.add(self.ids, self.vectors, texts=self.texts, metadata=self.metadata)
+            index.add(self.ids, self.vectors, texts=self.texts, metadata=self.metadata, queries=queries)
         self.clear()
 
 

@@ -6,13 +6,13 @@ import io
 from dataclasses import replace
 
 import numpy as np
-import torch
 import pytest
+import torch
 
 import colbert_store as cs
 from colbert_store import codec as codec_module
 from colbert_store.bitpack import unpack
-from colbert_store.codec import centroid_id_dtype, default_centroid_count
+from colbert_store.codec import centroid_id_dtype, default_centroid_count, query_second_moment
 
 
 @pytest.mark.parametrize("nbits", [1, 2, 4])
@@ -88,10 +88,20 @@ def test_rotation_is_orthogonal_and_decoding_keeps_query_dot_products(real_token
     np.testing.assert_allclose(in_codec_space, codec.decompress(ids, packed) @ query.T, atol=1e-5)
 
 
-@pytest.mark.parametrize("nbits", [1, 2, 4])
-def test_lookup_table_scores_equal_dot_products_with_decoded_tokens(real_tokens, nbits):
+def query_like(vectors: np.ndarray, seed: int) -> np.ndarray:
+    """Unit vectors that, like query tokens, put most of their energy in a few shared directions."""
+    rng = np.random.default_rng(seed)
+    directions = np.linalg.qr(rng.standard_normal((vectors.shape[1], 4)))[0].T
+    mixed = 3 * rng.standard_normal((len(vectors), 4)) @ directions + vectors
+    return (mixed / np.linalg.norm(mixed, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize(("nbits", "weighted"), [(1, False), (2, False), (4, False), (2, True)])
+def test_lookup_table_scores_equal_dot_products_with_decoded_tokens(real_tokens, nbits, weighted):
     train, held_out = real_tokens
-    codec = cs.ResidualCodec.fit(train, nbits=nbits, n_centroids=64)
+    moment = query_second_moment(query_like(held_out[:2000], seed=0)) if weighted else None
+    codec = cs.ResidualCodec.fit(train, nbits=nbits, n_centroids=64, query_moment=moment)
+    assert (codec.residual_basis is not None) == weighted
     ids, packed = codec.compress(held_out[:300])
     query = torch.from_numpy(codec.rotate(held_out[300:332]))
     centroid_scores = codec.centroids_tensor[torch.from_numpy(ids.astype(np.int64))] @ query.T
@@ -99,6 +109,23 @@ def test_lookup_table_scores_equal_dot_products_with_decoded_tokens(real_tokens,
         codec.inverse_norms(ids, packed)
     )[:, None]
     np.testing.assert_allclose(scores.numpy(), (codec.decompress_tensor(ids, packed) @ query.T).numpy(), atol=1e-5)
+
+
+def test_query_weighted_codec_keeps_query_dot_products_more_accurate(real_tokens):
+    train, held_out = real_tokens
+    queries = query_like(held_out[:3000], seed=1)
+    plain = cs.ResidualCodec.fit(train, nbits=2, n_centroids=64)
+    weighted = cs.ResidualCodec.fit(train, nbits=2, n_centroids=64, query_moment=query_second_moment(queries[:2000]))
+    documents, unseen_queries = held_out[3000:], queries[2000:]  # neither was seen in training
+    errors = []
+    for codec in (plain, weighted):
+        decoded = codec.decompress(*codec.compress(documents))
+        errors.append(float(np.square((decoded - documents) @ unseen_queries.T).mean()))
+    assert errors[1] < 0.8 * errors[0]
+    restored = cs.ResidualCodec.from_bytes(weighted.to_bytes())
+    for name in ("residual_basis", "query_moment", "codebooks"):
+        np.testing.assert_array_equal(getattr(restored, name), getattr(weighted, name))
+    np.testing.assert_array_equal(restored.compress(documents[:100])[1], weighted.compress(documents[:100])[1])
 
 
 def test_learned_codebooks_beat_per_dimension_buckets_fitted_on_the_same_sample(real_tokens, monkeypatch):

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 import colbert_store as cs
+from colbert_store import codec as codec_module
+from colbert_store.codec import query_second_moment
 from colbert_store.filters import matches, parse_filter
 from tests.conftest import DIM, Corpus, make_corpus
 from tests.test_maxsim import brute_force_maxsim
@@ -57,6 +59,34 @@ def test_search_finds_the_topic_and_scores_are_exact_maxsim(store, corpus):
     np.testing.assert_allclose([h.score for h in hits], reference[order], atol=1e-4)
     # Again from the warm cache, whose documents' renormalisation factors are now remembered.
     assert ranked(index.search(query, k=10, ncandidates=len(corpus.ids))) == ranked(hits)
+
+
+def test_a_codec_trained_with_queries_scores_exactly_and_keeps_its_weighting_through_a_retrain(
+    store, corpus, monkeypatch
+):
+    monkeypatch.setattr(codec_module, "_MIN_LEARNED_SAMPLE", 1024)  # the corpus is too small for learned codebooks
+    index = cs.Index.create(store, "papers", dim=DIM, nbits=2)
+    queries = [corpus.query(t, seed=t) for t in range(10)]
+    index.train(corpus.embeddings, queries=queries)
+    index.add(corpus.ids, corpus.embeddings, metadata=corpus.metadata)
+    assert index.codec is not None and index.codec.residual_basis is not None
+    np.testing.assert_allclose(index.codec.query_moment, query_second_moment(np.concatenate(queries)), atol=1e-6)
+    query = corpus.query(4)
+    hits = index.search(query, k=5, ncandidates=len(corpus.ids))
+    stored = {}
+    for batch in index.documents():
+        vectors = index.codec.decompress(batch.centroid_ids, batch.residuals)
+        bounds = zip(batch.token_offsets[:-1], batch.token_offsets[1:])
+        stored.update({doc_id: vectors[start:stop] for doc_id, (start, stop) in zip(batch.ids, bounds)})
+    reference = dict(zip(stored, brute_force_maxsim(query, list(stored.values()))))
+    np.testing.assert_allclose([h.score for h in hits], [reference[h.id] for h in hits], atol=1e-4)
+    assert [h.id for h in hits] == sorted(reference, key=reference.get, reverse=True)[:5]
+    with pytest.raises(cs.InvalidInputError, match="retrain"):
+        index.train(corpus.embeddings)
+    moment = index.codec.query_moment
+    index.retrain()
+    assert index.codec.residual_basis is not None
+    np.testing.assert_array_equal(index.codec.query_moment, moment)
 
 
 def test_query_vectors_are_normalised_like_documents(store, corpus):

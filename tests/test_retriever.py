@@ -16,8 +16,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tiny_checkpoints import build_stanford_checkpoint  # noqa: E402
 
 import colbert_store as cs  # noqa: E402
+from colbert_store import codec as codec_module  # noqa: E402
 from colbert_store.adapters.lancedb import LanceDBStore  # noqa: E402
+from colbert_store.codec import query_second_moment  # noqa: E402
 from colbert_store.encoder import ColBERTEncoder  # noqa: E402
+from colbert_store.pseudo_queries import sample_sentences  # noqa: E402
 from colbert_store.storage import Store  # noqa: E402
 
 TEXTS = [
@@ -162,6 +165,18 @@ def test_codec_is_trained_on_the_held_back_batches(minilm: ColBERTEncoder, lance
     assert retriever.index.codec is not None and reference.codec is not None
     np.testing.assert_array_equal(retriever.index.codec.centroids, reference.codec.centroids)
     assert held_back == (5 if sample_tokens > 1000 else 4)
+
+
+def test_the_first_add_weighs_codec_errors_by_sentences_encoded_as_queries(
+    minilm: ColBERTEncoder, lance: LanceDBStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(codec_module, "_MIN_LEARNED_SAMPLE", 16)  # eight short texts: too few tokens otherwise
+    retriever = cs.Retriever.from_texts(TEXTS, encoder=minilm, store=lance, name="weighted", ids=IDS, n_centroids=N_CENTROIDS)
+    codec = retriever.index.codec
+    assert codec is not None and codec.query_moment is not None
+    expected = query_second_moment(np.concatenate(minilm.encode_queries(sample_sentences(TEXTS))))
+    np.testing.assert_allclose(codec.query_moment, expected, atol=1e-5)
+    assert retriever.search(TEXTS[3], k=1)[0].id == IDS[3]
 
 
 def _documents_until(vectors: list[np.ndarray], batch_size: int, tokens: int) -> int:
