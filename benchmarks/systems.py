@@ -36,8 +36,8 @@ BATCH_SIZE = 32
 SWEEP: tuple[dict[str, Any], ...] = (
     {"nprobe": 1, "ncandidates": 128, "nrerank": 32, "centroid_threshold": 0.5},
     {"nprobe": 2, "ncandidates": 256, "nrerank": 32, "centroid_threshold": 0.45},
-    {"nprobe": 2, "ncandidates": 256, "nrerank": 64, "centroid_threshold": 0.45},  # the defaults
-    {"nprobe": 2, "ncandidates": 256, "nrerank": 128, "centroid_threshold": 0.45},
+    {"nprobe": 2, "ncandidates": 256, "nrerank": 64, "centroid_threshold": 0.45},
+    {"nprobe": 2, "ncandidates": 256, "nrerank": 128, "centroid_threshold": 0.45},  # the defaults
     {"nprobe": 4, "ncandidates": 512, "nrerank": 128, "centroid_threshold": 0.4},
     {"nprobe": 4, "ncandidates": 512, "nrerank": 256, "centroid_threshold": 0.4},
     {"nprobe": 8, "ncandidates": 1024, "nrerank": 512, "centroid_threshold": None},
@@ -100,7 +100,7 @@ def colbert_store_system(data: BenchData, store_kind: str, nbits: int, sweep: bo
     store = _open_store(store_kind, data.workdir)
     started = time.perf_counter()
     index = cs.Index.create(store, NAME, dim=data.vectors.dim, nbits=nbits)
-    index.add(data.vectors.doc_ids, data.docs)
+    index.add(data.vectors.doc_ids, data.docs, queries=data.vectors.pseudo_query_vectors)  # trains the codec
     build_seconds = time.perf_counter() - started
     if store_kind == "lancedb":
         store.optimize(NAME, cleanup_older_than=timedelta(0))  # drop the table versions the writes left behind

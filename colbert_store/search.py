@@ -32,7 +32,7 @@ class SearchParams:
 
     nprobe: int = 2
     ncandidates: int = 256
-    nrerank: int = 64
+    nrerank: int = 128
     centroid_threshold: float | None = 0.45
 
     def __post_init__(self) -> None:
