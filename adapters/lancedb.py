@@ -194,8 +194,9 @@ class LanceDBStore(Store):
         listed = None
         if centroid_ids is not None:
             listed = f"array_has_any(centroids, [{', '.join(str(int(c)) for c in np.unique(centroid_ids))}])"
-        if self._reads is not None:
-            revisions = self._reads.revisions(table.name, listed, where)
+        reads = self._reads  # read once: close() may run meanwhile
+        if reads is not None:
+            revisions = reads.revisions(table.name, listed, where)
         else:
             query = table.search().select(["rev"]).limit(None)
             condition = _condition(listed, where, table.schema if where is not None else None)
@@ -235,17 +236,16 @@ class LanceDBStore(Store):
             table.optimize(cleanup_older_than=cleanup_older_than)
 
     def close(self) -> None:
-        """Close the async connection this store opened (the sync one needs no closing); later
-        queries go through the sync connection."""
-        if self._reads is not None:
-            self._reads.close()
-            self._reads = None
+        """Let go of the async connection this store opened (it closes once no search uses it; the
+        sync one needs no closing); later queries go through the sync connection."""
+        self._reads = None
 
     # -- helpers ------------------------------------------------------------------------------
     def _forget_table(self, docs: str) -> None:
         """Drop the async handle of documents table ``docs`` (dropped, replaced or superseded)."""
-        if self._reads is not None:
-            self._reads.forget(docs)
+        reads = self._reads
+        if reads is not None:
+            reads.forget(docs)
 
     def _catalogue(self, create: bool) -> Any:
         if _CATALOGUE in self._db.list_tables().tables:
@@ -340,8 +340,9 @@ class _AsyncReads:
 
     def __init__(self, connecting: Any) -> None:
         self._loop = asyncio.new_event_loop()
-        threading.Thread(target=self._loop.run_forever, name="colbert-store-lancedb", daemon=True).start()
-        weakref.finalize(self, self._loop.call_soon_threadsafe, self._loop.stop)  # a store dropped unclosed
+        threading.Thread(target=_serve, args=(self._loop,), name="colbert-store-lancedb", daemon=True).start()
+        # Once nothing uses this object (its store closed or dropped), the loop and its thread end.
+        weakref.finalize(self, self._loop.call_soon_threadsafe, self._loop.stop)
         self._db = self._run(connecting)
         self._tables: dict[str, Any] = {}  # used on the loop's thread only
 
@@ -352,10 +353,6 @@ class _AsyncReads:
     def forget(self, table_name: str) -> None:
         """Close the handle of ``table_name``; the next query opens the table again."""
         self._run(self._forget(table_name))
-
-    def close(self) -> None:
-        self._run(self._close())
-        self._loop.call_soon_threadsafe(self._loop.stop)
 
     async def _revisions(self, table_name: str, listed: str | None, where: Filter | None) -> pa.ChunkedArray:
         table = self._tables.get(table_name)
@@ -370,13 +367,15 @@ class _AsyncReads:
         if table is not None:
             table.close()
 
-    async def _close(self) -> None:
-        for table in self._tables.values():
-            table.close()
-        self._db.close()
-
     def _run(self, coroutine: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+
+def _serve(loop: asyncio.AbstractEventLoop) -> None:
+    try:
+        loop.run_forever()
+    finally:
+        loop.close()
 
 
 def _condition(listed: str | None, where: Filter | None, schema: pa.Schema | None) -> str | None:
