@@ -66,6 +66,9 @@ def test_a_codec_trained_with_queries_scores_exactly_and_keeps_its_weighting_thr
 ):
     monkeypatch.setattr(codec_module, "_MIN_LEARNED_SAMPLE", 1024)  # the corpus is too small for learned codebooks
     index = cs.Index.create(store, "papers", dim=DIM, nbits=2)
+    with pytest.raises(cs.InvalidInputError, match=r"queries\[1\] has no tokens"):
+        index.train(corpus.embeddings, queries=[corpus.query(0), np.empty((0, DIM))])
+    assert index.codec is None
     queries = [corpus.query(t, seed=t) for t in range(10)]
     index.train(corpus.embeddings, queries=queries)
     index.add(corpus.ids, corpus.embeddings, metadata=corpus.metadata)
