@@ -45,8 +45,6 @@ if TYPE_CHECKING:  # the encoder needs the ``encoder`` extra (transformers); the
 
 logger = logging.getLogger(__name__)
 
-_PSEUDO_QUERIES = 512  # sentences encoded as queries to weigh the codec's errors (Index.train)
-
 IDENTITY_FIELDS = ("name_or_path", "layout", "dim", "query_marker", "doc_marker", "doc_maxlen", "projection_sha256")
 """Encoder identity fields that must match the index's recorded encoder (they determine document vectors)."""
 QUERY_ONLY_FIELDS = ("query_maxlen", "attend_to_mask_tokens")
@@ -221,7 +219,7 @@ class Retriever:
         of the pending texts encoded as queries weighing its errors (see :meth:`Index.train`)."""
         queries = None
         if pending.ids and self._index.codec is None:
-            queries = self._encoder.encode_queries(sample_sentences(pending.texts, _PSEUDO_QUERIES))
+            queries = self._encoder.encode_queries(sample_sentences(pending.texts))
         pending.flush(self._index, queries)
 
     def delete(self, ids: Sequence[str]) -> None:
