@@ -238,13 +238,11 @@ class ResidualCodec:
     def residual_dots(self, packed: np.ndarray, tables: torch.Tensor) -> torch.Tensor:
         """``(n, n_query_tokens)`` dot products of the decoded residuals (not renormalised) with the
         query of :meth:`query_tables`: a sum of one table row per packed byte, no vector is decoded."""
-        rows = torch.from_numpy(packed).to(torch.int32) + self._byte_table_offsets
-        return torch.nn.functional.embedding_bag(rows, tables, mode="sum")
+        return torch.nn.functional.embedding_bag(self._table_rows(packed), tables, mode="sum")
 
     def _decode(self, ids: np.ndarray, packed: np.ndarray) -> torch.Tensor:
         """``centroid + residual`` per token in the codec's space, before renormalisation."""
-        rows = torch.from_numpy(packed).to(torch.int32) + self._byte_table_offsets
-        vectors = torch.nn.functional.embedding(rows, self._byte_table).reshape(len(packed), self.dim)
+        vectors = torch.nn.functional.embedding(self._table_rows(packed), self._byte_table).reshape(len(packed), self.dim)
         if self.residual_basis is not None:
             vectors = vectors @ torch.from_numpy(self.residual_basis)
         vectors += torch.from_numpy(self.centroids.take(ids, axis=0))
@@ -259,6 +257,10 @@ class ResidualCodec:
     def _byte_table(self) -> torch.Tensor:
         """``(nbytes * 256, 8 // nbits)`` sub-vectors: row ``256 * i + b`` decodes byte ``i`` holding ``b``."""
         return torch.from_numpy(np.ascontiguousarray(self.codebooks.reshape(-1, 8 // self.nbits), dtype=np.float32))
+
+    def _table_rows(self, packed: np.ndarray) -> torch.Tensor:
+        """Row of ``_byte_table`` (and of :meth:`query_tables`) each packed byte selects."""
+        return torch.from_numpy(packed).to(torch.int32) + self._byte_table_offsets
 
     @cached_property
     def _residual_encoder(self) -> np.ndarray | None:
