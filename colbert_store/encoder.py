@@ -199,11 +199,12 @@ class ColBERTEncoder:
 
     # ------------------------------------------------------------------------------------------ encoding
 
-    def encode_queries(self, texts: Sequence[str]) -> list[np.ndarray]:
+    def encode_queries(self, texts: Sequence[str], *, show_progress: bool | None = None) -> list[np.ndarray]:
         """Encode queries.
 
         Args:
             texts: Query strings (a list or other sequence, not a single ``str``).
+            show_progress: This call's progress bar on or off; ``None`` follows the encoder's setting.
 
         Returns:
             One float32 ``(query_maxlen, dim)`` array per query, in input order.
@@ -211,13 +212,14 @@ class ColBERTEncoder:
         Raises:
             InvalidInputError: ``texts`` is not a sequence of non-blank strings.
         """
-        return self._encode(_check_texts(texts), is_query=True)
+        return self._encode(_check_texts(texts), is_query=True, show_progress=show_progress)
 
-    def encode_documents(self, texts: Sequence[str]) -> list[np.ndarray]:
+    def encode_documents(self, texts: Sequence[str], *, show_progress: bool | None = None) -> list[np.ndarray]:
         """Encode documents.
 
         Args:
             texts: Document strings (a list or other sequence, not a single ``str``).
+            show_progress: This call's progress bar on or off; ``None`` follows the encoder's setting.
 
         Returns:
             One float32 ``(n_tokens_i, dim)`` array per document, in input order, without padding and
@@ -226,13 +228,15 @@ class ColBERTEncoder:
         Raises:
             InvalidInputError: ``texts`` is not a sequence of non-blank strings.
         """
-        return self._encode(_check_texts(texts), is_query=False)
+        return self._encode(_check_texts(texts), is_query=False, show_progress=show_progress)
 
-    def _encode(self, texts: list[str], *, is_query: bool) -> list[np.ndarray]:
+    def _encode(self, texts: list[str], *, is_query: bool, show_progress: bool | None) -> list[np.ndarray]:
         """Tokenise in windows, run length-sorted batches, and return outputs in input order."""
         outputs: list[np.ndarray] = [np.empty((0, self._dim), np.float32)] * len(texts)
         n_batches = -(-len(texts) // self._batch_size)
-        show = self._show_progress if self._show_progress is not None else n_batches > AUTO_PROGRESS_MIN_BATCHES
+        if show_progress is None:
+            show_progress = self._show_progress
+        show = show_progress if show_progress is not None else n_batches > AUTO_PROGRESS_MIN_BATCHES
         window = self._batch_size * _SORT_WINDOW_BATCHES
         kind = "queries" if is_query else "documents"
         with (

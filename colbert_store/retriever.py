@@ -24,11 +24,10 @@ Encoder compatibility:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -201,10 +200,12 @@ class Retriever:
         show = show_progress if show_progress is not None else progress is None and len(texts) > batch_size
         pending = _Pending()
         bar = tqdm(total=len(texts), desc="Indexing", unit="doc", disable=not show)
-        with bar, _quiet(self._encoder, show or progress is not None):
+        # An outer bar or callback replaces the encoder's own per-batch bars.
+        encoder_bars = False if show or progress is not None else None
+        with bar:
             for start in range(0, len(texts), batch_size):
                 stop = start + batch_size
-                vectors = self._encoder.encode_documents(texts[start:stop])
+                vectors = self._encoder.encode_documents(texts[start:stop], show_progress=encoder_bars)
                 pending.extend(doc_ids[start:stop], vectors, texts[start:stop], metadata[start:stop])
                 bar.update(len(vectors))
                 if progress is not None:
@@ -353,20 +354,3 @@ def _normalised(field: str, value: Any) -> Any:
     if field == "name_or_path" and isinstance(value, str) and os.path.exists(value):
         return os.path.realpath(value)
     return value
-
-
-@contextlib.contextmanager
-def _quiet(encoder: ColBERTEncoder, silence: bool) -> Iterator[None]:
-    """Turn the encoder's own progress bars off while an outer bar is shown (restored afterwards).
-
-    The encoder has no per-call switch for its bar, so this sets its private attribute for the duration.
-    """
-    if not silence:
-        yield
-        return
-    saved = encoder._show_progress
-    encoder._show_progress = False
-    try:
-        yield
-    finally:
-        encoder._show_progress = saved

@@ -320,6 +320,17 @@ def test_bad_settings_raise(checkpoints: dict[str, Path], kwargs: dict[str, int]
         ColBERTEncoder.from_pretrained(checkpoints["stanford"], device="cpu", **kwargs)  # type: ignore[arg-type]
 
 
+def test_a_call_can_turn_the_progress_bar_on_or_off(checkpoints: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    shown = ColBERTEncoder.from_pretrained(checkpoints["stanford"], device="cpu", batch_size=1, show_progress=True)
+    shown.encode_documents(TEXTS[:2], show_progress=False)
+    assert "Encoding documents" not in capsys.readouterr().err
+    shown.encode_documents(TEXTS[:2])
+    assert "Encoding documents" in capsys.readouterr().err
+    hidden = ColBERTEncoder.from_pretrained(checkpoints["stanford"], device="cpu", batch_size=1, show_progress=False)
+    hidden.encode_queries(TEXTS[:2], show_progress=True)
+    assert "Encoding queries" in capsys.readouterr().err
+
+
 def test_missing_model_path_raises(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-model"
     with pytest.raises(FileNotFoundError, match="no-such-model"):
