@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import inspect
 import itertools
 import json
 import os
@@ -128,6 +129,9 @@ class QdrantStore(Store):
             process share one client (qdrant-client locks a folder to a single client).
         prefix: name prefix of the collections this store creates (``<prefix>__<index>`` and
             ``<prefix>__catalogue``): letters, digits, ``-`` and single ``_``.
+        collection_options: more ``create_collection`` arguments for the documents collections of new
+            (and retrained) indexes, e.g. ``{"shard_number": 6, "replication_factor": 2}`` on a
+            cluster; a name ``create_collection`` does not take raises ``TypeError``.
         **client_kwargs: passed to ``QdrantClient`` for a URL (e.g. ``api_key``, ``timeout``,
             ``prefer_grpc``); unknown ones raise ``TypeError``. Local mode takes only
             ``force_disable_check_same_thread``; a client takes none.
@@ -136,12 +140,20 @@ class QdrantStore(Store):
         MissingDependencyError: qdrant-client is not installed.
     """
 
-    def __init__(self, client_or_location: Any, *, prefix: str = "colbert_store", **client_kwargs: Any) -> None:
+    def __init__(
+        self,
+        client_or_location: Any,
+        *,
+        prefix: str = "colbert_store",
+        collection_options: Mapping[str, Any] | None = None,
+        **client_kwargs: Any,
+    ) -> None:
         if not isinstance(prefix, str) or len(prefix) > 64 or not _PREFIX_PATTERN.match(prefix):
             raise InvalidInputError(
                 f"prefix must be 1-64 letters, digits, '-' or single '_' (not leading or trailing); got {prefix!r}"
             )
         self._prefix = prefix
+        self._collection_options = _check_collection_options(collection_options)
         self._client, self._path = _open_client(client_or_location, client_kwargs)
         self._owns_client = not isinstance(client_or_location, _client_class())
         options = getattr(self._client, "init_options", {}) or {}
@@ -195,7 +207,7 @@ class QdrantStore(Store):
             if self._client.collection_exists(docs):  # left over by an interrupted drop_index
                 self._client.delete_collection(docs)
             _forget_local_table(self._client, docs)
-            self._client.create_collection(docs, vectors_config={}, on_disk_payload=True)
+            self._client.create_collection(docs, vectors_config={}, **{"on_disk_payload": True, **self._collection_options})
             if not self._local:  # local mode has no payload indexes (and warns about them)
                 for field in ("centroids", "rev"):
                     schema = m.IntegerIndexParams(type=m.IntegerIndexType.INTEGER, lookup=True, range=False)
@@ -503,7 +515,7 @@ class QdrantStore(Store):
 
 
 # -- client -----------------------------------------------------------------------------------
-def _client_class() -> type:
+def _client_class() -> Any:
     return require("qdrant_client", "qdrant").QdrantClient
 
 
@@ -511,6 +523,20 @@ _REGISTRY_LOCK = threading.Lock()
 _PATH_CLIENTS: dict[str, list[Any]] = {}  # real path -> [client, number of open stores]
 _CLIENT_LOCKS: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDictionary()
 _LOCAL_TABLES: weakref.WeakKeyDictionary[Any, dict[str, _LocalTable]] = weakref.WeakKeyDictionary()
+
+
+def _check_collection_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``collection_options`` as a dict, after checking ``create_collection`` takes every name."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise TypeError(f"collection_options must be a mapping, got {type(options).__name__}")
+    parameters = inspect.signature(_client_class().create_collection).parameters.values()
+    named = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    unknown = sorted(set(options) - (named - {"self", "collection_name", "vectors_config"}))
+    if unknown:
+        raise TypeError(f"create_collection takes no arguments named {unknown}")
+    return dict(options)
 
 
 def _open_client(client_or_location: Any, client_kwargs: dict[str, Any]) -> tuple[Any, str | None]:

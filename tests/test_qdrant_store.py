@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import colbert_store as cs
 from colbert_store.errors import (
     FilterError,
     IndexExistsError,
@@ -23,6 +24,7 @@ from colbert_store.errors import (
 )
 from colbert_store.filters import matches, parse_filter
 from colbert_store.storage import DocumentBatch, IndexHeader
+from tests.conftest import DIM, make_corpus
 
 qdrant_client = pytest.importorskip("qdrant_client")
 qdrant = pytest.importorskip("colbert_store.adapters.qdrant")
@@ -387,6 +389,20 @@ def test_client_arguments():
         QdrantStore(42)
     remote = QdrantStore("https://localhost:1", api_key="secret", timeout=1, check_compatibility=False)
     assert "localhost" in repr(remote) and not remote._local  # nothing was sent
+
+
+def test_collection_options_reach_every_documents_collection():
+    client = qdrant_client.QdrantClient(":memory:")
+    store = QdrantStore(client, collection_options={"metadata": {"owner": "search"}, "shard_number": 2})
+    corpus = make_corpus(n_docs=40)
+    index = cs.Index.create(store, "papers", dim=DIM)
+    index.add(corpus.ids, corpus.embeddings)
+    index.retrain()  # builds a new documents collection
+    documents = [c.name for c in client.get_collections().collections if not c.name.endswith("catalogue")]
+    assert documents and all(client.get_collection(c).config.metadata == {"owner": "search"} for c in documents)
+    assert len(cs.Index.open(store, "papers")) == 40
+    with pytest.raises(TypeError, match="no_such_option"):
+        QdrantStore(client, collection_options={"no_such_option": 1})
 
 
 def test_server_code_path_on_a_local_client():
