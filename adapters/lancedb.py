@@ -24,10 +24,12 @@ user keys never appear in SQL. Filter values are rendered as escaped literals.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import threading
 import warnings
+import weakref
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from os import PathLike
@@ -47,6 +49,10 @@ _KEY_METADATA = b"colbert_store.key"
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _IN_LIST_CHUNK = 4096
 _REINDEX_FRACTION = 0.1
+# ``lancedb.connect`` arguments that ``lancedb.connect_async`` takes too (see ``_AsyncReads``).
+_ASYNC_CONNECT_ARGUMENTS = frozenset(
+    {"api_key", "region", "host_override", "read_consistency_interval", "client_config", "storage_options", "session"}
+)
 
 _BASE_SCHEMA = pa.schema(
     [
@@ -81,13 +87,20 @@ class LanceDBStore(Store):
         **connect_kwargs: forwarded to ``lancedb.connect`` (e.g. ``storage_options``); not allowed
             together with a connection. A path opened here reads the latest committed version on
             every query (``read_consistency_interval=0``), so other processes' writes are seen.
+
+    A store that opens its own connection also opens one through LanceDB's async API for the
+    per-search candidate query (about 1–2 ms faster, see ``_AsyncReads``); with a connection
+    passed in, every query goes through that connection. :meth:`close` releases the second one.
     """
 
     def __init__(self, uri_or_connection: str | PathLike[str] | Any, **connect_kwargs: Any) -> None:
         lancedb = require("lancedb", "lancedb")
+        self._reads: _AsyncReads | None = None
         if isinstance(uri_or_connection, (str, PathLike)):
             connect_kwargs.setdefault("read_consistency_interval", timedelta(0))
             self._db = lancedb.connect(uri_or_connection, **connect_kwargs)
+            if set(connect_kwargs) <= _ASYNC_CONNECT_ARGUMENTS:
+                self._reads = _AsyncReads(lancedb.connect_async(uri_or_connection, **connect_kwargs))
         elif connect_kwargs:
             raise TypeError(f"unexpected keyword arguments with a connection: {sorted(connect_kwargs)}")
         else:
@@ -111,6 +124,7 @@ class LanceDBStore(Store):
             if name in self.list_indexes():
                 raise IndexExistsError(name)
             self._db.create_table(_docs_table(name), schema=_BASE_SCHEMA, mode="overwrite")
+            self._forget_table(_docs_table(name))
             self._write_header_row(name, header, _docs_table(name))
 
     def drop_index(self, name: str) -> None:
@@ -119,12 +133,13 @@ class LanceDBStore(Store):
             self._catalogue(create=False).delete(f"name = {sql_string(name)}")
             self._db.drop_table(row["docs"])
             self._tables.pop(name, None)
+            self._forget_table(row["docs"])
 
     def read_header(self, name: str) -> IndexHeader:
         row = self._header_row(name)
         with self._lock:
             if name in self._tables and self._tables[name].name != row["docs"]:  # retrained elsewhere
-                del self._tables[name]
+                self._forget_table(self._tables.pop(name).name)
         return IndexHeader(manifest=json.loads(row["manifest"]), codec=row["codec"])
 
     def read_manifest(self, name: str) -> dict[str, Any]:
@@ -151,6 +166,7 @@ class LanceDBStore(Store):
             self._tables.pop(name, None)
             self._tables.pop(staging, None)
             self._db.drop_table(old["docs"])
+            self._forget_table(old["docs"])
 
     # -- documents ----------------------------------------------------------------------------
     def upsert(self, name: str, batch: DocumentBatch) -> None:
@@ -175,14 +191,17 @@ class LanceDBStore(Store):
 
     def candidates(self, name: str, centroid_ids: np.ndarray | None, where: Filter | None) -> np.ndarray:
         table = self._table(name)
-        conditions = []
+        listed = None
         if centroid_ids is not None:
-            conditions.append(f"array_has_any(centroids, [{', '.join(str(int(c)) for c in np.unique(centroid_ids))}])")
-        if where is not None:
-            conditions.append(f"({render_filter(where, _existing_metadata_columns(table.schema))}) IS TRUE")
-        query = table.search().select(["rev"]).limit(None)
-        rows = (query.where(" AND ".join(conditions)) if conditions else query).to_arrow()
-        return rows.column("rev").to_numpy().astype(np.int64, copy=False)
+            listed = f"array_has_any(centroids, [{', '.join(str(int(c)) for c in np.unique(centroid_ids))}])"
+        reads = self._reads  # read once: close() may run meanwhile
+        if reads is not None:
+            revisions = reads.revisions(table.name, listed, where)
+        else:
+            query = table.search().select(["rev"]).limit(None)
+            condition = _condition(listed, where, table.schema if where is not None else None)
+            revisions = (query.where(condition) if condition else query).to_arrow().column("rev")
+        return revisions.to_numpy().astype(np.int64, copy=False)
 
     def fetch(self, name: str, revisions: np.ndarray) -> DocumentBatch:
         table = self._table(name)
@@ -216,7 +235,17 @@ class LanceDBStore(Store):
             warnings.filterwarnings("ignore", message=".*cleanup_older_than", category=UserWarning)
             table.optimize(cleanup_older_than=cleanup_older_than)
 
+    def close(self) -> None:
+        """Let go of the async connection this store opened (it closes once no search uses it; the
+        sync one needs no closing); later queries go through the sync connection."""
+        self._reads = None
+
     # -- helpers ------------------------------------------------------------------------------
+    def _forget_table(self, docs: str) -> None:
+        """Drop the async handle of documents table ``docs`` (dropped, replaced or superseded)."""
+        reads = self._reads
+        if reads is not None:
+            reads.forget(docs)
 
     def _catalogue(self, create: bool) -> Any:
         if _CATALOGUE in self._db.list_tables().tables:
@@ -299,6 +328,64 @@ class LanceDBStore(Store):
 
 
 _STORED_COLUMNS = ["id", "rev", "codes", "residuals", "n_tokens", "sq_error", "text", "metadata"]
+
+
+class _AsyncReads:
+    """The candidate query through LanceDB's async API, on an event loop thread of its own.
+
+    LanceDB's sync query builder runs each step on its background event loop: a query for one
+    column takes five or six hops there (three reads of the table schema, the query, one per
+    result batch), 1–2 ms of a 15 ms search on two cores. Here a query is one hop.
+    """
+
+    def __init__(self, connecting: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=_serve, args=(self._loop,), name="colbert-store-lancedb", daemon=True).start()
+        # Once nothing uses this object (its store closed or dropped), the loop and its thread end.
+        weakref.finalize(self, self._loop.call_soon_threadsafe, self._loop.stop)
+        self._db = self._run(connecting)
+        self._tables: dict[str, Any] = {}  # used on the loop's thread only
+
+    def revisions(self, table_name: str, listed: str | None, where: Filter | None) -> pa.ChunkedArray:
+        """The ``rev`` column of the rows of ``table_name`` meeting ``listed`` and ``where``."""
+        return self._run(self._revisions(table_name, listed, where))
+
+    def forget(self, table_name: str) -> None:
+        """Close the handle of ``table_name``; the next query opens the table again."""
+        self._run(self._forget(table_name))
+
+    async def _revisions(self, table_name: str, listed: str | None, where: Filter | None) -> pa.ChunkedArray:
+        table = self._tables.get(table_name)
+        if table is None:
+            table = self._tables[table_name] = await self._db.open_table(table_name)
+        condition = _condition(listed, where, await table.schema() if where is not None else None)
+        query = table.query().select(["rev"])
+        return (await (query.where(condition) if condition else query).to_arrow()).column("rev")
+
+    async def _forget(self, table_name: str) -> None:
+        table = self._tables.pop(table_name, None)
+        if table is not None:
+            table.close()
+
+    def _run(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+
+def _serve(loop: asyncio.AbstractEventLoop) -> None:
+    try:
+        loop.run_forever()
+    finally:
+        loop.close()
+
+
+def _condition(listed: str | None, where: Filter | None, schema: pa.Schema | None) -> str | None:
+    """The SQL predicate of a candidate query: the centroid condition and the rendered filter (which
+    needs the table's ``schema`` for its metadata columns)."""
+    conditions = [] if listed is None else [listed]
+    if where is not None:
+        assert schema is not None
+        conditions.append(f"({render_filter(where, _existing_metadata_columns(schema))}) IS TRUE")
+    return " AND ".join(conditions) or None
 
 
 def _docs_table(name: str) -> str:

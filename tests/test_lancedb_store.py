@@ -29,9 +29,9 @@ def test_candidates_are_served_by_a_label_list_index(tmp_path):
     assert index_types.get("centroids") == "LabelList"
 
 
-def test_a_connection_passed_in_answers_like_an_opened_path(tmp_path):
+def test_a_connection_passed_in_and_a_closed_store_answer_like_an_opened_path(tmp_path):
     corpus = make_corpus(n_docs=60)
-    opened = LanceDBStore(tmp_path)
+    opened = LanceDBStore(tmp_path)  # candidate queries through its own async connection
     build(opened, corpus)
     where = {"topic": {"$in": [1, 2]}}
     queries = [corpus.query(t, seed=t) for t in range(3)]
@@ -44,4 +44,6 @@ def test_a_connection_passed_in_answers_like_an_opened_path(tmp_path):
     topic_of = {doc_id: m["topic"] for doc_id, m in zip(corpus.ids, corpus.metadata)}
     assert all(hits for hits in expected)
     assert {topic_of[doc_id] for hits in expected for doc_id, _ in hits} <= {1, 2}
-    assert answers(LanceDBStore(lancedb.connect(tmp_path))) == expected
+    assert answers(LanceDBStore(lancedb.connect(tmp_path))) == expected  # the sync query builder
+    opened.close()
+    assert answers(opened) == expected
