@@ -211,16 +211,16 @@ class Retriever:
                 if progress is not None:
                     progress(len(vectors))
                 if self._index.codec is not None or pending.tokens >= self._index.settings.sample_tokens:
-                    self._flush(pending)
-            self._flush(pending)
+                    self._flush(pending, encoder_bars)
+            self._flush(pending, encoder_bars)
         return doc_ids
 
-    def _flush(self, pending: _Pending) -> None:
+    def _flush(self, pending: _Pending, encoder_bars: bool | None) -> None:
         """Write what is pending. While the index has no codec, the write trains one, with sentences
         of the pending texts encoded as queries weighing its errors (see :meth:`Index.train`)."""
         queries = None
         if pending.ids and self._index.codec is None:
-            queries = self._encoder.encode_queries(sample_sentences(pending.texts))
+            queries = self._encoder.encode_queries(sample_sentences(pending.texts), show_progress=encoder_bars)
         pending.flush(self._index, queries)
 
     def delete(self, ids: Sequence[str]) -> None:
