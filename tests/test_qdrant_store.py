@@ -397,9 +397,15 @@ def test_collection_options_reach_every_documents_collection():
     corpus = make_corpus(n_docs=40)
     index = cs.Index.create(store, "papers", dim=DIM)
     index.add(corpus.ids, corpus.embeddings)
+
+    def documents() -> set[str]:
+        names = {c.name for c in client.get_collections().collections if not c.name.endswith("catalogue")}
+        assert names and all(client.get_collection(c).config.metadata == {"owner": "search"} for c in names)
+        return names
+
+    first = documents()
     index.retrain()  # builds a new documents collection
-    documents = [c.name for c in client.get_collections().collections if not c.name.endswith("catalogue")]
-    assert documents and all(client.get_collection(c).config.metadata == {"owner": "search"} for c in documents)
+    assert documents() != first
     assert len(cs.Index.open(store, "papers")) == 40
     with pytest.raises(TypeError, match="no_such_option"):
         QdrantStore(client, collection_options={"no_such_option": 1})

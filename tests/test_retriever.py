@@ -150,6 +150,17 @@ def test_filter_and_search_params_are_passed_through(retriever: cs.Retriever) ->
 # ---------------------------------------------------------------------------------------------- codec training
 
 
+def test_an_outer_progress_callback_hides_the_encoders_own_bars(
+    minilm_folder: str, lance: LanceDBStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    chatty = ColBERTEncoder.from_pretrained(minilm_folder, device="cpu", show_progress=True)
+    retriever = cs.Retriever.create(lance, "quiet", chatty)
+    retriever.add_texts(TEXTS[:5], ids=IDS[:5], batch_size=2, progress=lambda n: None)  # trains: encodes queries too
+    assert "Encoding" not in capsys.readouterr().err
+    chatty.encode_documents(TEXTS[:1])  # the encoder's own setting is untouched
+    assert "Encoding documents" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("sample_tokens", [100_000, 30])
 def test_codec_is_trained_on_the_held_back_batches(minilm: ColBERTEncoder, lance: LanceDBStore, sample_tokens: int) -> None:
     """Untrained, batches are held back until ``sample_tokens``: the codec equals one trained on exactly those."""
