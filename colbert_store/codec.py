@@ -226,23 +226,31 @@ class ResidualCodec:
             inverse[start:stop] = (1 / torch.linalg.vector_norm(self._decode(ids[start:stop], packed[start:stop]), dim=1)).numpy()
         return inverse
 
-    def query_tables(self, query: torch.Tensor) -> torch.Tensor:
-        """Lookup tables ``(nbytes * 256, n_query_tokens)`` for a query in the codec's space: row
-        ``256 * i + b`` holds each query token's dot product with the sub-vector byte ``i`` decodes ``b`` to."""
+    def query_tables(self, query: torch.Tensor, centroid_scores: torch.Tensor) -> torch.Tensor:
+        """Lookup tables ``(nbytes * 256 + n_centroids, n_query_tokens)`` for a query in the codec's
+        space: row ``256 * i + b`` holds each query token's dot product with the sub-vector byte ``i``
+        decodes ``b`` to; the last ``n_centroids`` rows are ``centroid_scores`` (``centroids @ query.T``)."""
         if self.residual_basis is not None:  # q . (e @ basis) = (q @ basis.T) . e
             query = query @ torch.from_numpy(self.residual_basis).T
-        parts = query.reshape(len(query), self.packed_bytes_per_token, 8 // self.nbits)
-        books = self._byte_table.reshape(self.packed_bytes_per_token, _CODEBOOK_SIZE, -1)
-        return torch.einsum("bcd,qbd->bcq", books, parts).reshape(-1, len(query)).contiguous()
+        n_bytes, n_rows = self.packed_bytes_per_token, self._centroid_rows_start
+        tables = torch.empty((n_rows + self.n_centroids, len(query)), dtype=torch.float32)
+        parts = query.reshape(len(query), n_bytes, 8 // self.nbits).permute(1, 2, 0)  # (nbytes, per_byte, n_query)
+        books = self._byte_table.view(n_bytes, _CODEBOOK_SIZE, -1)
+        torch.bmm(books, parts, out=tables[:n_rows].view(n_bytes, _CODEBOOK_SIZE, len(query)))
+        tables[n_rows:] = centroid_scores
+        return tables
 
-    def residual_dots(self, packed: np.ndarray, tables: torch.Tensor) -> torch.Tensor:
-        """``(n, n_query_tokens)`` dot products of the decoded residuals (not renormalised) with the
-        query of :meth:`query_tables`: a sum of one table row per packed byte, no vector is decoded."""
-        return torch.nn.functional.embedding_bag(self._table_rows(packed), tables, mode="sum")
+    def token_dots(self, ids: torch.Tensor, packed: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
+        """``(n, n_query_tokens)`` dot products of tokens decoded from centroid ``ids`` (int32) and
+        ``packed`` residuals (uint8), not renormalised, with the query of :meth:`query_tables`: per token
+        the sum of one table row per packed byte and its centroid's row; no vector is decoded."""
+        rows = torch.cat([self._table_rows(packed), ids[:, None] + self._centroid_rows_start], dim=1)
+        return torch.nn.functional.embedding_bag(rows, tables, mode="sum")
 
     def _decode(self, ids: np.ndarray, packed: np.ndarray) -> torch.Tensor:
         """``centroid + residual`` per token in the codec's space, before renormalisation."""
-        vectors = torch.nn.functional.embedding(self._table_rows(packed), self._byte_table).reshape(len(packed), self.dim)
+        rows = self._table_rows(torch.from_numpy(packed))
+        vectors = torch.nn.functional.embedding(rows, self._byte_table).reshape(len(packed), self.dim)
         if self.residual_basis is not None:
             vectors = vectors @ torch.from_numpy(self.residual_basis)
         vectors += torch.from_numpy(self.centroids.take(ids, axis=0))
@@ -258,9 +266,14 @@ class ResidualCodec:
         """``(nbytes * 256, 8 // nbits)`` sub-vectors: row ``256 * i + b`` decodes byte ``i`` holding ``b``."""
         return torch.from_numpy(np.ascontiguousarray(self.codebooks.reshape(-1, 8 // self.nbits), dtype=np.float32))
 
-    def _table_rows(self, packed: np.ndarray) -> torch.Tensor:
+    def _table_rows(self, packed: torch.Tensor) -> torch.Tensor:
         """Row of ``_byte_table`` (and of :meth:`query_tables`) each packed byte selects."""
-        return torch.from_numpy(packed).to(torch.int32) + self._byte_table_offsets
+        return packed.to(torch.int32) + self._byte_table_offsets
+
+    @property
+    def _centroid_rows_start(self) -> int:
+        """Where the centroid scores start in :meth:`query_tables`: after the byte tables."""
+        return self.packed_bytes_per_token * _CODEBOOK_SIZE
 
     @cached_property
     def _residual_encoder(self) -> np.ndarray | None:

@@ -159,14 +159,15 @@ def _exact_scores(
     """Exact MaxSim of the query against the decompressed documents in ``slots`` (PLAID stage 4).
 
     A decoded token is ``(c + r) / |c + r|``, so its dot product with a query token is the centroid's
-    score (already known) plus the residual's (from per-query lookup tables), times the token's
-    inverse norm (remembered by the cache): no vector is materialised.
+    score (already known) plus the residual's, both read from per-query lookup tables, times the
+    token's inverse norm (remembered by the cache): no vector is materialised.
     """
     batch = docs.batch
     positions, _ = token_positions(batch.token_offsets, slots)
-    packed = batch.residuals[positions]
-    token_scores = torch.from_numpy(centroid_scores.numpy().take(batch.centroid_ids[positions], axis=0))
-    token_scores += codec.residual_dots(packed, codec.query_tables(query))
+    rows = torch.from_numpy(positions)
+    ids = torch.from_numpy(batch.centroid_ids[positions].astype(np.int32))
+    packed = torch.from_numpy(batch.residuals).index_select(0, rows)
+    token_scores = codec.token_dots(ids, packed, codec.query_tables(query, centroid_scores))
     token_scores *= torch.from_numpy(docs.inverse_norms(positions, codec))[:, None]
     offsets = np.concatenate([[0], np.cumsum(np.diff(batch.token_offsets)[slots])])
     return segment_max_sum(token_scores, offsets)

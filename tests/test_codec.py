@@ -104,10 +104,9 @@ def test_lookup_table_scores_equal_dot_products_with_decoded_tokens(real_tokens,
     assert (codec.residual_basis is not None) == weighted
     ids, packed = codec.compress(held_out[:300])
     query = torch.from_numpy(codec.rotate(held_out[300:332]))
-    centroid_scores = codec.centroids_tensor[torch.from_numpy(ids.astype(np.int64))] @ query.T
-    scores = (centroid_scores + codec.residual_dots(packed, codec.query_tables(query))) * torch.from_numpy(
-        codec.inverse_norms(ids, packed)
-    )[:, None]
+    tables = codec.query_tables(query, codec.centroids_tensor @ query.T)
+    dots = codec.token_dots(torch.from_numpy(ids.astype(np.int32)), torch.from_numpy(packed), tables)
+    scores = dots * torch.from_numpy(codec.inverse_norms(ids, packed))[:, None]
     np.testing.assert_allclose(scores.numpy(), (codec.decompress_tensor(ids, packed) @ query.T).numpy(), atol=1e-5)
 
 
