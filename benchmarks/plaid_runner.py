@@ -5,7 +5,9 @@ baseline, never a dependency of colbert-store), so it reads the cache with numpy
     .venv-plaid/bin/python benchmarks/plaid_runner.py --cache ~/.cache/colbert-store/scifact --out plaid.json
 
 Writes each query's top-k document ids, per-query seconds, build seconds, index bytes and peak memory.
-``benchmarks/plaid_scifact.py`` sets up that environment and scores the output.
+``benchmarks/plaid_scifact.py`` sets up that environment and scores the output. With ``--serve`` it
+builds nothing: it opens the index in ``--index-dir`` and answers blocks of queries for
+``benchmarks.head_to_head`` (``block_server``).
 
 colbert-ai builds from text through a checkpoint; here its own indexer pipeline (plan, k-means,
 residual codec, chunks, IVF) runs with an encoder that hands back the precomputed vectors, and its
@@ -26,6 +28,7 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from block_server import claim_stdout, serve  # noqa: E402  (benchmarks/, this script's folder)
 from colbert.data.collection import Collection  # noqa: E402
 from colbert.indexing.collection_indexer import CollectionIndexer  # noqa: E402
 from colbert.indexing.index_saver import IndexSaver  # noqa: E402
@@ -78,11 +81,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cache", required=True, help="folder written by benchmarks.scifact_vectors")
     parser.add_argument("--index-dir", required=True)
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out", help="where the results go (needed unless --serve)")
+    parser.add_argument("--serve", action="store_true", help="open the index in --index-dir and answer query blocks")
     parser.add_argument("--nbits", type=int, default=2)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=50)
     args = parser.parse_args()
+    channel = claim_stdout() if args.serve else None
 
     cache = Path(args.cache).expanduser()
     vectors = np.load(cache / "doc_vectors.npy", mmap_mode="r")
@@ -92,9 +97,12 @@ def main() -> None:
     query_offsets = np.load(cache / "query_offsets.npy")
     queries = [query_vectors[query_offsets[i] : query_offsets[i + 1]] for i in range(len(query_offsets) - 1)]
     index_dir = Path(args.index_dir).resolve()
+    if not args.serve and not args.out:
+        parser.error("--out is required unless --serve")
 
-    build_seconds = build(vectors, offsets, index_dir, args.nbits)
-    peak_build_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if not args.serve:
+        build_seconds = build(vectors, offsets, index_dir, args.nbits)
+        peak_build_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     searcher = open_searcher(index_dir)
 
     def search(query: np.ndarray) -> list[str]:
@@ -103,6 +111,9 @@ def main() -> None:
 
     for query in queries[: args.warmup]:
         search(query)
+    if channel:
+        serve(lambda position: search(queries[position]), channel)
+        return
     rankings, seconds = [], []
     for query in queries:
         started = time.perf_counter()

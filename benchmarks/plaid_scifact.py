@@ -40,12 +40,14 @@ def plaid_python(venv: Path) -> Path:
     return python
 
 
-def run_plaid(python: Path, cache: str, nbits: int, k: int) -> dict[str, Any]:
+def run_plaid(python: Path, cache: str, nbits: int, k: int, index_dir: Path | None = None) -> dict[str, Any]:
+    """Build and search a PLAID index (``plaid_runner.py``); the index goes to ``index_dir`` if given, else is deleted."""
     with tempfile.TemporaryDirectory(prefix="plaid-") as folder:
         out = Path(folder) / "plaid.json"
         subprocess.run(
             [str(python), str(ROOT / "benchmarks" / "plaid_runner.py"), "--cache", cache,
-             "--index-dir", str(Path(folder) / "index"), "--out", str(out), "--nbits", str(nbits), "--k", str(k)],
+             "--index-dir", str(index_dir or Path(folder) / "index"), "--out", str(out), "--nbits", str(nbits),
+             "--k", str(k)],
             check=True,
         )
         return json.loads(out.read_text())

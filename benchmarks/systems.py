@@ -1,6 +1,6 @@
 """One system of the side-by-side benchmark, measured in a process of its own (so its peak memory is its own).
 
-    python -m benchmarks.systems SYSTEM --out row.json [--cache DIR] [--exact exact.json] [--queries N]
+    python -m benchmarks.systems SYSTEM --out row.json [--cache DIR] [--exact exact.json] [--queries N] [--keep-index DIR]
 
 ``benchmarks.run`` calls this once per system; ``exact`` must run first, since it writes the exact
 rankings (``--exact``) every other system is scored against. Every system sees the same cached SciFact
@@ -130,7 +130,7 @@ def plaid_system(data: BenchData) -> dict[str, Any]:
     """Stanford PLAID (colbert-ai) at nbits=2 with its default search settings, in its own environment."""
     from benchmarks.plaid_scifact import ROOT, plaid_python, run_plaid
 
-    plaid = run_plaid(plaid_python(ROOT / ".venv-plaid"), str(data.cache_dir), nbits=2, k=data.k)
+    plaid = run_plaid(plaid_python(ROOT / ".venv-plaid"), str(data.cache_dir), nbits=2, k=data.k, index_dir=data.workdir)
     row = quality_and_latency(data, plaid["rankings"], plaid["seconds"], sum(plaid["seconds"]))
     row.update(
         batch_note="sequential (PLAID's searcher takes one query at a time)",
@@ -199,13 +199,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queries", type=int, default=None, help="evaluate only the first N queries")
     parser.add_argument("--slow-queries", type=int, default=100, help="queries for the slow systems and each sweep point")
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--keep-index", type=Path, default=None, help="build the index in this new folder and keep it")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))  # single queries on 2 threads, as the issue asks
     vectors = load_scifact_vectors(args.cache, data_dir=args.data)
     queries = [q.astype(np.float32) for q in split(vectors.query_vectors, vectors.query_offsets)][: args.queries]
     exact = [] if args.system == "exact" else json.loads(args.exact.read_text())["rankings"]
-    workdir = Path(tempfile.mkdtemp(prefix=f"colbert-store-{args.system}-"))
+    if args.keep_index:
+        args.keep_index.mkdir(parents=True)
+    workdir = args.keep_index or Path(tempfile.mkdtemp(prefix=f"colbert-store-{args.system}-"))
     slow = args.system in SLOW_SYSTEMS
     data = BenchData(
         vectors=vectors,
@@ -221,7 +224,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         row = runners[args.system](data)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if not args.keep_index:
+            shutil.rmtree(workdir, ignore_errors=True)
     if args.system == "exact":
         args.exact.write_text(json.dumps({"query_ids": data.query_ids, "rankings": row.pop("rankings")}))
         row.pop("seconds")

@@ -1,0 +1,45 @@
+"""The worker side of ``benchmarks.head_to_head``: answer blocks of queries over a pipe, timing each one.
+
+Standard library only, so PLAID's own environment runs it too (``plaid_runner.py --serve``). The
+protocol is JSON lines: the worker writes ``{"ready": true}`` once its index is warm; then for each
+line ``{"queries": [i, j, ...]}`` (positions in the query list) it writes
+``{"rankings": [[id, ...], ...], "seconds": [...]}``. End of input stops it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+
+def claim_stdout() -> TextIO:
+    """The process's stdout, kept for the protocol; from now on anything printed there goes to stderr.
+
+    Call it before loading anything that may print: PLAID logs with ``print``.
+    """
+    sys.stdout.flush()
+    channel = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    return channel
+
+
+def serve(search: Callable[[int], list[str]], channel: TextIO) -> None:
+    """Say ready on ``channel`` (from :func:`claim_stdout`), then answer query blocks from stdin until it
+    closes; ``search`` ranks the query at a position."""
+    _send(channel, {"ready": True})
+    for line in sys.stdin:
+        rankings, seconds = [], []
+        for position in json.loads(line)["queries"]:
+            started = time.perf_counter()
+            rankings.append(search(position))
+            seconds.append(time.perf_counter() - started)
+        _send(channel, {"rankings": rankings, "seconds": seconds})
+
+
+def _send(channel: TextIO, message: dict[str, object]) -> None:
+    channel.write(json.dumps(message) + "\n")
+    channel.flush()

@@ -1,0 +1,199 @@
+"""Paired latency of PLAID and colbert-store: the same queries in alternating blocks, each system in its own process.
+
+    python -m benchmarks.head_to_head --plaid-index DIR --colbert-store-index DIR [--cache DIR] [--exact FILE]
+
+This machine's speed drifts by 20-30% over tens of seconds, so p50s measured minutes apart, one
+system after the other, differ by as much as the systems do. Here both processes hold their index
+warm and take turns: each block of queries goes to one system, then to the other (which goes first
+alternates), while the other waits on its pipe. Drift then reaches both alike, and each query's
+time ratio is a paired measurement. ``benchmarks.run`` runs this on the indexes its systems built.
+
+The colbert-store worker opens its LanceDB folder and warms its document cache, as a service would
+at start-up; PLAID's loads its whole index (``plaid_runner.py --serve``). Both run 50 untimed
+queries first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from benchmarks.block_server import claim_stdout, serve
+from benchmarks.core_scifact import split
+from benchmarks.metrics import latency_summary, overlap_at_k
+from benchmarks.scifact_vectors import DEFAULT_CACHE_DIR, load_scifact_vectors
+
+ROOT = Path(__file__).resolve().parent.parent
+INDEX_NAME = "scifact"
+WARMUP = 50
+
+
+def run_head_to_head(
+    plaid_index: Path,
+    colbert_store_index: Path,
+    cache: Path,
+    *,
+    n_queries: int | None = None,
+    block: int = 50,
+    passes: int = 4,
+    k: int = 10,
+) -> dict[str, Any]:
+    """Time every query ``passes`` times on each system in alternating blocks of ``block`` queries.
+
+    Returns per system its latency summary over all timed searches, their seconds (passes x queries)
+    and its rankings (first pass);
+    and ``paired``: the median over queries of colbert-store's time over PLAID's (each averaged over
+    passes), the share of queries colbert-store answers faster, and that median ratio in each pass
+    (its spread shows how far one pass can be trusted).
+    """
+    from benchmarks.plaid_scifact import plaid_python
+
+    positions = list(range(n_queries if n_queries is not None else _query_count(cache)))
+    commands = {
+        "plaid": [
+            str(plaid_python(ROOT / ".venv-plaid")), str(ROOT / "benchmarks" / "plaid_runner.py"), "--serve",
+            "--cache", str(cache), "--index-dir", str(plaid_index), "--k", str(k), "--warmup", str(WARMUP),
+        ],
+        "colbert-store": [
+            sys.executable, "-m", "benchmarks.head_to_head", "--serve", str(colbert_store_index),
+            "--cache", str(cache), "--k", str(k),
+        ],
+    }
+    workers = {name: subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+               for name, command in commands.items()}
+    try:
+        for name, worker in workers.items():
+            _receive(worker.stdout, name)  # ready: index open and warm
+        seconds = {name: np.zeros((passes, len(positions))) for name in workers}
+        rankings: dict[str, list[list[str]]] = {name: [] for name in workers}
+        turn = 0
+        for pass_ in range(passes):
+            for start in range(0, len(positions), block):
+                chunk = positions[start : start + block]
+                order = list(workers) if turn % 2 == 0 else list(workers)[::-1]
+                turn += 1
+                for name in order:
+                    answer = _ask(workers[name], chunk, name)
+                    seconds[name][pass_, start : start + len(chunk)] = answer["seconds"]
+                    if pass_ == 0:
+                        rankings[name] += answer["rankings"]
+    finally:
+        for worker in workers.values():
+            worker.stdin.close()  # type: ignore[union-attr]
+            worker.wait()
+    ratio = seconds["colbert-store"].mean(axis=0) / seconds["plaid"].mean(axis=0)
+    ratio_by_pass = np.median(seconds["colbert-store"] / seconds["plaid"], axis=1)
+    return {
+        "systems": {
+            name: {**latency_summary(seconds[name].ravel()), "seconds": seconds[name].tolist(), "rankings": rankings[name]}
+            for name in workers
+        },
+        "paired": {
+            "median_time_ratio": float(np.median(ratio)),
+            "share_colbert_store_faster": float((ratio < 1).mean()),
+            "median_time_ratio_by_pass": ratio_by_pass.tolist(),
+        },
+        "n_queries": len(positions),
+        "passes": passes,
+        "block": block,
+    }
+
+
+def _query_count(cache: Path) -> int:
+    return len(np.load(cache / "query_offsets.npy")) - 1
+
+
+def _ask(worker: subprocess.Popen[str], positions: list[int], name: str) -> dict[str, Any]:
+    worker.stdin.write(json.dumps({"queries": positions}) + "\n")  # type: ignore[union-attr]
+    worker.stdin.flush()  # type: ignore[union-attr]
+    return _receive(worker.stdout, name)
+
+
+def _receive(stream: IO[str] | None, name: str) -> dict[str, Any]:
+    line = stream.readline() if stream else ""
+    if not line:
+        raise RuntimeError(f"the {name} worker stopped (see its error output above)")
+    return json.loads(line)
+
+
+def _serve_colbert_store(folder: Path, cache: Path, k: int) -> None:
+    """The colbert-store worker: open the LanceDB index, warm it, run untimed queries, then answer blocks."""
+    channel = claim_stdout()
+    import torch
+
+    import colbert_store as cs
+    from colbert_store.adapters.lancedb import LanceDBStore
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    vectors = load_scifact_vectors(cache)
+    queries = [q.astype(np.float32) for q in split(vectors.query_vectors, vectors.query_offsets)]
+    index = cs.Index.open(LanceDBStore(folder), INDEX_NAME)
+    index.warm()
+
+    def search(position: int) -> list[str]:
+        return [hit.id for hit in index.search(queries[position], k=k)]
+
+    for position in range(min(WARMUP, len(queries))):
+        search(position)
+    serve(search, channel)
+
+
+def paired_table(result: dict[str, Any], exact: list[list[str]] | None = None) -> str:
+    """The head-to-head as a markdown table (recall against ``exact`` when given)."""
+    lines = [
+        f"Paired latency, {result['n_queries']} queries x {result['passes']} passes, alternating blocks of {result['block']}:",
+        "",
+        "| system | p50 ms | p95 ms | recall@10 vs exact |",
+        "|---|---|---|---|",
+    ]
+    for name, row in result["systems"].items():
+        recall = f"{np.mean([overlap_at_k(r, e) for r, e in zip(row['rankings'], exact)]):.3f}" if exact else "–"
+        lines.append(f"| {name} | {row['p50_ms']:.1f} | {row['p95_ms']:.1f} | {recall} |")
+    paired = result["paired"]
+    lines += [
+        "",
+        f"colbert-store's time over PLAID's, median over queries: {paired['median_time_ratio']:.3f}; "
+        f"colbert-store faster on {paired['share_colbert_store_faster']:.0%} of queries; "
+        f"the median ratio in each pass: {', '.join(f'{r:.3f}' for r in paired['median_time_ratio_by_pass'])}.",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--plaid-index", type=Path, help="a PLAID index folder (plaid_runner.py --index-dir)")
+    parser.add_argument("--colbert-store-index", type=Path, help=f"a LanceDB folder holding index {INDEX_NAME!r}")
+    parser.add_argument("--serve", type=Path, metavar="FOLDER", help=argparse.SUPPRESS)  # the colbert-store worker
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE_DIR, help="SciFact vector cache folder")
+    parser.add_argument("--exact", type=Path, default=None, help="exact rankings, to report recall (benchmarks.systems)")
+    parser.add_argument("--queries", type=int, default=None, help="only the first N queries")
+    parser.add_argument("--block", type=int, default=50, help="queries per turn")
+    parser.add_argument("--passes", type=int, default=4, help="times each query runs on each system")
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
+    args = parser.parse_args(argv)
+
+    if args.serve:
+        _serve_colbert_store(args.serve, args.cache, args.k)
+        return
+    if not (args.plaid_index and args.colbert_store_index):
+        parser.error("--plaid-index and --colbert-store-index are required")
+    result = run_head_to_head(
+        args.plaid_index, args.colbert_store_index, args.cache,
+        n_queries=args.queries, block=args.block, passes=args.passes, k=args.k,
+    )
+    exact = json.loads(args.exact.read_text())["rankings"] if args.exact else None
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+    print(paired_table(result, exact))
+
+
+if __name__ == "__main__":
+    main()
