@@ -314,6 +314,7 @@ class Index:
         encode_texts: TextEncoder | None = None,
         sample_tokens: int | None = None,
         n_centroids: int | None = None,
+        queries: Sequence[np.ndarray] | np.ndarray | None = None,
     ) -> None:
         """Fit a new codec on documents drawn at random from the index and re-encode them all.
 
@@ -321,14 +322,17 @@ class Index:
         one atomic step; writes from this object wait until it is done. Documents are re-encoded
         from their stored text by ``encode_texts`` (e.g. ``encoder.encode_documents``) where given,
         otherwise from their decoded vectors. A codec trained with ``queries`` (:meth:`train`) is
-        refitted with the same query weighting. Killed midway, the index stays as it was and the
-        half-built copy is removed by the next ``retrain``.
+        refitted with the same query weighting unless new ``queries`` are given. Killed midway, the
+        index stays as it was and the half-built copy is removed by the next ``retrain``.
 
         Args:
             encode_texts: texts -> token vectors, the encoder that built the index.
             sample_tokens: about how many tokens k-means trains on (default: the index setting).
             n_centroids: centroid count (default: the index setting, else chosen from the token count).
+            queries: query token vectors (as in :meth:`train`, e.g. queries users have since asked)
+                to weigh the new codec's errors by, in place of the old codec's weighting (if any).
         """
+        moment = self._query_moment(queries)  # checked before anything is written
         with self._write_lock:
             self._reload(self._version)
             old = self._version
@@ -336,7 +340,8 @@ class Index:
                 raise NotTrainedError(f"index {self._name!r} has no codec yet: add documents first")
             staging = self._begin_staging()
             try:
-                codec = self._fit_on_stored(old.codec, sample_tokens, n_centroids, encode_texts)
+                weighting = old.codec.query_moment if moment is None else moment
+                codec = self._fit_on_stored(old.codec, sample_tokens, n_centroids, encode_texts, weighting)
                 version = _Version(codec, old.generation + 1, uuid.uuid4().hex)
                 manifest = self._settings.to_manifest(version.generation, version.codec_id)
                 self._store.create_index(staging, IndexHeader(manifest=manifest, codec=codec.to_bytes()))
@@ -418,13 +423,18 @@ class Index:
         return staging
 
     def _fit_on_stored(
-        self, old: ResidualCodec, sample_tokens: int | None, n_centroids: int | None, encode_texts: TextEncoder | None
+        self,
+        old: ResidualCodec,
+        sample_tokens: int | None,
+        n_centroids: int | None,
+        encode_texts: TextEncoder | None,
+        query_moment: np.ndarray | None,
     ) -> ResidualCodec:
         sample, held, n_tokens = sample_documents(
             lambda: self._store.scan(self._name, _RETRAIN_BATCH_DOCS), old,
             (sample_tokens or self._settings.sample_tokens, _HOLDOUT_TOKENS), self._settings.seed, encode_texts,
         )
-        return self._fit(sample, held, n_tokens, n_centroids, old.query_moment)
+        return self._fit(sample, held, n_tokens, n_centroids, query_moment)
 
     def _query_moment(self, queries: Sequence[np.ndarray] | np.ndarray | None) -> np.ndarray | None:
         if queries is None:

@@ -227,9 +227,14 @@ class Retriever:
         """Delete documents by id; unknown ids are ignored."""
         self._index.delete(ids)
 
-    def retrain(self, **options: Any) -> None:
-        """Refit the codec and re-encode the stored texts with this encoder (see :meth:`Index.retrain`)."""
-        self._index.retrain(encode_texts=self._encoder.encode_documents, **options)
+    def retrain(self, queries: Sequence[str] | None = None, **options: Any) -> None:
+        """Refit the codec and re-encode the stored texts with this encoder (see :meth:`Index.retrain`).
+
+        ``queries``: query texts (e.g. a few hundred that users asked) to weigh the new codec's
+        errors by, in place of the sentences the first add encoded as queries.
+        """
+        vectors = None if queries is None else self._encoder.encode_queries(queries)
+        self._index.retrain(encode_texts=self._encoder.encode_documents, queries=vectors, **options)
 
     # -- searching ----------------------------------------------------------------------------
     def search(self, query: str, k: int = 10, filter: Mapping[str, Any] | None = None, **params: Any) -> list[Hit]:

@@ -22,6 +22,20 @@ def build(store, corpus: Corpus, name: str = "papers", **settings) -> cs.Index:
     return index
 
 
+def assert_top_by_maxsim_over_decoded(index: cs.Index, query: np.ndarray, n_docs: int, k: int = 5) -> None:
+    """A search keeping every candidate returns the top ``k`` by brute-force MaxSim over the decoded
+    documents, with those scores."""
+    hits = index.search(query, k=k, ncandidates=n_docs)
+    stored = {}
+    for batch in index.documents():
+        vectors = index.codec.decompress(batch.centroid_ids, batch.residuals)
+        bounds = zip(batch.token_offsets[:-1], batch.token_offsets[1:])
+        stored.update({doc_id: vectors[start:stop] for doc_id, (start, stop) in zip(batch.ids, bounds)})
+    reference = dict(zip(stored, brute_force_maxsim(query, list(stored.values()))))
+    np.testing.assert_allclose([h.score for h in hits], [reference[h.id] for h in hits], atol=1e-4)
+    assert [h.id for h in hits] == sorted(reference, key=reference.get, reverse=True)[:k]
+
+
 def ranked(hits: list[cs.Hit]) -> list[tuple[str, float]]:
     return [(hit.id, round(hit.score, 5)) for hit in hits]
 
@@ -74,22 +88,30 @@ def test_a_codec_trained_with_queries_scores_exactly_and_keeps_its_weighting_thr
     index.add(corpus.ids, corpus.embeddings, metadata=corpus.metadata)
     assert index.codec is not None and index.codec.residual_basis is not None
     np.testing.assert_allclose(index.codec.query_moment, query_second_moment(np.concatenate(queries)), atol=1e-6)
-    query = corpus.query(4)
-    hits = index.search(query, k=5, ncandidates=len(corpus.ids))
-    stored = {}
-    for batch in index.documents():
-        vectors = index.codec.decompress(batch.centroid_ids, batch.residuals)
-        bounds = zip(batch.token_offsets[:-1], batch.token_offsets[1:])
-        stored.update({doc_id: vectors[start:stop] for doc_id, (start, stop) in zip(batch.ids, bounds)})
-    reference = dict(zip(stored, brute_force_maxsim(query, list(stored.values()))))
-    np.testing.assert_allclose([h.score for h in hits], [reference[h.id] for h in hits], atol=1e-4)
-    assert [h.id for h in hits] == sorted(reference, key=reference.get, reverse=True)[:5]
+    assert_top_by_maxsim_over_decoded(index, corpus.query(4), len(corpus.ids))
     with pytest.raises(cs.InvalidInputError, match="retrain"):
         index.train(corpus.embeddings)
     moment = index.codec.query_moment
     index.retrain()
     assert index.codec.residual_basis is not None
     np.testing.assert_array_equal(index.codec.query_moment, moment)
+
+
+def test_retrain_with_new_queries_replaces_the_weighting_and_checks_them_first(store, corpus, monkeypatch):
+    monkeypatch.setattr(codec_module, "_MIN_LEARNED_SAMPLE", 1024)  # the corpus is too small for learned codebooks
+    index = build(store, corpus)  # trained without queries: no weighting
+    assert index.codec is not None and index.codec.query_moment is None
+    before = index.codec.to_bytes()
+    with pytest.raises(cs.InvalidInputError, match=r"queries\[1\] contains NaN"):
+        index.retrain(queries=[corpus.query(0), np.full((3, DIM), np.nan, np.float32)])
+    assert index.codec.to_bytes() == before
+    asked = [corpus.query(t, seed=100 + t) * 3 for t in range(10)]  # normalised like any query
+    index.retrain(queries=asked)
+    unit = [q / np.linalg.norm(q, axis=1, keepdims=True) for q in asked]
+    assert index.codec.residual_basis is not None
+    np.testing.assert_allclose(index.codec.query_moment, query_second_moment(np.concatenate(unit)), atol=1e-6)
+    assert len(index) == len(corpus.ids)
+    assert_top_by_maxsim_over_decoded(index, corpus.query(4), len(corpus.ids))
 
 
 def test_query_vectors_are_normalised_like_documents(store, corpus):

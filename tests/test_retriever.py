@@ -189,6 +189,14 @@ def test_the_first_add_weighs_codec_errors_by_sentences_encoded_as_queries(
     np.testing.assert_allclose(codec.query_moment, expected, atol=1e-5)
     assert retriever.search(TEXTS[3], k=1)[0].id == IDS[3]
 
+    asked = ["which module parses dates", "how do I read a file line by line"]
+    retriever.retrain(queries=asked)
+    retrained = retriever.index.codec
+    assert retrained is not None and retrained.query_moment is not None
+    np.testing.assert_allclose(retrained.query_moment, query_second_moment(np.concatenate(minilm.encode_queries(asked))),
+                               atol=1e-5)
+    assert retriever.search(TEXTS[3], k=1)[0].id == IDS[3]
+
 
 def _documents_until(vectors: list[np.ndarray], batch_size: int, tokens: int) -> int:
     """Documents in the first whole batches holding at least ``tokens`` token vectors (all when fewer)."""
