@@ -49,10 +49,10 @@ def run_head_to_head(
     """Time every query ``passes`` times on each system in alternating blocks of ``block`` queries.
 
     Returns per system its latency summary over all timed searches and, given the ``exact``
-    rankings, its recall@k against them (first pass);
-    and ``paired``: the median over queries of colbert-store's time over PLAID's (each averaged over
-    passes), the share of queries colbert-store answers faster, and that median ratio in each pass
-    (its spread shows how far one pass can be trusted).
+    rankings, its recall@k against them (first pass); and ``paired``: the median over queries of
+    colbert-store's time over PLAID's (each averaged over passes), the share of queries
+    colbert-store answers faster, and that median ratio in each pass (its spread shows how far one
+    pass can be trusted).
     """
     from benchmarks.plaid_scifact import plaid_python
 
