@@ -185,6 +185,9 @@ def _add_retrain_command(commands: Any) -> None:
     _add_model_argument(parser)
     parser.add_argument("--from-vectors", action="store_true",
                         help="re-encode the decoded vectors instead of the stored texts (no encoder needed)")
+    parser.add_argument("--queries", type=Path, metavar="FILE",
+                        help="a UTF-8 text file of queries, one per line (e.g. what users asked): the new codec "
+                             "weighs its errors by them instead of the old codec's weighting (needs the encoder)")
     parser.set_defaults(handler=cmd_retrain)
 
 
@@ -281,16 +284,32 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         index = _open_index(store, args.name, args.store)
         if index.codec is None:
             raise CliError(f"index {args.name!r} has no documents to retrain on")
+        asked = _read_queries(args.queries) if args.queries else None
+        encoder = None
+        if not args.from_vectors or asked:
+            encoder = load_encoder(args.model, index.settings.encoder, None)
         before = index.health()
         started = time.perf_counter()
-        if args.from_vectors:
-            index.retrain()
-        else:
-            index.retrain(encode_texts=load_encoder(args.model, index.settings.encoder, None).encode_documents)
+        index.retrain(
+            encode_texts=encoder.encode_documents if encoder and not args.from_vectors else None,
+            queries=encoder.encode_queries(asked) if encoder and asked else None,
+        )
         after = index.health()
     print(f"retrained {after.documents} documents in {time.perf_counter() - started:.1f} s: "
           f"generation {after.generation}, error x{before.error_ratio:.2f} -> x{after.error_ratio:.2f} of training")
     return 0
+
+
+def _read_queries(path: Path) -> list[str]:
+    """The non-blank lines of a query file."""
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as error:
+        raise CliError(f"cannot read queries from {path}: {error}") from None
+    queries = [line for line in lines if line]
+    if not queries:
+        raise CliError(f"{path} holds no queries")
+    return queries
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -9,7 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+import colbert_store as cs
+from colbert_store.adapters.lancedb import LanceDBStore
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -131,6 +135,26 @@ def test_retrain(built: Path, tmp_path: Path, how: list[str]) -> None:
     assert result.stdout.startswith("retrained 5 documents in ") and "generation 1" in result.stdout
     rows = dict(line.split(maxsplit=1) for line in run("info", "--store", store, "--name", "notes").stdout.splitlines())
     assert rows["fit"].endswith("(generation 1)") and rows["documents"] == "5"
+    hits = run("search", "which mountain is the highest?", "--store", store, "--name", "notes", "-k", "1").stdout
+    assert hits.split()[2] == "everest.txt"
+
+
+def test_retrain_weighs_the_codec_by_a_file_of_queries(built: Path, tmp_path: Path) -> None:
+    store = tmp_path / "db"
+    shutil.copytree(built, store)
+    empty = tmp_path / "none.txt"
+    empty.write_text("\n  \n", encoding="utf-8")
+    assert_user_error(run("retrain", "--store", store, "--name", "notes", "--queries", empty), "holds no queries")
+    assert_user_error(run("retrain", "--store", store, "--name", "notes", "--queries", tmp_path / "missing.txt"),
+                      "cannot read queries")
+    before = cs.Index.open(LanceDBStore(store), "notes").codec.query_moment  # from the first add's sentences
+    asked = tmp_path / "asked.txt"
+    asked.write_text("which mountain is the highest?\n\nhow do banks set interest rates\n", encoding="utf-8")
+    result = run("retrain", "--store", store, "--name", "notes", "--from-vectors", "--queries", asked)
+    assert result.returncode == 0, result.stderr
+    assert "generation 1" in result.stdout
+    after = cs.Index.open(LanceDBStore(store), "notes").codec.query_moment
+    assert before is not None and after is not None and not np.allclose(after, before, atol=1e-3)
     hits = run("search", "which mountain is the highest?", "--store", store, "--name", "notes", "-k", "1").stdout
     assert hits.split()[2] == "everest.txt"
 
