@@ -87,6 +87,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=50)
     args = parser.parse_args()
+    if not args.serve and not args.out:
+        parser.error("--out is required unless --serve")
     channel = claim_stdout() if args.serve else None
 
     cache = Path(args.cache).expanduser()
@@ -97,8 +99,6 @@ def main() -> None:
     query_offsets = np.load(cache / "query_offsets.npy")
     queries = [query_vectors[query_offsets[i] : query_offsets[i + 1]] for i in range(len(query_offsets) - 1)]
     index_dir = Path(args.index_dir).resolve()
-    if not args.serve and not args.out:
-        parser.error("--out is required unless --serve")
 
     if not args.serve:
         build_seconds = build(vectors, offsets, index_dir, args.nbits)
