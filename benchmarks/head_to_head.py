@@ -1,16 +1,17 @@
-"""Paired latency of PLAID and colbert-store: the same queries in alternating blocks, each system in its own process.
+"""Paired latency of PLAID, colbert-store and exact MaxSim: the same queries in turn, each system in its own process.
 
     python -m benchmarks.head_to_head --plaid-index DIR --colbert-store-index DIR [--cache DIR] [--exact FILE]
 
 This machine's speed drifts by 20-30% over tens of seconds, so p50s measured minutes apart, one
-system after the other, differ by as much as the systems do. Here both processes hold their index
-warm and take turns: each block of queries goes to one system, then to the other (which goes first
-alternates), while the other waits on its pipe. Drift then reaches both alike, and each query's
-time ratio is a paired measurement. ``benchmarks.run`` runs this on the indexes its systems built.
+system after the other, differ by as much as the systems do. Here the processes hold their index
+warm and take turns: each block of queries goes to every system in turn (who goes first rotates),
+while the others wait on their pipes. Drift then reaches all alike, and each query's time ratio is
+a paired measurement. Exhaustive exact MaxSim, ten times slower, joins only the first
+``--exact-passes`` passes. ``benchmarks.run`` runs this on the indexes its systems built.
 
 The colbert-store worker opens its LanceDB folder and warms its document cache, as a service would
-at start-up; PLAID's loads its whole index (``plaid_runner.py --serve``). Both run 50 untimed
-queries first.
+at start-up; PLAID's loads its whole index (``plaid_runner.py --serve``); exact's holds every token
+vector in memory (``benchmarks.systems``' exact system). Each runs 50 untimed queries first.
 """
 
 from __future__ import annotations
@@ -20,15 +21,16 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TextIO
 
 import numpy as np
 
 from benchmarks.block_server import claim_stdout, serve
 from benchmarks.core_scifact import split
 from benchmarks.metrics import latency_summary, overlap_at_k
-from benchmarks.scifact_vectors import DEFAULT_CACHE_DIR, load_scifact_vectors
+from benchmarks.scifact_vectors import DEFAULT_CACHE_DIR, ScifactVectors, load_scifact_vectors
 
 ROOT = Path(__file__).resolve().parent.parent
 INDEX_NAME = "scifact"
@@ -43,46 +45,51 @@ def run_head_to_head(
     n_queries: int | None = None,
     block: int = 50,
     passes: int = 4,
+    exact_passes: int = 1,
     k: int = 10,
     exact: list[list[str]] | None = None,
 ) -> dict[str, Any]:
-    """Time every query ``passes`` times on each system in alternating blocks of ``block`` queries.
+    """Time every query ``passes`` times on PLAID and colbert-store, and ``exact_passes`` times on
+    exhaustive exact MaxSim, in blocks of ``block`` queries that go to each system in turn.
 
-    Returns per system its latency summary over all timed searches and, given the ``exact``
-    rankings, its recall@k against them (first pass); and ``paired``: the median over queries of
+    Returns per system its latency summary over all its timed searches and, given the ``exact``
+    rankings, its recall@k against them (first pass); ``paired``: the median over queries of
     colbert-store's time over PLAID's (each averaged over passes), the share of queries
     colbert-store answers faster, and that median ratio in each pass (its spread shows how far one
-    pass can be trusted).
+    pass can be trusted); and, when exact ran, ``paired_exact``: exact's p50 over colbert-store's p50
+    in the passes both ran, and the median over queries of exact's time over colbert-store's.
     """
     from benchmarks.plaid_scifact import plaid_python
 
     positions = list(range(n_queries if n_queries is not None else _query_count(cache)))
     if exact is not None and len(exact) < len(positions):
         raise ValueError(f"the exact rankings cover {len(exact)} queries, not all {len(positions)}")
+    exact_passes = min(exact_passes, passes)
+    ours = [sys.executable, "-m", "benchmarks.head_to_head", "--cache", str(cache), "--k", str(k)]
     commands = {
         "plaid": [
             str(plaid_python(ROOT / ".venv-plaid")), str(ROOT / "benchmarks" / "plaid_runner.py"), "--serve",
             "--cache", str(cache), "--index-dir", str(plaid_index), "--k", str(k), "--warmup", str(WARMUP),
         ],
-        "colbert-store": [
-            sys.executable, "-m", "benchmarks.head_to_head", "--serve", str(colbert_store_index),
-            "--cache", str(cache), "--k", str(k),
-        ],
+        "colbert-store": [*ours, "--serve", str(colbert_store_index)],
     }
+    if exact_passes > 0:
+        commands["exact"] = [*ours, "--serve-exact"]
     workers = {name: subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                for name, command in commands.items()}
     try:
         for name, worker in workers.items():
             _receive(worker.stdout, name)  # ready: index open and warm
-        seconds = {name: np.zeros((passes, len(positions))) for name in workers}
+        seconds = {name: np.full((passes, len(positions)), np.nan) for name in workers}
         rankings: dict[str, list[list[str]]] = {name: [] for name in workers}
         turn = 0
         for pass_ in range(passes):
+            taking_part = [name for name in workers if name != "exact" or pass_ < exact_passes]
             for start in range(0, len(positions), block):
                 chunk = positions[start : start + block]
-                order = list(workers) if turn % 2 == 0 else list(workers)[::-1]
+                first = turn % len(taking_part)  # who goes first rotates
                 turn += 1
-                for name in order:
+                for name in taking_part[first:] + taking_part[:first]:
                     answer = _ask(workers[name], chunk, name)
                     seconds[name][pass_, start : start + len(chunk)] = answer["seconds"]
                     if pass_ == 0:
@@ -91,23 +98,32 @@ def run_head_to_head(
         for worker in workers.values():
             worker.stdin.close()  # type: ignore[union-attr]
             worker.wait()
-    ratio = seconds["colbert-store"].mean(axis=0) / seconds["plaid"].mean(axis=0)
-    ratio_by_pass = np.median(seconds["colbert-store"] / seconds["plaid"], axis=1)
-    systems: dict[str, dict[str, Any]] = {name: latency_summary(seconds[name].ravel()) for name in workers}
+    ours_s, plaid_s = seconds["colbert-store"], seconds["plaid"]
+    ratio = ours_s.mean(axis=0) / plaid_s.mean(axis=0)
+    systems: dict[str, dict[str, Any]] = {name: latency_summary(s[~np.isnan(s)]) for name, s in seconds.items()}
     if exact is not None:
         for name, row in systems.items():
             row["recall_at_10_vs_exact"] = float(np.mean([overlap_at_k(r, e, k) for r, e in zip(rankings[name], exact)]))
-    return {
+    result: dict[str, Any] = {
         "systems": systems,
         "paired": {
             "median_time_ratio": float(np.median(ratio)),
             "share_colbert_store_faster": float((ratio < 1).mean()),
-            "median_time_ratio_by_pass": ratio_by_pass.tolist(),
+            "median_time_ratio_by_pass": np.median(ours_s / plaid_s, axis=1).tolist(),
         },
         "n_queries": len(positions),
         "passes": passes,
         "block": block,
     }
+    if "exact" in seconds:
+        exact_s, ours_same = seconds["exact"][:exact_passes], ours_s[:exact_passes]
+        result["paired_exact"] = {
+            "passes": exact_passes,
+            "p50_ratio": float(np.median(exact_s) / np.median(ours_same)),
+            "median_speedup": float(np.median(exact_s.mean(axis=0) / ours_same.mean(axis=0))),
+            "colbert_store_p50_ms": latency_summary(ours_same.ravel())["p50_ms"],
+        }
+    return result
 
 
 def _query_count(cache: Path) -> int:
@@ -130,21 +146,36 @@ def _receive(stream: IO[str] | None, name: str) -> dict[str, Any]:
 def _serve_colbert_store(folder: Path, cache: Path, k: int) -> None:
     """The colbert-store worker: open the LanceDB index, warm it, run untimed queries, then answer blocks."""
     channel = claim_stdout()
-    import torch
-
     import colbert_store as cs
     from colbert_store.adapters.lancedb import LanceDBStore
 
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
-    vectors = load_scifact_vectors(cache)
-    queries = [q.astype(np.float32) for q in split(vectors.query_vectors, vectors.query_offsets)]
+    _, queries = _worker_data(cache)
     index = cs.Index.open(LanceDBStore(folder), INDEX_NAME)
     index.warm()
+    _warm_up_and_serve(lambda position: [hit.id for hit in index.search(queries[position], k=k)], len(queries), channel)
 
-    def search(position: int) -> list[str]:
-        return [hit.id for hit in index.search(queries[position], k=k)]
 
-    for position in range(min(WARMUP, len(queries))):
+def _serve_exact(cache: Path, k: int) -> None:
+    """The exhaustive exact MaxSim worker (``benchmarks.systems``' exact system): vectors in memory."""
+    channel = claim_stdout()
+    from benchmarks.exhaustive import ExhaustiveMaxSim
+
+    vectors, queries = _worker_data(cache)
+    exhaustive = ExhaustiveMaxSim(vectors.doc_ids, vectors.doc_vectors, vectors.doc_offsets)
+    _warm_up_and_serve(lambda position: [doc_id for doc_id, _ in exhaustive.search(queries[position], k)], len(queries), channel)
+
+
+def _worker_data(cache: Path) -> tuple[ScifactVectors, list[np.ndarray]]:
+    """The cached vectors and queries, after setting 2 threads for single queries as the benchmarks do."""
+    import torch
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    vectors = load_scifact_vectors(cache)
+    return vectors, [q.astype(np.float32) for q in split(vectors.query_vectors, vectors.query_offsets)]
+
+
+def _warm_up_and_serve(search: Callable[[int], list[str]], n_queries: int, channel: TextIO) -> None:
+    for position in range(min(WARMUP, n_queries)):
         search(position)
     serve(search, channel)
 
@@ -167,6 +198,13 @@ def paired_table(result: dict[str, Any]) -> str:
         f"colbert-store faster on {paired['share_colbert_store_faster']:.0%} of queries; "
         f"the median ratio in each pass: {', '.join(f'{r:.3f}' for r in paired['median_time_ratio_by_pass'])}.",
     ]
+    if "paired_exact" in result:
+        versus = result["paired_exact"]
+        lines.append(
+            f"Exact's p50 over colbert-store's in the {versus['passes']} pass(es) both ran: {versus['p50_ratio']:.2f}x "
+            f"(colbert-store {versus['colbert_store_p50_ms']:.1f} ms); exact's time over colbert-store's, median "
+            f"over queries: {versus['median_speedup']:.2f}x."
+        )
     return "\n".join(lines)
 
 
@@ -175,11 +213,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plaid-index", type=Path, help="a PLAID index folder (plaid_runner.py --index-dir)")
     parser.add_argument("--colbert-store-index", type=Path, help=f"a LanceDB folder holding index {INDEX_NAME!r}")
     parser.add_argument("--serve", type=Path, metavar="FOLDER", help=argparse.SUPPRESS)  # the colbert-store worker
+    parser.add_argument("--serve-exact", action="store_true", help=argparse.SUPPRESS)  # the exact worker
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE_DIR, help="SciFact vector cache folder")
     parser.add_argument("--exact", type=Path, default=None, help="exact rankings, to report recall (benchmarks.systems)")
     parser.add_argument("--queries", type=int, default=None, help="only the first N queries")
     parser.add_argument("--block", type=int, default=50, help="queries per turn")
-    parser.add_argument("--passes", type=int, default=4, help="times each query runs on each system")
+    parser.add_argument("--passes", type=int, default=4, help="times each query runs on PLAID and colbert-store")
+    parser.add_argument("--exact-passes", type=int, default=1, help="of those passes, how many exact MaxSim joins (0: none)")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
     args = parser.parse_args(argv)
@@ -187,12 +227,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.serve:
         _serve_colbert_store(args.serve, args.cache, args.k)
         return
+    if args.serve_exact:
+        _serve_exact(args.cache, args.k)
+        return
     if not (args.plaid_index and args.colbert_store_index):
         parser.error("--plaid-index and --colbert-store-index are required")
     exact = json.loads(args.exact.read_text())["rankings"] if args.exact else None
     result = run_head_to_head(
         args.plaid_index, args.colbert_store_index, args.cache,
-        n_queries=args.queries, block=args.block, passes=args.passes, k=args.k, exact=exact,
+        n_queries=args.queries, block=args.block, passes=args.passes, exact_passes=args.exact_passes,
+        k=args.k, exact=exact,
     )
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))

@@ -35,7 +35,7 @@ def overlap_at_k(ranked: Sequence[str], reference: Sequence[str], k: int = 10) -
     return len(expected & set(ranked[:k])) / len(expected) if expected else 1.0
 
 
-def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
+def latency_summary(seconds: Sequence[float] | np.ndarray) -> dict[str, float]:
     """p50 / p95 / mean in milliseconds."""
     ms = np.asarray(seconds) * 1000
     return {"p50_ms": float(np.median(ms)), "p95_ms": float(np.percentile(ms, 95)), "mean_ms": float(ms.mean())}
