@@ -130,12 +130,8 @@ def _pruned_centroid_top(
 ) -> np.ndarray:
     """The ``keep`` best slots by MaxSim over centroids, counting only the ``relevant`` centroids
     (PLAID stage 2 with centroid pruning, from inverted lists)."""
-    holder, centroid = docs.slots_holding(relevant)
-    row_of_slot = np.full(len(docs.batch), -1, dtype=np.int64)
-    row_of_slot[slots] = np.arange(len(slots))
-    rows = row_of_slot[holder]
-    kept = rows >= 0
-    approx = _max_sim_over_centroids(approx_scores, centroid[kept], rows[kept], len(slots))
+    rows, centroids = docs.pairs_among(relevant, slots)
+    approx = _max_sim_over_centroids(approx_scores, centroids, rows, len(slots))
     return slots[approx.topk(keep).indices.numpy()]
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from colbert_store.cache import CachedDocuments, DocumentCache, InvertedList, cached_bytes
+from colbert_store.cache import CachedDocuments, DocumentCache, InvertedList, cached_bytes, range_positions
 from colbert_store.codec import ResidualCodec
 from colbert_store.storage import DocumentBatch
 
@@ -22,23 +22,31 @@ def random_batch(n_docs: int, seed: int, n_centroids: int = 50, first_revision: 
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_slots_holding_lists_each_document_once_per_centroid(seed):
+def test_pairs_among_lists_each_chosen_document_once_per_centroid(seed):
     batch = random_batch(40, seed)
     docs = CachedDocuments(batch, (InvertedList.build(batch, 0, 17), InvertedList.build(batch, 17, 40)))
     rng = np.random.default_rng(100 + seed)
     for _ in range(5):
         probes = np.unique(rng.integers(0, 60, 8))  # ids past the largest stored one included
-        slots, centroids = docs.slots_holding(probes)
-        found = list(zip(slots.tolist(), centroids.tolist()))
-        expected = {
-            (slot, int(c))
-            for slot in range(len(batch))
-            for c in batch.centroid_ids[batch.token_offsets[slot] : batch.token_offsets[slot + 1]]
-            if c in probes
-        }
+        chosen = rng.permutation(len(batch))[: rng.integers(1, len(batch))]  # a subset, out of order
+        rows, centroids = docs.pairs_among(probes, chosen)
+        found = list(zip(chosen[rows].tolist(), centroids.tolist()))
         assert len(found) == len(set(found))
-        assert set(found) == expected
-    assert [a.tolist() for a in docs.slots_holding(np.array([], dtype=np.int64))] == [[], []]
+        assert set(found) == {(slot, c) for slot, c in holders(batch, probes) if slot in chosen}
+    all_slots = np.arange(len(batch))
+    assert [a.tolist() for a in docs.pairs_among(np.array([], dtype=np.int64), all_slots)] == [[], []]
+    assert [a.tolist() for a in docs.pairs_among(np.arange(60), all_slots[:0])] == [[], []]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_range_positions_concatenates_ranges_including_empty_ones(seed):
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, 100, 30)
+    lengths = rng.integers(0, 4, 30) * (rng.random(30) < 0.7)  # many empty, at the ends too
+    expected = [p for start, length in zip(starts, lengths) for p in range(start, start + length)]
+    assert range_positions(starts, lengths).tolist() == expected
+    assert range_positions(starts[:0], lengths[:0]).tolist() == []
+    assert range_positions(starts, np.zeros_like(lengths)).tolist() == []
 
 
 def holders(batch: DocumentBatch, centroids: np.ndarray) -> set[tuple[int, int]]:
@@ -65,7 +73,7 @@ def test_many_inserts_keep_few_inverted_lists_covering_every_document_and_old_sn
     assert spans[0][0] == 0 and spans[-1][1] == len(docs.batch)
     assert all(end == start for (_, end), (start, _) in zip(spans, spans[1:]))
     probes = np.arange(0, 60, 3)
-    found = list(zip(*(a.tolist() for a in docs.slots_holding(probes))))
+    found = list(zip(*(a.tolist() for a in docs.pairs_among(probes, np.arange(len(docs.batch))))))
     assert len(found) == len(set(found)) and set(found) == holders(docs.batch, probes)
     for snapshot, batch in snapshots:  # each search keeps reading the snapshot it started with
         rows = snapshot.slots(batch.revisions)
@@ -86,7 +94,7 @@ def test_cache_inserts_only_new_revisions_and_drops_old_entries_over_budget():
     cache.insert(second)
     docs, slots = cache.lookup(second.revisions)
     assert (slots >= 0).all() and len(docs.batch) == 20
-    held, _ = docs.slots_holding(np.arange(50))  # the inverted lists cover the newly inserted documents
+    held, _ = docs.pairs_among(np.arange(50), np.arange(20))  # the inverted lists cover the new documents
     assert set(docs.batch.revisions[held].tolist()) == {
         int(r) for r, n in zip(docs.batch.revisions, np.diff(docs.batch.token_offsets)) if n
     }
