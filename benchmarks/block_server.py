@@ -2,8 +2,9 @@
 
 Standard library only, so PLAID's own environment runs it too (``plaid_runner.py --serve``). The
 protocol is JSON lines: the worker writes ``{"ready": true}`` once its index is warm; then for each
-line ``{"queries": [i, j, ...]}`` (positions in the query list) it writes
-``{"rankings": [[id, ...], ...], "seconds": [...]}``. End of input stops it.
+line ``{"queries": [i, j, ...], "warmup": [...]}`` (positions in the query list) it runs the
+``warmup`` queries untimed, then writes ``{"rankings": [[id, ...], ...], "seconds": [...]}`` for
+``queries``. End of input stops it.
 """
 
 from __future__ import annotations
@@ -32,8 +33,11 @@ def serve(search: Callable[[int], list[str]], channel: TextIO) -> None:
     closes; ``search`` ranks the query at a position."""
     _send(channel, {"ready": True})
     for line in sys.stdin:
+        request = json.loads(line)
+        for position in request.get("warmup", []):
+            search(position)
         rankings, seconds = [], []
-        for position in json.loads(line)["queries"]:
+        for position in request["queries"]:
             started = time.perf_counter()
             rankings.append(search(position))
             seconds.append(time.perf_counter() - started)

@@ -6,8 +6,9 @@ This machine's speed drifts by 20-30% over tens of seconds, so p50s measured min
 system after the other, differ by as much as the systems do. Here the processes hold their index
 warm and take turns: each block of queries goes to every system in turn (who goes first rotates),
 while the others wait on their pipes. Drift then reaches all alike, and each query's time ratio is
-a paired measurement. Exhaustive exact MaxSim, ten times slower, joins only the first
-``--exact-passes`` passes. ``benchmarks.run`` runs this on the indexes its systems built.
+a paired measurement. Exhaustive exact MaxSim, ten times slower, times one query in ten of each
+block, so that its turns last about as long as the others' (a system idle through long turns of
+another searches more slowly afterwards). ``benchmarks.run`` runs this on the indexes its systems built.
 
 The colbert-store worker opens its LanceDB folder and warms its document cache, as a service would
 at start-up; PLAID's loads its whole index (``plaid_runner.py --serve``); exact's holds every token
@@ -44,27 +45,30 @@ def run_head_to_head(
     *,
     n_queries: int | None = None,
     block: int = 50,
+    block_warmup: int = 5,
     passes: int = 4,
-    exact_passes: int = 1,
+    exact_stride: int = 10,
     k: int = 10,
     exact: list[list[str]] | None = None,
 ) -> dict[str, Any]:
-    """Time every query ``passes`` times on PLAID and colbert-store, and ``exact_passes`` times on
-    exhaustive exact MaxSim, in blocks of ``block`` queries that go to each system in turn.
+    """Time every query ``passes`` times on PLAID and colbert-store, in blocks of ``block`` queries
+    that go to each system in turn; exhaustive exact MaxSim takes every ``exact_stride``-th query of
+    each block (a different one each pass), so that its turns take about as long as the others'.
+    ``exact_stride=0`` leaves exact out.
 
     Returns per system its latency summary over all its timed searches and, given the ``exact``
-    rankings, its recall@k against them (first pass); ``paired``: the median over queries of
+    rankings, recall@k against them (first pass); ``paired``: the median over queries of
     colbert-store's time over PLAID's (each averaged over passes), the share of queries
     colbert-store answers faster, and that median ratio in each pass (its spread shows how far one
-    pass can be trusted); and, when exact ran, ``paired_exact``: exact's p50 over colbert-store's p50
-    in the passes both ran, and the median over queries of exact's time over colbert-store's.
+    pass can be trusted); and, when exact ran, ``paired_exact``: over the searches exact timed,
+    exact's p50 over colbert-store's p50 on the same queries in the same passes, and the median of
+    their per-search time ratios.
     """
     from benchmarks.plaid_scifact import plaid_python
 
     positions = list(range(n_queries if n_queries is not None else _query_count(cache)))
     if exact is not None and len(exact) < len(positions):
         raise ValueError(f"the exact rankings cover {len(exact)} queries, not all {len(positions)}")
-    exact_passes = min(exact_passes, passes)
     ours = [sys.executable, "-m", "benchmarks.head_to_head", "--cache", str(cache), "--k", str(k)]
     commands = {
         "plaid": [
@@ -73,8 +77,10 @@ def run_head_to_head(
         ],
         "colbert-store": [*ours, "--serve", str(colbert_store_index)],
     }
-    if exact_passes > 0:
+    strides = {"plaid": 1, "colbert-store": 1}
+    if exact_stride > 0:
         commands["exact"] = [*ours, "--serve-exact"]
+        strides["exact"] = exact_stride
     workers = {name: subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                for name, command in commands.items()}
     try:
@@ -84,15 +90,18 @@ def run_head_to_head(
         rankings: dict[str, list[list[str]]] = {name: [] for name in workers}
         turn = 0
         for pass_ in range(passes):
-            taking_part = [name for name in workers if name != "exact" or pass_ < exact_passes]
             for start in range(0, len(positions), block):
-                chunk = positions[start : start + block]
-                first = turn % len(taking_part)  # who goes first rotates
+                # Untimed first: queries just before the block (not its own), so each system's caches
+                # recover from the others' turns, whose memory traffic would land on its first searches.
+                warmup = [positions[i] for i in range(start - block_warmup, start)]
+                first = turn % len(workers)  # who goes first rotates
                 turn += 1
-                for name in taking_part[first:] + taking_part[:first]:
-                    answer = _ask(workers[name], chunk, name)
-                    seconds[name][pass_, start : start + len(chunk)] = answer["seconds"]
-                    if pass_ == 0:
+                for name in list(workers)[first:] + list(workers)[:first]:
+                    stride = strides[name]
+                    picked = np.arange(start + pass_ % stride, min(start + block, len(positions)), stride)
+                    answer = _ask(workers[name], picked.tolist(), warmup[len(warmup) - len(warmup) // stride :], name)
+                    seconds[name][pass_, picked] = answer["seconds"]
+                    if pass_ == 0 and stride == 1:
                         rankings[name] += answer["rankings"]
     finally:
         for worker in workers.values():
@@ -102,8 +111,9 @@ def run_head_to_head(
     ratio = ours_s.mean(axis=0) / plaid_s.mean(axis=0)
     systems: dict[str, dict[str, Any]] = {name: latency_summary(s[~np.isnan(s)]) for name, s in seconds.items()}
     if exact is not None:
-        for name, row in systems.items():
-            row["recall_at_10_vs_exact"] = float(np.mean([overlap_at_k(r, e, k) for r, e in zip(rankings[name], exact)]))
+        for name in ("plaid", "colbert-store"):
+            recall = np.mean([overlap_at_k(r, e, k) for r, e in zip(rankings[name], exact)])
+            systems[name]["recall_at_10_vs_exact"] = float(recall)
     result: dict[str, Any] = {
         "systems": systems,
         "paired": {
@@ -116,12 +126,13 @@ def run_head_to_head(
         "block": block,
     }
     if "exact" in seconds:
-        exact_s, ours_same = seconds["exact"][:exact_passes], ours_s[:exact_passes]
+        timed = ~np.isnan(seconds["exact"])
+        exact_s, ours_same = seconds["exact"][timed], ours_s[timed]
         result["paired_exact"] = {
-            "passes": exact_passes,
+            "searches": int(timed.sum()),
             "p50_ratio": float(np.median(exact_s) / np.median(ours_same)),
-            "median_speedup": float(np.median(exact_s.mean(axis=0) / ours_same.mean(axis=0))),
-            "colbert_store_p50_ms": latency_summary(ours_same.ravel())["p50_ms"],
+            "median_speedup": float(np.median(exact_s / ours_same)),
+            "colbert_store_p50_ms": latency_summary(ours_same)["p50_ms"],
         }
     return result
 
@@ -130,8 +141,8 @@ def _query_count(cache: Path) -> int:
     return len(np.load(cache / "query_offsets.npy")) - 1
 
 
-def _ask(worker: subprocess.Popen[str], positions: list[int], name: str) -> dict[str, Any]:
-    worker.stdin.write(json.dumps({"queries": positions}) + "\n")  # type: ignore[union-attr]
+def _ask(worker: subprocess.Popen[str], positions: list[int], warmup: list[int], name: str) -> dict[str, Any]:
+    worker.stdin.write(json.dumps({"queries": positions, "warmup": warmup}) + "\n")  # type: ignore[union-attr]
     worker.stdin.flush()  # type: ignore[union-attr]
     return _receive(worker.stdout, name)
 
@@ -201,9 +212,9 @@ def paired_table(result: dict[str, Any]) -> str:
     if "paired_exact" in result:
         versus = result["paired_exact"]
         lines.append(
-            f"Exact's p50 over colbert-store's in the {versus['passes']} pass(es) both ran: {versus['p50_ratio']:.2f}x "
-            f"(colbert-store {versus['colbert_store_p50_ms']:.1f} ms); exact's time over colbert-store's, median "
-            f"over queries: {versus['median_speedup']:.2f}x."
+            f"Exact MaxSim, on {versus['searches']} of those searches: its p50 over colbert-store's on the same ones "
+            f"{versus['p50_ratio']:.2f}x (colbert-store {versus['colbert_store_p50_ms']:.1f} ms); its time over "
+            f"colbert-store's, median over searches: {versus['median_speedup']:.2f}x."
         )
     return "\n".join(lines)
 
@@ -218,8 +229,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--exact", type=Path, default=None, help="exact rankings, to report recall (benchmarks.systems)")
     parser.add_argument("--queries", type=int, default=None, help="only the first N queries")
     parser.add_argument("--block", type=int, default=50, help="queries per turn")
+    parser.add_argument("--block-warmup", type=int, default=5, help="untimed queries at the start of each turn")
     parser.add_argument("--passes", type=int, default=4, help="times each query runs on PLAID and colbert-store")
-    parser.add_argument("--exact-passes", type=int, default=1, help="of those passes, how many exact MaxSim joins (0: none)")
+    parser.add_argument("--exact-stride", type=int, default=10, help="exact MaxSim times every N-th query of a block (0: none)")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
     args = parser.parse_args(argv)
@@ -235,8 +247,8 @@ def main(argv: list[str] | None = None) -> None:
     exact = json.loads(args.exact.read_text())["rankings"] if args.exact else None
     result = run_head_to_head(
         args.plaid_index, args.colbert_store_index, args.cache,
-        n_queries=args.queries, block=args.block, passes=args.passes, exact_passes=args.exact_passes,
-        k=args.k, exact=exact,
+        n_queries=args.queries, block=args.block, block_warmup=args.block_warmup, passes=args.passes,
+        exact_stride=args.exact_stride, k=args.k, exact=exact,
     )
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))

@@ -5,10 +5,11 @@
 
 Encodes the corpus once (cached by ``benchmarks.scifact_vectors``), then measures each system of
 ``benchmarks.systems`` in a process of its own, one after the other, and records that process's peak
-memory; then times PLAID and colbert-store (LanceDB, nbits=2) again on the indexes they built, in
-alternating blocks (``benchmarks.head_to_head``), which is what the p50 target is judged on; then runs
-``benchmarks.scale_synthetic``. Writes ``run_scifact.json``, ``run_scifact.md`` (the table and how
-colbert-store fares against its targets), ``latency_recall.png`` and ``scale.png`` into ``--results``.
+memory; then times PLAID and colbert-store (LanceDB, nbits=2) again on the indexes they built, and
+exact MaxSim for one pass, taking turns in blocks of queries (``benchmarks.head_to_head``), which is
+what the latency targets are judged on; then runs ``benchmarks.scale_synthetic``. Writes
+``run_scifact.json``, ``run_scifact.md`` (the table and how colbert-store fares against its targets),
+``latency_recall.png`` and ``scale.png`` into ``--results``.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def run_scale(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def target_checks(rows: dict[str, dict[str, Any]], paired: dict[str, Any] | None = None) -> list[tuple[str, bool, str]]:
     """colbert-store (LanceDB, nbits=2 unless said) against the targets of the benchmark issue: (target, met, measured).
-    The p50 target is judged on the paired run (:func:`benchmarks.head_to_head.run_head_to_head`) when given."""
+    The latency targets are judged on the paired run (:func:`benchmarks.head_to_head.run_head_to_head`) when given."""
     ours, ours4 = rows.get("colbert-store-lancedb-nbits2"), rows.get("colbert-store-lancedb-nbits4")
     checks: list[tuple[str, bool, str]] = []
 
@@ -103,6 +104,10 @@ def target_checks(rows: dict[str, dict[str, Any]], paired: dict[str, Any] | None
         at_least("recall@10 vs exact >= 0.96 (nbits=4)", ours4["recall_at_10_vs_exact"], 0.96)
     if ours and "exact" in rows:
         at_least("nDCG@10 >= exact - 0.01", ours["ndcg_at_10"], rows["exact"]["ndcg_at_10"] - 0.01)
+        if paired and "paired_exact" in paired:
+            at_least("p50 >= 10x lower than exact's (paired run)", paired["paired_exact"]["p50_ratio"], 10)
+        else:
+            at_least("p50 >= 10x lower than exact's", rows["exact"]["p50_ms"] / ours["p50_ms"], 10)
     if ours and "plaid" in rows:
         plaid = rows["plaid"]
         if paired:
@@ -232,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
         keep = {system: Path(kept) / system for system in HEAD_TO_HEAD if system in selected}
         rows = {system: run_system(system, args, exact_path, keep.get(system)) for system in selected}
         if len(keep) == len(HEAD_TO_HEAD):
-            print("== paired latency: PLAID and colbert-store in alternating blocks", flush=True)
+            print("== paired latency: PLAID, colbert-store and exact taking turns", flush=True)
             plaid_index, ours_index = (keep[system] for system in HEAD_TO_HEAD)
             exact = json.loads(exact_path.read_text())["rankings"]
             paired = run_head_to_head(plaid_index, ours_index, args.cache, n_queries=args.queries, exact=exact)
