@@ -206,6 +206,8 @@ def main(argv: list[str] | None = None) -> None:
     vectors = load_scifact_vectors(args.cache, data_dir=args.data)
     queries = [q.astype(np.float32) for q in split(vectors.query_vectors, vectors.query_offsets)][: args.queries]
     exact = [] if args.system == "exact" else json.loads(args.exact.read_text())["rankings"]
+    if args.system != "exact" and len(exact) < len(queries):
+        parser.error(f"{args.exact} ranks {len(exact)} queries, fewer than the {len(queries)} to score (rerun 'exact')")
     if args.keep_index:
         args.keep_index.mkdir(parents=True)
     workdir = args.keep_index or Path(tempfile.mkdtemp(prefix=f"colbert-store-{args.system}-"))

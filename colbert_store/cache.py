@@ -62,12 +62,16 @@ class InvertedList:
 
 @dataclass(frozen=True)
 class CachedDocuments:
-    """A snapshot of the cache: the documents, inverted lists covering all of them and, per token,
-    the memo of :meth:`inverse_norms` (NaN where not computed yet; the only part that changes)."""
+    """A snapshot of the cache: the documents, inverted lists covering all of them, each document's
+    distinct centroid ids (``distinct_centroids[distinct_offsets[s]:distinct_offsets[s + 1]]`` for
+    slot ``s``; computed from ``batch`` when not given) and, per token, the memo of
+    :meth:`inverse_norms` (NaN where not computed yet; the only part that changes)."""
 
     batch: DocumentBatch
     inverted_lists: tuple[InvertedList, ...] = ()
     known_inverse_norms: np.ndarray | None = None
+    distinct_offsets: np.ndarray | None = None
+    distinct_centroids: np.ndarray | None = None
     sorted_revisions: np.ndarray = field(init=False)
     order: np.ndarray = field(init=False)
 
@@ -77,6 +81,10 @@ class CachedDocuments:
         object.__setattr__(self, "sorted_revisions", self.batch.revisions[order])
         if self.known_inverse_norms is None:
             object.__setattr__(self, "known_inverse_norms", _unknown_norms(len(self.batch.centroid_ids)))
+        if self.distinct_offsets is None or self.distinct_centroids is None:
+            offsets, centroids = distinct_centroids(self.batch)
+            object.__setattr__(self, "distinct_offsets", offsets)
+            object.__setattr__(self, "distinct_centroids", centroids)
 
     @property
     def nbytes(self) -> int:
@@ -95,6 +103,12 @@ class CachedDocuments:
             rows.append(holder_rows.take(kept))
             held.append(found.take(kept))
         return np.concatenate(rows), np.concatenate(held)
+
+    def distinct_centroids_of(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct centroid ids of the documents in ``slots``, concatenated, and for each the index into ``slots``."""
+        assert self.distinct_offsets is not None and self.distinct_centroids is not None
+        positions, owner = token_positions(self.distinct_offsets, slots)
+        return self.distinct_centroids[positions], owner
 
     def inverse_norms(self, positions: np.ndarray, codec: ResidualCodec) -> np.ndarray:
         """``codec.inverse_norms`` of the tokens at ``positions``, decoding only those never asked for before.
@@ -127,6 +141,22 @@ def _empty_batch() -> DocumentBatch:
         centroid_ids=np.empty(0, np.uint16),
         residuals=np.empty((0, 0), np.uint8),
     )
+
+
+def distinct_centroids(batch: DocumentBatch) -> tuple[np.ndarray, np.ndarray]:
+    """Each document's distinct centroid ids, ascending and concatenated, and their offsets ``(n_docs + 1,)``.
+
+    >>> centroid_ids = np.array([7, 2, 7, 5], np.uint16)
+    >>> batch = DocumentBatch(["a", "b"], np.array([1, 2]), np.array([0, 3, 4]), centroid_ids, np.zeros((4, 1), np.uint8))
+    >>> distinct_centroids(batch)
+    (array([0, 2, 3]), array([2, 7, 5], dtype=uint16))
+    """
+    lengths = np.diff(batch.token_offsets)
+    owner = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+    keys = np.unique((owner << 32) | batch.centroid_ids.astype(np.int64))  # sorted by document, then centroid
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(keys >> 32, minlength=len(lengths)), out=offsets[1:])
+    return offsets, (keys & 0xFFFFFFFF).astype(batch.centroid_ids.dtype)
 
 
 def _unknown_norms(n_tokens: int) -> np.ndarray:
@@ -168,6 +198,9 @@ class _GrowingArray:
     def __init__(self, first: np.ndarray) -> None:
         self._buffer = first.copy()
         self._length = len(first)
+
+    def __len__(self) -> int:
+        return self._length
 
     def extend(self, values: np.ndarray) -> np.ndarray:
         """Append ``values``; return a view of everything appended so far."""
@@ -235,6 +268,8 @@ class DocumentCache:
                 "centroid_ids": _GrowingArray(fresh.centroid_ids[:0]),
                 "residuals": _GrowingArray(fresh.residuals[:0]),
                 "inverse_norms": _GrowingArray(_unknown_norms(0)),
+                "distinct_offsets": _GrowingArray(np.zeros(1, np.int64)),
+                "distinct_centroids": _GrowingArray(fresh.centroid_ids[:0]),
             }
         first_slot = len(cached)
         batch = DocumentBatch(
@@ -251,12 +286,18 @@ class DocumentCache:
             merged = InvertedList.build(batch, lists[-2].first_slot, lists[-1].end_slot)
             lists[-2:] = [merged]
         inverse_norms = self._arrays["inverse_norms"].extend(_unknown_norms(len(fresh.centroid_ids)))
-        return CachedDocuments(batch, tuple(lists), inverse_norms)
+        offsets, centroids = distinct_centroids(fresh)
+        listed = self._arrays["distinct_centroids"]
+        distinct_offsets = self._arrays["distinct_offsets"].extend(offsets[1:] + len(listed))
+        distinct = listed.extend(centroids)
+        return CachedDocuments(batch, tuple(lists), inverse_norms, distinct_offsets, distinct)
 
 
 def cached_bytes(batch: DocumentBatch) -> int:
-    """Bytes the cache counts for ``batch``: its codes and residuals, and a remembered norm per token."""
-    return int(batch.centroid_ids.nbytes + batch.residuals.nbytes + len(batch.centroid_ids) * _NORM_BYTES)
+    """Bytes the cache counts for ``batch``: its codes and residuals, a remembered norm per token, and
+    each document's distinct centroid ids (counted as if every token's were distinct) and their offset."""
+    per_token = 2 * batch.centroid_ids.itemsize + batch.residuals.shape[1] + _NORM_BYTES
+    return int(len(batch.centroid_ids) * per_token + 8 * len(batch))
 
 
 def subset_batch(batch: DocumentBatch, rows: np.ndarray) -> DocumentBatch:

@@ -83,6 +83,20 @@ def test_many_inserts_keep_few_inverted_lists_covering_every_document_and_old_sn
         assert [snapshot.batch.ids[r] for r in rows] == batch.ids
 
 
+def test_distinct_centroids_of_each_document_survive_inserts_and_follow_the_slots_asked_for():
+    cache = DocumentCache()
+    for seed, n in enumerate([6, 1, 12, 3]):
+        cache.insert(random_batch(n, seed, first_revision=100 * seed + 1))
+    docs, _ = cache.lookup(np.array([1]))
+    batch = docs.batch
+    slots = np.random.default_rng(0).permutation(len(batch))[:15]  # a subset, out of order
+    centroids, owner = docs.distinct_centroids_of(slots)
+    for row, slot in enumerate(slots):
+        tokens = batch.centroid_ids[batch.token_offsets[slot] : batch.token_offsets[slot + 1]]
+        assert centroids[owner == row].tolist() == sorted(set(tokens.tolist()))
+    assert centroids.dtype == batch.centroid_ids.dtype
+
+
 def test_cache_inserts_only_new_revisions_and_drops_old_entries_over_budget():
     first, second = random_batch(10, 1), random_batch(10, 2, first_revision=11)
     cache = DocumentCache()
