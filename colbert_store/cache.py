@@ -29,28 +29,23 @@ class InvertedList:
 
     first_slot: int
     end_slot: int
-    n_tokens: int
     offsets: np.ndarray
     slots: np.ndarray
 
     @classmethod
-    def build(cls, batch: DocumentBatch, first_slot: int, end_slot: int) -> InvertedList:
-        """The inverted list of ``batch``'s documents ``first_slot:end_slot``.
-
-        A stable sort of the token centroid ids (a radix sort for 16-bit ids) keeps each centroid's
-        tokens in slot order, so repeats within a document are neighbours and drop out in one pass.
-        """
-        first_token, end_token = int(batch.token_offsets[first_slot]), int(batch.token_offsets[end_slot])
-        centroid_ids = batch.centroid_ids[first_token:end_token]
-        order = np.argsort(centroid_ids, kind="stable")
-        centroids = centroid_ids[order]
-        lengths = np.diff(batch.token_offsets[first_slot : end_slot + 1])
+    def build(
+        cls, distinct_offsets: np.ndarray, distinct_centroids: np.ndarray, first_slot: int, end_slot: int
+    ) -> InvertedList:
+        """The inverted list of the documents ``first_slot:end_slot``, from each document's distinct
+        centroid ids (:func:`distinct_centroids`): a stable sort by centroid id (a radix sort for
+        16-bit ids) keeps each centroid's documents in slot order."""
+        start, end = distinct_offsets[first_slot], distinct_offsets[end_slot]
+        centroids = distinct_centroids[start:end]
+        order = np.argsort(centroids, kind="stable")
+        lengths = np.diff(distinct_offsets[first_slot : end_slot + 1])
         slots = np.repeat(np.arange(first_slot, end_slot, dtype=np.int64), lengths)[order]
-        distinct = np.ones(len(order), dtype=bool)
-        distinct[1:] = (centroids[1:] != centroids[:-1]) | (slots[1:] != slots[:-1])
-        counts = np.bincount(centroids[distinct], minlength=1)
-        offsets = np.concatenate([[0], np.cumsum(counts)])
-        return cls(first_slot, end_slot, end_token - first_token, offsets, slots[distinct])
+        offsets = np.concatenate([[0], np.cumsum(np.bincount(centroids, minlength=1))])
+        return cls(first_slot, end_slot, offsets, slots)
 
     def holding(self, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Every (slot, centroid) pair of a listed document holding one of ``centroids``."""
@@ -221,7 +216,8 @@ class DocumentCache:
     the per-document ids and revision order are redone): token arrays grow in place (searches keep
     reading their own snapshot), and the new documents get their own inverted list. Lists are
     merged while the newer of the last two is at least half the size of the older, so a cache of
-    ``n`` tokens holds about ``log2(n)`` of them and every token is re-listed ``O(log n)`` times.
+    ``n`` (document, centroid) pairs holds about ``log2(n)`` of them and every pair is re-listed
+    ``O(log n)`` times.
     """
 
     def __init__(self, max_bytes: int = 1 << 30) -> None:
@@ -281,15 +277,15 @@ class DocumentCache:
             texts=cached.texts + (fresh.texts or [None] * len(fresh)),
             metadata=cached.metadata + (fresh.metadata or [{}] * len(fresh)),
         )
-        lists = [*self._snapshot.inverted_lists, InvertedList.build(batch, first_slot, len(batch))]
-        while len(lists) > 1 and 2 * lists[-1].n_tokens >= lists[-2].n_tokens:
-            merged = InvertedList.build(batch, lists[-2].first_slot, lists[-1].end_slot)
-            lists[-2:] = [merged]
-        inverse_norms = self._arrays["inverse_norms"].extend(_unknown_norms(len(fresh.centroid_ids)))
         offsets, centroids = distinct_centroids(fresh)
         listed = self._arrays["distinct_centroids"]
         distinct_offsets = self._arrays["distinct_offsets"].extend(offsets[1:] + len(listed))
         distinct = listed.extend(centroids)
+        lists = [*self._snapshot.inverted_lists, InvertedList.build(distinct_offsets, distinct, first_slot, len(batch))]
+        while len(lists) > 1 and 2 * len(lists[-1].slots) >= len(lists[-2].slots):
+            merged = InvertedList.build(distinct_offsets, distinct, lists[-2].first_slot, lists[-1].end_slot)
+            lists[-2:] = [merged]
+        inverse_norms = self._arrays["inverse_norms"].extend(_unknown_norms(len(fresh.centroid_ids)))
         return CachedDocuments(batch, tuple(lists), inverse_norms, distinct_offsets, distinct)
 
 

@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from colbert_store.cache import CachedDocuments, DocumentCache, InvertedList, cached_bytes, range_positions
+from colbert_store.cache import (
+    CachedDocuments,
+    DocumentCache,
+    InvertedList,
+    cached_bytes,
+    distinct_centroids,
+    range_positions,
+)
 from colbert_store.codec import ResidualCodec
 from colbert_store.storage import DocumentBatch
 
@@ -24,7 +31,9 @@ def random_batch(n_docs: int, seed: int, n_centroids: int = 50, first_revision: 
 @pytest.mark.parametrize("seed", range(4))
 def test_pairs_among_lists_each_chosen_document_once_per_centroid(seed):
     batch = random_batch(40, seed)
-    docs = CachedDocuments(batch, (InvertedList.build(batch, 0, 17), InvertedList.build(batch, 17, 40)))
+    offsets, centroids = distinct_centroids(batch)
+    lists = (InvertedList.build(offsets, centroids, 0, 17), InvertedList.build(offsets, centroids, 17, 40))
+    docs = CachedDocuments(batch, lists)
     rng = np.random.default_rng(100 + seed)
     for _ in range(5):
         probes = np.unique(rng.integers(0, 60, 8))  # ids past the largest stored one included
