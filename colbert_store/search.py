@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from colbert_store.cache import CachedDocuments, DocumentCache, token_positions
+from colbert_store.cache import CachedDocuments, DocumentCache, range_positions
 from colbert_store.codec import ResidualCodec
 from colbert_store.errors import IndexChangedError, InvalidInputError
 from colbert_store.filters import Filter
@@ -166,11 +166,13 @@ def _exact_scores(
     token's inverse norm (remembered by the cache): no vector is materialised.
     """
     batch = docs.batch
-    positions, _ = token_positions(batch.token_offsets, slots)
+    starts = batch.token_offsets[slots]
+    lengths = batch.token_offsets[slots + 1] - starts
+    positions = range_positions(starts, lengths)
     rows = torch.from_numpy(positions)
     ids = torch.from_numpy(batch.centroid_ids[positions].astype(np.int32))
     packed = torch.from_numpy(batch.residuals).index_select(0, rows)
     token_scores = codec.token_dots(ids, packed, codec.query_tables(query, centroid_scores))
     token_scores *= torch.from_numpy(docs.inverse_norms(positions, codec))[:, None]
-    offsets = np.concatenate([[0], np.cumsum(np.diff(batch.token_offsets)[slots])])
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
     return segment_max_sum(token_scores, offsets)
