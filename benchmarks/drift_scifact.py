@@ -1,23 +1,23 @@
-"""Codec drift on SciFact: train on one sixth of the corpus, add five times as much drifted data,
-then retrain. Recall@10 against exhaustive exact MaxSim and ``Index.health()`` at each step.
+"""Codec drift on SciFact: train on one sixth of the corpus, add five times as much drifted data, then retrain.
 
-    python -m benchmarks.drift_scifact --data ../shared/data/scifact
+    python -m benchmarks.drift_scifact [--data ../shared/data/scifact]
 
-The first sixth is the documents whose mean token vector lies lowest along the first principal
-direction of all documents' means, so the other five sixths are topically shifted. "Retrain from
-text" re-encodes every document from its original vectors (what the encoder would return for the
-stored text: the benchmark stores each document id as its text and looks the vectors up).
-Results go to benchmarks/results/drift_scifact.json and a markdown table on stdout.
+Recall@10 against exhaustive exact MaxSim and ``Index.health()`` at each step. The first sixth is the
+documents whose mean token vector lies lowest along the first principal direction of all documents'
+means, so the other five sixths are topically shifted. "Retrain from text" re-encodes every document
+from its original vectors (what the encoder would return for the stored text: the benchmark stores
+each document id as its text and looks the vectors up). Results go to
+benchmarks/results/drift_scifact.json and a markdown table on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -25,10 +25,15 @@ from typing import Any
 import numpy as np
 
 import colbert_store as cs
-from benchmarks.core_scifact import RESULTS, evaluate_index, run_exhaustive, save_results, split
-from benchmarks.exhaustive import ExhaustiveMaxSim
-from benchmarks.scifact_vectors import load_scifact_vectors
+from benchmarks.lib.exhaustive import ExhaustiveMaxSim
+from benchmarks.lib.metrics import ranking_quality
+from benchmarks.lib.paths import RESULTS_DIR
+from benchmarks.lib.report import markdown_table, save_results
+from benchmarks.lib.scifact import add_scifact_arguments, load_scifact_vectors
+from benchmarks.lib.timing import latency_summary, time_exhaustive, time_searches
 from colbert_store.adapters.lancedb import LanceDBStore
+
+K = 10
 
 
 def drift_order(docs: list[np.ndarray]) -> np.ndarray:
@@ -39,34 +44,32 @@ def drift_order(docs: list[np.ndarray]) -> np.ndarray:
     return np.argsort(centred @ direction, kind="stable")
 
 
-def step_row(index: cs.Index, evaluate: Any, seconds: float | None = None) -> dict[str, Any]:
-    health = index.health()
+def step_row(index: cs.Index, evaluate: Callable[[cs.Index], dict[str, Any]], seconds: float | None = None) -> dict[str, Any]:
+    """Quality, latency, centroid count and health of ``index`` after a step that took ``seconds``."""
     return {
         **evaluate(index),
         "seconds": seconds,
         "n_centroids": index.codec.n_centroids if index.codec else None,
-        "health": asdict(health),
+        "health": asdict(index.health()),
     }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default="../shared/data/scifact")
-    parser.add_argument("--cache", default=os.path.expanduser("~/.cache/colbert-store/scifact"))
+    add_scifact_arguments(parser)
     parser.add_argument("--nbits", type=int, default=2)
     parser.add_argument("--queries", type=int, default=None, help="evaluate only the first N queries")
-    parser.add_argument("--out", default=str(RESULTS / "drift_scifact.json"))
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "drift_scifact.json")
     args = parser.parse_args(argv)
 
     vectors = load_scifact_vectors(args.cache, data_dir=args.data)
-    docs = [doc.astype(np.float32) for doc in split(vectors.doc_vectors, vectors.doc_offsets)]
-    queries = [q.astype(np.float32) for q in split(vectors.query_vectors, vectors.query_offsets)][: args.queries]
-    query_ids = vectors.query_ids[: len(queries)]
-    exhaustive = ExhaustiveMaxSim(vectors.doc_ids, vectors.doc_vectors, vectors.doc_offsets)
-    exact, _ = run_exhaustive(exhaustive, queries, 10)
+    docs = [doc.astype(np.float32) for doc in vectors.docs()]
+    queries = vectors.queries()[: args.queries]
+    exact, _ = time_exhaustive(ExhaustiveMaxSim(vectors.doc_ids, vectors.doc_vectors, vectors.doc_offsets), queries, K)
 
     def evaluate(index: cs.Index) -> dict[str, Any]:
-        return evaluate_index(index, queries, query_ids, exact, vectors.qrels, 10)
+        rankings, seconds = time_searches(index, queries, K)
+        return {**ranking_quality(rankings, exact, vectors.query_ids, vectors.qrels, K), **latency_summary(seconds)}
 
     order = drift_order(docs)
     first, rest = order[: len(docs) // 6], order[len(docs) // 6 :]
@@ -108,24 +111,20 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
-    save_results(args.out, results, markdown_table(results))
+    save_results(args.out, results, drift_table(results))
 
 
-def markdown_table(results: dict[str, Any]) -> str:
-    lines = [
-        "| step | recall@10 vs exact | nDCG@10 | p50 ms | error vs training | needs retrain | centroids | step s |",
-        "|---|---|---|---|---|---|---|---|",
+def drift_table(results: dict[str, Any]) -> str:
+    """The steps that were searched, as a markdown table."""
+    rows = [
+        [name, f"{row['recall_at_10_vs_exact']:.3f}", f"{row['ndcg_at_10']:.4f}", f"{row['p50_ms']:.1f}",
+         f"x{row['health']['error_ratio']:.2f}", "yes" if row["health"]["needs_retrain"] else "no", row["n_centroids"],
+         f"{row['seconds']:.1f}"]
+        for name, row in results["steps"].items()
+        if "recall_at_10_vs_exact" in row
     ]
-    for name, row in results["steps"].items():
-        if "recall_at_10_vs_exact" not in row:
-            continue
-        health = row["health"]
-        lines.append(
-            f"| {name} | {row['recall_at_10_vs_exact']:.3f} | {row['ndcg_at_10']:.4f} | {row['p50_ms']:.1f} "
-            f"| x{health['error_ratio']:.2f} | {'yes' if health['needs_retrain'] else 'no'} | {row['n_centroids']} "
-            f"| {row['seconds']:.1f} |"
-        )
-    return "\n".join(lines)
+    columns = ["step", "recall@10 vs exact", "nDCG@10", "p50 ms", "error vs training", "needs retrain", "centroids", "step s"]
+    return markdown_table(columns, rows)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ each; medians and paired ratios are reported (see :func:`summarise`). Results go
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -32,12 +31,13 @@ import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from benchmarks.beir import load_beir
-from benchmarks.scifact_vectors import default_data_dir, minilm_path
+from benchmarks.lib.beir import load_beir
+from benchmarks.lib.paths import RESULTS_DIR, default_data_dir
+from benchmarks.lib.report import markdown_table, save_results
+from benchmarks.lib.scifact import minilm_path
 from colbert_store.encoder import ColBERTEncoder
 from colbert_store.stdlib_corpus import stdlib_docstrings
 
-RESULTS = Path(__file__).parent / "results"
 MIN_RATIO = 0.9
 ENCODER = "ColBERTEncoder.encode_documents"
 BARE = "bare forward"
@@ -83,10 +83,12 @@ class BareModel:
                 self.model(input_ids=input_ids, attention_mask=attention).last_hidden_state.cpu()
 
     def tokenise_and_forward(self, texts: list[str]) -> None:
+        """Tokenise, batch and pad ``texts``, then the forward passes."""
         self.forward(self.batches(texts))
 
 
 def timed(function: Callable[[], Any]) -> float:
+    """Seconds ``function`` takes, waiting for the GPU (when there is one) before and after."""
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -133,17 +135,14 @@ def summarise(seconds: dict[str, list[float]], n_docs: int) -> dict[str, dict[st
     return rows
 
 
-def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
-    lines = [
-        "| system | median s | best s | docs/s (median) | encoder speed ÷ this (medians) | (paired median) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, row in rows.items():
-        lines.append(
-            f"| {name} | {row['median_seconds']:.3f} | {row['best_seconds']:.3f} | {row['docs_per_second']:.1f} "
-            f"| {row['ratio_of_medians']:.3f} | {row['paired_ratio']:.3f} |"
-        )
-    return "\n".join(lines)
+def overhead_table(rows: dict[str, dict[str, Any]]) -> str:
+    """One row per system, as a markdown table."""
+    columns = ["system", "median s", "best s", "docs/s (median)", "encoder speed ÷ this (medians)", "(paired median)"]
+    return markdown_table(columns, [
+        [name, f"{row['median_seconds']:.3f}", f"{row['best_seconds']:.3f}", f"{row['docs_per_second']:.1f}",
+         f"{row['ratio_of_medians']:.3f}", f"{row['paired_ratio']:.3f}"]
+        for name, row in rows.items()
+    ])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -156,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--doc-maxlen", type=int, default=256)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's); 1 is steadier on a busy machine")
-    parser.add_argument("--out", type=Path, default=RESULTS / "encoder_overhead.json")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "encoder_overhead.json")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -178,9 +177,7 @@ def main(argv: list[str] | None = None) -> None:
         "encoder_speed_vs_bare_forward": {"paired_median": ratio, "of_medians": rows[BARE]["ratio_of_medians"]},
         "passes": ratio >= MIN_RATIO,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(markdown_table(rows))
+    save_results(args.out, results, overhead_table(rows))
     print(f"\nencoder speed / bare forward speed = {ratio:.3f} (paired median; of medians "
           f"{rows[BARE]['ratio_of_medians']:.3f}; bar: >= {MIN_RATIO}) on {len(texts)} {args.corpus} documents, "
           f"{args.device}, {torch.get_num_threads()} threads; results in {args.out}")

@@ -2,24 +2,23 @@
 
     python -m benchmarks.head_to_head --plaid-index DIR --colbert-store-index DIR [--cache DIR] [--exact FILE]
 
-This machine's speed drifts by 20-30% over tens of seconds, so p50s measured minutes apart, one
-system after the other, differ by as much as the systems do. Here the processes hold their index
-warm and take turns: each block of queries goes to every system in turn (who goes first rotates),
-while the others wait on their pipes. Drift then reaches all alike, and each query's time ratio is
-a paired measurement. Exhaustive exact MaxSim, ten times slower, times one query in ten of each
-block, so that its turns last about as long as the others' (a system idle through long turns of
-another searches more slowly afterwards). ``benchmarks.run`` runs this on the indexes its systems built.
+A machine's speed drifts over tens of seconds, so p50s measured minutes apart, one system after the
+other, can differ by as much as the systems do. Here the processes hold their index warm and take
+turns: each block of queries goes to every system in turn (who goes first rotates), while the others
+wait on their pipes. Drift then reaches all alike, and each query's time ratio is a paired
+measurement. Exhaustive exact MaxSim, far slower, times one query in ``--exact-stride`` of each block,
+so that its turns last about as long as the others' (a system idle through long turns of another
+searches more slowly afterwards). ``benchmarks.run`` runs this on the indexes its systems built.
 
 The colbert-store worker opens its LanceDB folder and warms its document cache, as a service would
 at start-up; PLAID's loads its whole index (``plaid_runner.py --serve``); exact's holds every token
-vector in memory (``benchmarks.systems``' exact system). Each runs 50 untimed queries first.
+vector in memory (``benchmarks.systems``' exact system). Each runs ``WARMUP`` untimed queries first.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -28,14 +27,17 @@ from typing import IO, Any, TextIO
 
 import numpy as np
 
+import colbert_store as cs
 from benchmarks.block_server import claim_stdout, serve
-from benchmarks.core_scifact import split
-from benchmarks.metrics import latency_summary, overlap_at_k
-from benchmarks.scifact_vectors import DEFAULT_CACHE_DIR, ScifactVectors, load_scifact_vectors
-
-ROOT = Path(__file__).resolve().parent.parent
-INDEX_NAME = "scifact"
-WARMUP = 50
+from benchmarks.lib.data import SCIFACT_INDEX
+from benchmarks.lib.exhaustive import ExhaustiveMaxSim
+from benchmarks.lib.metrics import overlap_at_k
+from benchmarks.lib.paths import DEFAULT_CACHE_DIR, REPO_ROOT
+from benchmarks.lib.plaid import serve_command
+from benchmarks.lib.report import markdown_table
+from benchmarks.lib.scifact import ScifactVectors, load_scifact_vectors
+from benchmarks.lib.timing import WARMUP, latency_summary, use_search_threads
+from colbert_store.adapters.lancedb import LanceDBStore
 
 
 def run_head_to_head(
@@ -64,24 +66,19 @@ def run_head_to_head(
     exact's p50 over colbert-store's p50 on the same queries in the same passes, and the median of
     their per-search time ratios.
     """
-    from benchmarks.plaid_scifact import plaid_python
-
     positions = list(range(n_queries if n_queries is not None else _query_count(cache)))
     if exact is not None and len(exact) < len(positions):
         raise ValueError(f"the exact rankings cover {len(exact)} queries, not all {len(positions)}")
     ours = [sys.executable, "-m", "benchmarks.head_to_head", "--cache", str(cache), "--k", str(k)]
     commands = {
-        "plaid": [
-            str(plaid_python(ROOT / ".venv-plaid")), str(ROOT / "benchmarks" / "plaid_runner.py"), "--serve",
-            "--cache", str(cache), "--index-dir", str(plaid_index), "--k", str(k), "--warmup", str(WARMUP),
-        ],
+        "plaid": serve_command(plaid_index, cache, k=k, warmup=WARMUP),
         "colbert-store": [*ours, "--serve", str(colbert_store_index)],
     }
     strides = {"plaid": 1, "colbert-store": 1}
     if exact_stride > 0:
         commands["exact"] = [*ours, "--serve-exact"]
         strides["exact"] = exact_stride
-    workers = {name: subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    workers = {name: subprocess.Popen(command, cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                for name, command in commands.items()}
     try:
         for name, worker in workers.items():
@@ -157,11 +154,8 @@ def _receive(stream: IO[str] | None, name: str) -> dict[str, Any]:
 def _serve_colbert_store(folder: Path, cache: Path, k: int) -> None:
     """The colbert-store worker: open the LanceDB index, warm it, run untimed queries, then answer blocks."""
     channel = claim_stdout()
-    import colbert_store as cs
-    from colbert_store.adapters.lancedb import LanceDBStore
-
     _, queries = _worker_data(cache)
-    index = cs.Index.open(LanceDBStore(folder), INDEX_NAME)
+    index = cs.Index.open(LanceDBStore(folder), SCIFACT_INDEX)
     index.warm()
     _warm_up_and_serve(lambda position: [hit.id for hit in index.search(queries[position], k=k)], len(queries), channel)
 
@@ -169,20 +163,16 @@ def _serve_colbert_store(folder: Path, cache: Path, k: int) -> None:
 def _serve_exact(cache: Path, k: int) -> None:
     """The exhaustive exact MaxSim worker (``benchmarks.systems``' exact system): vectors in memory."""
     channel = claim_stdout()
-    from benchmarks.exhaustive import ExhaustiveMaxSim
-
     vectors, queries = _worker_data(cache)
     exhaustive = ExhaustiveMaxSim(vectors.doc_ids, vectors.doc_vectors, vectors.doc_offsets)
     _warm_up_and_serve(lambda position: [doc_id for doc_id, _ in exhaustive.search(queries[position], k)], len(queries), channel)
 
 
 def _worker_data(cache: Path) -> tuple[ScifactVectors, list[np.ndarray]]:
-    """The cached vectors and queries, after setting 2 threads for single queries as the benchmarks do."""
-    import torch
-
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    """The cached vectors and queries, after setting the threads single queries are measured with."""
+    use_search_threads()
     vectors = load_scifact_vectors(cache)
-    return vectors, [q.astype(np.float32) for q in split(vectors.query_vectors, vectors.query_offsets)]
+    return vectors, vectors.queries()
 
 
 def _warm_up_and_serve(search: Callable[[int], list[str]], n_queries: int, channel: TextIO) -> None:
@@ -192,18 +182,17 @@ def _warm_up_and_serve(search: Callable[[int], list[str]], n_queries: int, chann
 
 
 def paired_table(result: dict[str, Any]) -> str:
-    """The head-to-head as a markdown table."""
+    """The head-to-head as a markdown table with its paired ratios."""
+    rows = [
+        [name, f"{row['p50_ms']:.1f}", f"{row['p95_ms']:.1f}",
+         f"{row['recall_at_10_vs_exact']:.3f}" if "recall_at_10_vs_exact" in row else "–"]
+        for name, row in result["systems"].items()
+    ]
+    paired = result["paired"]
     lines = [
         f"Paired latency, {result['n_queries']} queries x {result['passes']} passes, alternating blocks of {result['block']}:",
         "",
-        "| system | p50 ms | p95 ms | recall@10 vs exact |",
-        "|---|---|---|---|",
-    ]
-    for name, row in result["systems"].items():
-        recall = f"{row['recall_at_10_vs_exact']:.3f}" if "recall_at_10_vs_exact" in row else "–"
-        lines.append(f"| {name} | {row['p50_ms']:.1f} | {row['p95_ms']:.1f} | {recall} |")
-    paired = result["paired"]
-    lines += [
+        markdown_table(["system", "p50 ms", "p95 ms", "recall@10 vs exact"], rows),
         "",
         f"colbert-store's time over PLAID's, median over queries: {paired['median_time_ratio']:.3f}; "
         f"colbert-store faster on {paired['share_colbert_store_faster']:.0%} of queries; "
@@ -222,10 +211,10 @@ def paired_table(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--plaid-index", type=Path, help="a PLAID index folder (plaid_runner.py --index-dir)")
-    parser.add_argument("--colbert-store-index", type=Path, help=f"a LanceDB folder holding index {INDEX_NAME!r}")
+    parser.add_argument("--colbert-store-index", type=Path, help=f"a LanceDB folder holding index {SCIFACT_INDEX!r}")
     parser.add_argument("--serve", type=Path, metavar="FOLDER", help=argparse.SUPPRESS)  # the colbert-store worker
     parser.add_argument("--serve-exact", action="store_true", help=argparse.SUPPRESS)  # the exact worker
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE_DIR, help="SciFact vector cache folder")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE_DIR, help="SciFact vector cache folder (default %(default)s)")
     parser.add_argument("--exact", type=Path, default=None, help="exact rankings, to report recall (benchmarks.systems)")
     parser.add_argument("--queries", type=int, default=None, help="only the first N queries")
     parser.add_argument("--block", type=int, default=50, help="queries per turn")

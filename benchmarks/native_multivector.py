@@ -1,25 +1,22 @@
 """Native multivector baselines: every document token vector stored uncompressed in the store's own multivector type.
 
+    python -m benchmarks.native_multivector --queries 20
+
 One record per document holds its whole token matrix as fp32, and the store scores it with its built-in cosine
 MaxSim; no colbert-store code is involved. Three systems:
 
 * ``qdrant_native``: Qdrant local mode on disk (``QdrantClient(path=...)``), ``MultiVectorComparator.MAX_SIM``.
   Local mode pickles each point into SQLite and searches by brute force in numpy, one small matmul per document,
-  so it matches exhaustive exact MaxSim but is slow: about 0.75 s per SciFact query on 2 cores. Those small matmuls
-  suffer badly from OpenBLAS's thread pool when another process is busy (10x slower seen): on a shared machine run
-  with ``OPENBLAS_NUM_THREADS=1``.
+  so it matches exhaustive exact MaxSim but is slow. Those small matmuls suffer from OpenBLAS's thread pool when
+  another process is busy: on a shared machine run with ``OPENBLAS_NUM_THREADS=1`` (``benchmarks.run`` does).
 * ``lancedb_native(data, indexed=False)``: LanceDB flat (no index) multivector search, exact.
 * ``lancedb_native(data, indexed=True)``: LanceDB with its IVF_PQ multivector index, which indexes every token vector;
   the index settings and search settings are recorded in the row.
 
 Each row has recall@10 against exhaustive exact MaxSim, nDCG@10, single-query latency (after ``WARMUP`` untimed
 queries), batch throughput, build time (empty folder to searchable) and folder bytes per document token. Doc vectors
-are converted from fp16 to fp32 ``WRITE_BATCH_DOCS`` documents at a time, never all at once.
-
-    python -m benchmarks.native_multivector --queries 20
-
-prints the three rows as JSON (on the cached SciFact vectors of ``benchmarks.scifact_vectors``);
-benchmarks/systems.py calls the two functions with its ``BenchData``.
+are converted from fp16 to fp32 ``WRITE_BATCH_DOCS`` documents at a time, never all at once. ``benchmarks.systems``
+runs them as systems of the side-by-side run; run alone, this prints the three rows as JSON.
 """
 
 from __future__ import annotations
@@ -27,12 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import lancedb
 import numpy as np
@@ -40,29 +36,25 @@ import pyarrow as pa
 from lancedb.index import IvfPq
 from qdrant_client import QdrantClient, models
 
-from benchmarks.core_scifact import folder_bytes, ranking_quality, run_exhaustive
-from benchmarks.exhaustive import ExhaustiveMaxSim
-from benchmarks.metrics import latency_summary, time_each
-from benchmarks.scifact_vectors import load_scifact_vectors
-
-if TYPE_CHECKING:
-    from benchmarks.systems import BenchData
+from benchmarks.lib.data import BenchData, folder_bytes
+from benchmarks.lib.exhaustive import ExhaustiveMaxSim
+from benchmarks.lib.scifact import add_scifact_arguments, load_scifact_vectors
+from benchmarks.lib.timing import time_each, time_exhaustive
 
 COLLECTION = "docs"
 WRITE_BATCH_DOCS = 256
 QUERY_BATCH = 32
 WARMUP = 3
 
-# IVF_PQ on a multivector column partitions and quantizes each token vector on its own (SciFact: 1.48M token
-# vectors in 5,183 rows), so partitions are sized by tokens, not rows: the usual sqrt(n) rule gives ~1,217, rounded
-# to the power of two 1,024 (~1,450 tokens per partition). 16 sub-vectors of 8 dims each (the SIMD-friendly width
-# LanceDB recommends) make a 16-byte code per 128-d token, the size of colbert-store's 1-bit residuals.
+# IVF_PQ on a multivector column partitions and quantizes each token vector on its own, so partitions are sized
+# by tokens, not rows: the usual sqrt(n) rule, rounded to a power of two. 16 sub-vectors of 8 dims each (the
+# SIMD-friendly width LanceDB recommends) make a 16-byte code per 128-d token, the size of colbert-store's 1-bit
+# residuals.
 PQ_SUB_VECTORS = 16
-# Search settings: without refinement LanceDB ranks documents on PQ-approximated token scores (XTR-style, documents
-# missing from a query token's candidates get an estimate), which kept only 35% of the exact top 10 on SciFact;
-# refine_factor re-scores limit * refine_factor candidate documents with their full vectors. Measured on 12 SciFact
-# queries (2 cores): refine 10 -> recall 0.80 at ~60-90 ms, 20 -> 0.88 / 100 ms, 50 -> 0.95 / 290 ms, 100 -> 1.0 / 570
-# ms; 10 sits in colbert-store's recall range. nprobes made no difference (5 to 100), 20 is LanceDB's default.
+# Without refinement LanceDB ranks documents on PQ-approximated token scores (XTR-style: documents missing from a
+# query token's candidates get an estimate); refine_factor re-scores limit * refine_factor candidate documents with
+# their full vectors. 10 puts its recall in colbert-store's range (benchmarks/README.md has the measurements behind
+# this choice); 20 probes is LanceDB's default.
 NPROBES = 20
 REFINE_FACTOR = 10
 
@@ -75,23 +67,15 @@ def _fp32_batches(docs: list[np.ndarray]) -> Iterator[tuple[int, np.ndarray, np.
         yield first, np.concatenate(batch).astype(np.float32), offsets
 
 
-def _evaluated(data: BenchData) -> int:
-    """How many queries to evaluate."""
-    return len(data.queries) if data.max_queries is None else min(data.max_queries, len(data.queries))
-
-
-def _row(data: BenchData, rankings: list[list[int]], seconds: list[float], **extra: Any) -> dict[str, Any]:
-    """Quality and latency of ``rankings`` (document positions) plus ``extra``."""
-    n = len(rankings)
-    ids = [[data.vectors.doc_ids[i] for i in ranking] for ranking in rankings]
-    quality = ranking_quality(ids, data.exact[:n], data.query_ids[:n], data.vectors.qrels, data.k)
-    return {**quality, **latency_summary(seconds), "n_queries": n, **extra}
+def _score(data: BenchData, positions: list[list[int]], seconds: list[float], **extra: Any) -> dict[str, Any]:
+    """``data.score`` of rankings given as document positions, plus ``extra``."""
+    rankings = [[data.vectors.doc_ids[i] for i in ranking] for ranking in positions]
+    return {**data.score(rankings, seconds), **extra}
 
 
 def qdrant_native(data: BenchData) -> dict[str, Any]:
     """Qdrant local mode on disk, one point per document with its fp32 token matrix, cosine MaxSim."""
-    n_tokens = sum(len(doc) for doc in data.docs)
-    queries = data.queries[: _evaluated(data)]
+    queries = data.queries
     path = data.workdir / "qdrant"
     start = time.perf_counter()
     client = QdrantClient(path=str(path))
@@ -124,12 +108,12 @@ def qdrant_native(data: BenchData) -> dict[str, Any]:
         batch_seconds = time.perf_counter() - start
     finally:
         client.close()
-    return _row(
+    return _score(
         data, rankings, seconds,
         qps_batch=len(queries) / batch_seconds,
         batch_note=f"query_batch_points, {QUERY_BATCH} queries per call (local mode answers them one after another)",
         build_seconds=build_seconds,
-        bytes_per_token=size / n_tokens,
+        bytes_per_token=size / data.n_tokens,
         storage="local mode: SQLite of pickled points (vectors as Python float lists), searched in RAM with numpy",
     )
 
@@ -140,9 +124,8 @@ def lancedb_native(data: BenchData, indexed: bool) -> dict[str, Any]:
     ``indexed``: build an IVF_PQ multivector index and search it with ``NPROBES`` and ``REFINE_FACTOR``;
     otherwise search flat (exact).
     """
-    n_tokens = sum(len(doc) for doc in data.docs)
     dim = data.docs[0].shape[1]
-    queries = data.queries[: _evaluated(data)]
+    queries = data.queries
     path = data.workdir / "lancedb"
     schema = pa.schema([pa.field("doc", pa.int32()), pa.field("vector", pa.list_(pa.list_(pa.float32(), dim)))])
 
@@ -158,7 +141,7 @@ def lancedb_native(data: BenchData, indexed: bool) -> dict[str, Any]:
     table = lancedb.connect(path).create_table(COLLECTION, data=pa.RecordBatchReader.from_batches(schema, batches()))
     settings: dict[str, Any] = {}
     if indexed:
-        num_partitions = 2 ** round(math.log2(math.sqrt(n_tokens)))
+        num_partitions = 2 ** round(math.log2(math.sqrt(data.n_tokens)))
         table.create_index(
             "vector", config=IvfPq(distance_type="cosine", num_partitions=num_partitions, num_sub_vectors=PQ_SUB_VECTORS)
         )
@@ -176,33 +159,28 @@ def lancedb_native(data: BenchData, indexed: bool) -> dict[str, Any]:
         return builder.to_arrow()["doc"].to_pylist()
 
     rankings, seconds = time_each(search, queries, WARMUP)
-    return _row(
+    return _score(
         data, rankings, seconds,
         qps_batch=len(seconds) / sum(seconds),
         batch_note="no batch API for multivector queries (several query vectors form one multivector query): "
         "qps_batch is the sequential single-query pass",
         build_seconds=build_seconds,
-        bytes_per_token=size / n_tokens,
+        bytes_per_token=size / data.n_tokens,
         **settings,
     )
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the three baselines on the first ``--queries`` cached SciFact queries and print one JSON row each."""
-    from benchmarks.systems import BenchData  # imported here: benchmarks.systems imports this module
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default="../shared/data/scifact")
-    parser.add_argument("--cache", default=os.path.expanduser("~/.cache/colbert-store/scifact"))
+    add_scifact_arguments(parser)
     parser.add_argument("--queries", type=int, default=20, help="evaluate only the first N queries")
     parser.add_argument("--k", type=int, default=10)
     args = parser.parse_args(argv)
 
     vectors = load_scifact_vectors(args.cache, data_dir=args.data)
     queries = vectors.queries()[: args.queries]
-    exhaustive = ExhaustiveMaxSim(vectors.doc_ids, vectors.doc_vectors, vectors.doc_offsets)
-    exact, _ = run_exhaustive(exhaustive, queries, args.k)
-    del exhaustive
+    exact, _ = time_exhaustive(ExhaustiveMaxSim(vectors.doc_ids, vectors.doc_vectors, vectors.doc_offsets), queries, args.k)
     systems: dict[str, Callable[[BenchData], dict[str, Any]]] = {
         "qdrant_native": qdrant_native,
         "lancedb_native_flat": lambda data: lancedb_native(data, indexed=False),
@@ -210,10 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     for name, system in systems.items():
         with tempfile.TemporaryDirectory(prefix=f"{name}-") as workdir:
-            data = BenchData(
-                vectors=vectors, docs=vectors.docs(), queries=queries, query_ids=vectors.query_ids[: len(queries)],
-                exact=exact, k=args.k, workdir=Path(workdir), max_queries=None,
-            )
+            data = BenchData(vectors=vectors, queries=queries, exact=exact, k=args.k, workdir=Path(workdir), cache_dir=args.cache)
             print(json.dumps({"system": name, **system(data)}), flush=True)
 
 

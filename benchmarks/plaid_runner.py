@@ -1,18 +1,18 @@
-"""Stanford PLAID (PyPI colbert-ai) on cached token vectors, on the CPU: build an index and search it
-with PLAID's default settings. Runs inside its own virtual environment (colbert-ai is a benchmark
-baseline, never a dependency of colbert-store), so it reads the cache with numpy alone:
+"""Stanford PLAID (PyPI colbert-ai) on the cached token vectors, on the CPU: build an index and search it.
 
-    .venv-plaid/bin/python benchmarks/plaid_runner.py --cache ~/.cache/colbert-store/scifact --out plaid.json
+    .venv-plaid/bin/python benchmarks/plaid_runner.py --cache ~/.cache/colbert-store/scifact --index-dir DIR --out plaid.json
 
-Writes each query's top-k document ids, per-query seconds, build seconds, index bytes and peak memory.
-``benchmarks/plaid_scifact.py`` sets up that environment and scores the output. With ``--serve`` it
-builds nothing: it opens the index in ``--index-dir`` and answers blocks of queries for
-``benchmarks.head_to_head`` (``block_server``).
+Runs inside PLAID's own virtual environment (colbert-ai is a benchmark baseline, never a dependency of
+colbert-store; ``benchmarks.lib.plaid`` creates the environment and runs this script), so it imports
+nothing of colbert-store and reads the cache with numpy alone. Writes each query's top-k document ids,
+per-query seconds, build seconds, index bytes, peak memory and PLAID's search settings, searching with
+PLAID's defaults. With ``--serve`` it builds nothing: it opens the index in ``--index-dir`` and answers
+blocks of queries for ``benchmarks.head_to_head`` (``block_server``).
 
 colbert-ai builds from text through a checkpoint; here its own indexer pipeline (plan, k-means,
 residual codec, chunks, IVF) runs with an encoder that hands back the precomputed vectors, and its
-own ``Searcher.dense_search`` ranks precomputed query tensors. Its C++ kernels compile on first
-use (about two minutes on two cores, then cached), so a warm-up search runs before timing.
+own ``Searcher.dense_search`` ranks precomputed query tensors. Its C++ kernels compile on first use
+(then cached), so warm-up searches run before timing.
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """The whole side-by-side benchmark in one command: every system on the same SciFact vectors, then the scale curve.
 
-    pip install -e ".[bench]"
-    python -m benchmarks.run --dataset ../shared/data/scifact
+    pip install -c constraints.txt -e ".[bench]"
+    python -m benchmarks.run --data ../shared/data/scifact
 
 Encodes the corpus once (cached by ``benchmarks.scifact_vectors``), then measures each system of
 ``benchmarks.systems`` in a process of its own, one after the other, and records that process's peak
-memory; then times PLAID and colbert-store (LanceDB, nbits=2) again on the indexes they built, and
-exact MaxSim for one pass, taking turns in blocks of queries (``benchmarks.head_to_head``), which is
-what the latency targets are judged on; then runs ``benchmarks.scale_synthetic``. Writes
+memory; then times PLAID, colbert-store (LanceDB, nbits=2) and exact MaxSim again, taking turns in
+blocks of queries on the indexes the systems built (``benchmarks.head_to_head``), which is what the
+latency targets are judged on; then runs ``benchmarks.scale_synthetic``. Writes
 ``run_scifact.json``, ``run_scifact.md`` (the table and how colbert-store fares against its targets),
 ``latency_recall.png`` and ``scale.png`` into ``--results``.
 """
@@ -15,6 +15,7 @@ what the latency targets are judged on; then runs ``benchmarks.scale_synthetic``
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import subprocess
@@ -25,10 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.head_to_head import paired_table, run_head_to_head
-from benchmarks.scifact_vectors import DEFAULT_CACHE_DIR, load_scifact_vectors
+from benchmarks.lib.paths import PLAID_VENV, REPO_ROOT, RESULTS_DIR
+from benchmarks.lib.plaid import PLAID_RUNNER
+from benchmarks.lib.report import markdown_table
+from benchmarks.lib.scifact import add_scifact_arguments, load_scifact_vectors
 from benchmarks.systems import system_runners
 
-RESULTS = Path(__file__).parent / "results"
 SCALE_TOKENS = (100_000, 1_000_000, 10_000_000)
 HEAD_TO_HEAD = ("plaid", "colbert-store-lancedb-nbits2")
 """Systems whose indexes are kept for the paired latency run (``benchmarks.head_to_head``)."""
@@ -65,7 +68,7 @@ def run_system(system: str, args: argparse.Namespace, exact_path: Path, keep_ind
     print(f"== {system}", flush=True)
     started = time.perf_counter()
     # Qdrant local mode scores with one small numpy matmul per document: multi-threaded BLAS only adds contention.
-    child = subprocess.Popen(command, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    child = subprocess.Popen(command, cwd=REPO_ROOT, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
     _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode:
@@ -81,6 +84,7 @@ def run_scale(args: argparse.Namespace) -> list[dict[str, Any]]:
     out = args.results / "scale_synthetic.json"
     subprocess.run(
         [sys.executable, "-m", "benchmarks.scale_synthetic", "--tokens", *map(str, args.scale_tokens), "--out", str(out)],
+        cwd=REPO_ROOT,
         check=True,
     )
     return json.loads(out.read_text())["rows"]
@@ -126,36 +130,34 @@ def target_checks(rows: dict[str, dict[str, Any]], paired: dict[str, Any] | None
 
 def markdown(rows: dict[str, dict[str, Any]], scale: list[dict[str, Any]], paired: dict[str, Any] | None = None) -> str:
     """The results table, the paired latency run, the target checks and the scale curve as markdown."""
-    lines = [
-        "| system | recall@10 vs exact | nDCG@10 | p50 ms | p95 ms | QPS, batches of 32 | build s | disk B/token "
-        "| peak RSS MiB | queries |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for system, row in rows.items():
-        qps = f"{row['qps_batch']:.1f}" if row.get("qps_batch") else "–"
-        lines.append(
-            f"| {label(system)} | {row['recall_at_10_vs_exact']:.3f} | {row['ndcg_at_10']:.4f} | {row['p50_ms']:.1f} "
-            f"| {row['p95_ms']:.1f} | {qps} | {row['build_seconds']:.1f} | {row['bytes_per_token']:.1f} "
-            f"| {row['peak_rss_mib']:.0f} | {row['n_queries']} |"
-        )
+    parts = [markdown_table(
+        ["system", "recall@10 vs exact", "nDCG@10", "p50 ms", "p95 ms", "QPS, batches of 32", "build s", "disk B/token",
+         "peak RSS MiB", "queries"],
+        [
+            [label(system), f"{row['recall_at_10_vs_exact']:.3f}", f"{row['ndcg_at_10']:.4f}", f"{row['p50_ms']:.1f}",
+             f"{row['p95_ms']:.1f}", f"{row['qps_batch']:.1f}" if row.get("qps_batch") else "–", f"{row['build_seconds']:.1f}",
+             f"{row['bytes_per_token']:.1f}", f"{row['peak_rss_mib']:.0f}", row["n_queries"]]
+            for system, row in rows.items()
+        ],
+    )]
     if paired:
-        lines += ["", paired_table(paired)]
-    lines += ["", "| target (colbert-store, LanceDB, nbits=2) | met | measured |", "|---|---|---|"]
-    lines += [f"| {name} | {'yes' if met else 'no'} | {measured} |" for name, met, measured in target_checks(rows, paired)]
+        parts.append(paired_table(paired))
+    parts.append(markdown_table(
+        ["target (colbert-store, LanceDB, nbits=2)", "met", "measured"],
+        [[name, "yes" if met else "no", measured] for name, met, measured in target_checks(rows, paired)],
+    ))
     if scale:
-        lines += [
-            "",
-            "| synthetic tokens | build s | tokens/s | peak RSS while indexing MiB | folder B/token | p50 ms | p95 ms "
-            "| p50 ms, cache hot |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        lines += [
-            f"| {row['tokens']:,} | {row['build_seconds']:.1f} | {row['tokens'] / row['build_seconds']:,.0f} "
-            f"| {row['peak_rss_indexing_mib']:.0f} | {row['folder_bytes_per_token']:.1f} "
-            f"| {row['p50_ms']:.1f} | {row['p95_ms']:.1f} | {row['hot_p50_ms']:.1f} |"
-            for row in scale
-        ]
-    return "\n".join(lines)
+        parts.append(markdown_table(
+            ["synthetic tokens", "build s", "tokens/s", "peak RSS while indexing MiB", "folder B/token", "p50 ms", "p95 ms",
+             "p50 ms, cache hot"],
+            [
+                [f"{row['tokens']:,}", f"{row['build_seconds']:.1f}", f"{row['tokens'] / row['build_seconds']:,.0f}",
+                 f"{row['peak_rss_indexing_mib']:.0f}", f"{row['folder_bytes_per_token']:.1f}", f"{row['p50_ms']:.1f}",
+                 f"{row['p95_ms']:.1f}", f"{row['hot_p50_ms']:.1f}"]
+                for row in scale
+            ],
+        ))
+    return "\n\n".join(parts)
 
 
 def plot_latency_recall(rows: dict[str, dict[str, Any]], path: Path) -> None:
@@ -217,19 +219,45 @@ def plot_scale(scale: list[dict[str, Any]], path: Path) -> None:
     plt.close(figure)
 
 
+def entry_points() -> list[tuple[str, str]]:
+    """Every runnable benchmark (a ``benchmarks/*.py`` with a ``__main__`` block): its command and the first line
+    of its docstring."""
+    commands = []
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        source = path.read_text()
+        if 'if __name__ == "__main__":' not in source:
+            continue
+        summary = (ast.get_docstring(ast.parse(source)) or "").split("\n")[0]
+        if path == PLAID_RUNNER:
+            command = f"{(PLAID_VENV / 'bin' / 'python').relative_to(REPO_ROOT)} {path.relative_to(REPO_ROOT)}"
+        else:
+            command = f"python -m benchmarks.{path.stem}"
+        commands.append((command, summary))
+    return commands
+
+
+def _epilog() -> str:
+    lines = ["entry points (each takes --help; benchmarks/README.md says what each writes and how it measures):"]
+    for command, summary in entry_points():
+        lines += [f"  {command}", f"      {summary}"]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     systems = list(system_runners())
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", default=None, help="SciFact in BEIR layout (needed to build the vector cache)")
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE_DIR, help="vector cache folder")
-    parser.add_argument("--results", type=Path, default=RESULTS)
-    parser.add_argument("--systems", nargs="+", choices=systems, default=systems)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_scifact_arguments(parser)
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="output folder (default benchmarks/results)")
+    parser.add_argument("--systems", nargs="+", choices=systems, default=systems, metavar="SYSTEM",
+                        help=f"systems to measure (default: all): {', '.join(systems)}")
     parser.add_argument("--queries", type=int, default=None, help="evaluate only the first N queries")
     parser.add_argument("--slow-queries", type=int, default=100, help="queries for the slow native systems and each sweep point")
     parser.add_argument("--scale-tokens", type=int, nargs="*", default=list(SCALE_TOKENS), help="scale curve sizes (none: skip)")
     args = parser.parse_args(argv)
 
-    load_scifact_vectors(args.cache, data_dir=args.dataset)  # encodes the corpus once if the cache is missing
+    load_scifact_vectors(args.cache, data_dir=args.data)  # encodes the corpus once if the cache is missing
     exact_path = args.cache / "exact_rankings.json"  # next to the vectors it was computed from
     selected = ["exact", *[s for s in args.systems if s != "exact"]]
     paired = None

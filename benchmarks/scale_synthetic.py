@@ -31,11 +31,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 import colbert_store as cs
-from benchmarks.core_scifact import RESULTS, folder_bytes, save_results, time_searches
-from benchmarks.metrics import latency_summary
+from benchmarks.lib.data import folder_bytes
+from benchmarks.lib.paths import REPO_ROOT, RESULTS_DIR
+from benchmarks.lib.report import markdown_table, save_results
+from benchmarks.lib.timing import latency_summary, time_searches, use_search_threads
 from colbert_store.adapters.lancedb import LanceDBStore
 from colbert_store.codec import default_centroid_count
 from colbert_store.index import _HOLDOUT_TOKENS
@@ -46,7 +47,6 @@ NBITS = 2
 K = 10
 QUERY_TOKENS = 32
 TRAIN_TOKENS = cs.IndexSettings(dim=DIM).sample_tokens + _HOLDOUT_TOKENS  # what train() uses: k-means sample + held out
-ROOT = Path(__file__).parent.parent
 
 
 @dataclass(frozen=True)
@@ -76,11 +76,13 @@ class SyntheticCorpus:
 
     @cached_property
     def directions(self) -> np.ndarray:
+        """The topic directions, ``(n_topic_directions, dim)`` unit rows."""
         rng = np.random.default_rng([self.seed, 0])
         return _unit(rng.standard_normal((self.n_topic_directions, self.dim), dtype=np.float32))
 
     @cached_property
     def popularity(self) -> np.ndarray:
+        """Each topic's probability, falling as ``rank ** -zipf``."""
         weights = np.arange(1, self.n_topic_directions + 1) ** -self.zipf
         return weights / weights.sum()
 
@@ -142,7 +144,7 @@ def measure(n_tokens: int, workdir: Path, chunk_docs: int, n_queries: int, warmu
 
     Peak RSS is reset between phases, so the adds' own peak shows even when training's is higher.
     """
-    torch.set_num_threads(2)
+    threads = use_search_threads()
     corpus = SyntheticCorpus(n_tokens, seed=seed)
     store = LanceDBStore(workdir)
     peak_startup = restart_peak()
@@ -205,6 +207,7 @@ def measure(n_tokens: int, workdir: Path, chunk_docs: int, n_queries: int, warmu
         "hot_p50_ms": hot["p50_ms"],
         "hot_p95_ms": hot["p95_ms"],
         "source_doc_at_10": float(source_at_k),
+        "torch_threads": threads,
     }
 
 
@@ -228,7 +231,7 @@ def scale_rows(
                 "--workdir", str(workdir), "--chunk-docs", str(chunk_docs), "--queries", str(n_queries),
                 "--warmup", str(warmup), "--seed", str(seed),
             ]
-            done = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, check=True)
+            done = subprocess.run(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, check=True)
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), file=sys.stderr)
         finally:
@@ -239,20 +242,17 @@ def scale_rows(
     return rows
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "| tokens | docs | centroids | build s | tokens/s | peak RSS MiB indexing | training | adds "
-        "| folder B/token | codes B/token | p50 ms | p95 ms | hot p50 ms | source doc in top 10 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row['tokens']:,} | {row['docs']:,} | {row['centroids']:,} | {row['build_seconds']:.1f} "
-            f"| {row['tokens_per_second']:,.0f} | {row['peak_rss_indexing_mib']:.0f} | {row['peak_rss_train_mib']:.0f} "
-            f"| {row['peak_rss_adds_mib']:.0f} | {row['folder_bytes_per_token']:.1f} | {row['codes_bytes_per_token']:.1f} "
-            f"| {row['p50_ms']:.1f} | {row['p95_ms']:.1f} | {row['hot_p50_ms']:.1f} | {row['source_doc_at_10']:.2f} |"
-        )
-    return "\n".join(lines)
+def scale_table(rows: list[dict[str, Any]]) -> str:
+    """One row per corpus size, as a markdown table."""
+    columns = ["tokens", "docs", "centroids", "build s", "tokens/s", "peak RSS MiB indexing", "training", "adds",
+               "folder B/token", "codes B/token", "p50 ms", "p95 ms", "hot p50 ms", "source doc in top 10"]
+    return markdown_table(columns, [
+        [f"{row['tokens']:,}", f"{row['docs']:,}", f"{row['centroids']:,}", f"{row['build_seconds']:.1f}",
+         f"{row['tokens_per_second']:,.0f}", f"{row['peak_rss_indexing_mib']:.0f}", f"{row['peak_rss_train_mib']:.0f}",
+         f"{row['peak_rss_adds_mib']:.0f}", f"{row['folder_bytes_per_token']:.1f}", f"{row['codes_bytes_per_token']:.1f}",
+         f"{row['p50_ms']:.1f}", f"{row['p95_ms']:.1f}", f"{row['hot_p50_ms']:.1f}", f"{row['source_doc_at_10']:.2f}"]
+        for row in rows
+    ])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tmpdir", default=None, help="where the index folders go (default: the system temp folder)")
     parser.add_argument("--keep", action="store_true", help="keep the index folders")
-    parser.add_argument("--out", default=str(RESULTS / "scale_synthetic.json"))
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "scale_synthetic.json")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -279,9 +279,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     results = {
         "dim": DIM, "nbits": NBITS, "store": "lancedb", "k": K, "query_tokens": QUERY_TOKENS,
-        "chunk_docs": args.chunk_docs, "torch_threads": 2, "rows": rows,
+        "chunk_docs": args.chunk_docs, "rows": rows,
     }
-    save_results(args.out, results, markdown_table(rows))
+    save_results(args.out, results, scale_table(rows))
 
 
 if __name__ == "__main__":

@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 
 import colbert_store as cs
-from benchmarks.core_scifact import RESULTS, save_results
-from benchmarks.metrics import latency_summary
+from benchmarks.lib.paths import RESULTS_DIR
+from benchmarks.lib.report import markdown_table, save_results
+from benchmarks.lib.timing import latency_summary
 from colbert_store.adapters.lancedb import LanceDBStore
 from colbert_store.adapters.qdrant import QdrantStore
 
@@ -37,6 +38,7 @@ TOPICS = np.random.default_rng(0).standard_normal((64, 8, DIM)).astype(np.float3
 
 
 def document(rng: np.random.Generator) -> np.ndarray:
+    """A random document: 16-63 unit token vectors around the directions of one topic."""
     topic = TOPICS[rng.integers(len(TOPICS))]
     n = int(rng.integers(16, 64))
     vectors = topic[rng.integers(0, len(topic), n)] + 0.3 * rng.standard_normal((n, DIM)).astype(np.float32)
@@ -55,6 +57,8 @@ class Ledger:
 
 @dataclass
 class Tally:
+    """What the threads did: operation counts, error tracebacks and search seconds."""
+
     operations: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
     search_seconds: list[float] = field(default_factory=list)
@@ -70,6 +74,7 @@ class Tally:
 
 
 def writer(index: cs.Index, ledger: Ledger, tally: Tally, worker: int, stop: threading.Event) -> None:
+    """Add, replace and delete documents of this worker's own ids until ``stop``, recording each in the ledger."""
     rng = np.random.default_rng(100 + worker)
     next_id = 0
     mine: list[str] = []
@@ -111,6 +116,7 @@ def writer(index: cs.Index, ledger: Ledger, tally: Tally, worker: int, stop: thr
 
 
 def reader(index: cs.Index, ledger: Ledger, tally: Tally, worker: int, stop: threading.Event) -> None:
+    """Search near live documents until ``stop``; a hit deleted before its search began is an error."""
     rng = np.random.default_rng(200 + worker)
     while not stop.is_set():
         try:
@@ -133,6 +139,8 @@ def reader(index: cs.Index, ledger: Ledger, tally: Tally, worker: int, stop: thr
 
 
 def soak(store: Any, seconds: float, readers: int) -> dict[str, Any]:
+    """Run two writers and ``readers`` readers on a new index in ``store`` for ``seconds`` (a retrain halfway),
+    then check every stored document against the ledger."""
     index = cs.Index.create(store, "soak", dim=DIM, n_centroids=256)
     ledger, tally = Ledger(), Tally()
     rng = np.random.default_rng(1)
@@ -184,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=180.0, help="duration per store (default 180)")
     parser.add_argument("--readers", type=int, default=4)
     parser.add_argument("--stores", nargs="+", default=["lancedb", "qdrant-local"])
-    parser.add_argument("--out", default=str(RESULTS / "soak.json"))
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "soak.json")
     args = parser.parse_args(argv)
 
     results: dict[str, Any] = {}
@@ -197,25 +205,22 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         print(f"{backend}: {json.dumps(results[backend])}", flush=True)
-    save_results(args.out, results, markdown_table(results))
+    save_results(args.out, results, soak_table(results))
 
 
-def markdown_table(results: dict[str, Any]) -> str:
-    lines = [
-        "| store | seconds | operations (add / replace / delete / search / retrain) | errors | lost | resurrected "
-        "| wrong version | search p50 / p95 ms under load |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+def soak_table(results: dict[str, Any]) -> str:
+    """One row per store, as a markdown table."""
+    rows = []
     for backend, row in results.items():
-        ops = row["operations"]
-        counts = " / ".join(str(ops.get(op, 0)) for op in ("add", "replace", "delete", "search", "retrain"))
+        counts = " / ".join(str(row["operations"].get(op, 0)) for op in ("add", "replace", "delete", "search", "retrain"))
         latency = row["search_latency_under_load"]
-        lines.append(
-            f"| {backend} | {row['seconds']:.0f} | {counts} | {row['errors']} | {row['documents_lost']} "
-            f"| {row['documents_resurrected']} | {row['documents_at_wrong_version']} "
-            f"| {latency['p50_ms']:.1f} / {latency['p95_ms']:.1f} |"
-        )
-    return "\n".join(lines)
+        rows.append([
+            backend, f"{row['seconds']:.0f}", counts, row["errors"], row["documents_lost"], row["documents_resurrected"],
+            row["documents_at_wrong_version"], f"{latency['p50_ms']:.1f} / {latency['p95_ms']:.1f}",
+        ])
+    columns = ["store", "seconds", "operations (add / replace / delete / search / retrain)", "errors", "lost", "resurrected",
+               "wrong version", "search p50 / p95 ms under load"]
+    return markdown_table(columns, rows)
 
 
 if __name__ == "__main__":

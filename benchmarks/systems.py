@@ -1,10 +1,10 @@
-"""One system of the side-by-side benchmark, measured in a process of its own (so its peak memory is its own).
+"""One system of the side-by-side SciFact benchmark, measured in a process of its own (so its peak memory is its own).
 
-    python -m benchmarks.systems SYSTEM --out row.json [--cache DIR] [--exact exact.json] [--queries N] [--keep-index DIR]
+    python -m benchmarks.systems SYSTEM --out row.json --exact exact.json [--cache DIR] [--queries N] [--keep-index DIR]
 
 ``benchmarks.run`` calls this once per system; ``exact`` must run first, since it writes the exact
 rankings (``--exact``) every other system is scored against. Every system sees the same cached SciFact
-vectors (``benchmarks.scifact_vectors``) and writes one JSON row: recall@10 against exact, nDCG@10,
+vectors (``benchmarks.lib.scifact``) and writes one JSON row: recall@10 against exact, nDCG@10,
 single-query p50/p95, queries per second in batches, build seconds and bytes per token on disk.
 """
 
@@ -12,27 +12,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 import colbert_store as cs
-from benchmarks.core_scifact import folder_bytes, ranking_quality, run_exhaustive, split, time_searches
-from benchmarks.exhaustive import ExhaustiveMaxSim
-from benchmarks.metrics import latency_summary
-from benchmarks.scifact_vectors import DEFAULT_CACHE_DIR, ScifactVectors, load_scifact_vectors
+from benchmarks.lib.data import SCIFACT_INDEX, BenchData, folder_bytes
+from benchmarks.lib.exhaustive import ExhaustiveMaxSim
+from benchmarks.lib.plaid import run_plaid
+from benchmarks.lib.scifact import add_scifact_arguments, load_scifact_vectors
+from benchmarks.lib.timing import batch_seconds, time_exhaustive, time_searches, use_search_threads
+from benchmarks.native_multivector import lancedb_native, qdrant_native
 
-NAME = "scifact"
-BATCH_SIZE = 32
 SWEEP: tuple[dict[str, Any], ...] = (
     {"nprobe": 1, "ncandidates": 128, "nrerank": 32, "centroid_threshold": 0.5},
     {"nprobe": 2, "ncandidates": 256, "nrerank": 32, "centroid_threshold": 0.45},
@@ -43,38 +39,8 @@ SWEEP: tuple[dict[str, Any], ...] = (
     {"nprobe": 8, "ncandidates": 1024, "nrerank": 512, "centroid_threshold": None},
 )
 """Search settings of the latency-vs-recall curve, from fastest to most thorough."""
-
-
-@dataclass
-class BenchData:
-    """What every system gets: the vectors, the queries and the exact rankings to score against.
-
-    ``max_queries`` bounds how many queries a slow system evaluates (``None``: all).
-    """
-
-    vectors: ScifactVectors
-    docs: list[np.ndarray]
-    queries: list[np.ndarray]
-    query_ids: list[str]
-    exact: list[list[str]]
-    k: int
-    workdir: Path
-    max_queries: int | None
-    cache_dir: Path = DEFAULT_CACHE_DIR
-
-
-def quality_and_latency(
-    data: BenchData, rankings: list[list[str]], seconds: list[float], batch_seconds: float | None
-) -> dict[str, Any]:
-    """Scores of the first ``len(rankings)`` queries: recall, nDCG, latency and (given) batched throughput."""
-    n = len(rankings)
-    row: dict[str, Any] = {
-        **ranking_quality(rankings, data.exact[:n], data.query_ids[:n], data.vectors.qrels, data.k),
-        **latency_summary(seconds),
-        "n_queries": n,
-    }
-    row["qps_batch"] = n / batch_seconds if batch_seconds else None
-    return row
+SLOW_SYSTEMS = frozenset({"qdrant-native", "lancedb-native-flat", "lancedb-native-indexed"})
+"""Systems scored on the first ``--slow-queries`` queries only (seconds per query)."""
 
 
 def exact_system(data: BenchData) -> dict[str, Any]:
@@ -82,41 +48,38 @@ def exact_system(data: BenchData) -> dict[str, Any]:
     started = time.perf_counter()
     exhaustive = ExhaustiveMaxSim(data.vectors.doc_ids, data.vectors.doc_vectors, data.vectors.doc_offsets)
     build_seconds = time.perf_counter() - started
-    rankings, seconds = run_exhaustive(exhaustive, data.queries, data.k)
+    rankings, seconds = time_exhaustive(exhaustive, data.queries, data.k)
     data.exact = rankings
     return {
-        **quality_and_latency(data, rankings, seconds, sum(seconds)),
+        **data.score(rankings, seconds, sum(seconds)),
         "batch_note": "sequential (one matmul per query)",
         "build_seconds": build_seconds,
         "bytes_per_token": 2.0 * data.vectors.dim,  # the fp16 vectors it needs kept somewhere
         "rankings": rankings,
-        "seconds": seconds,
     }
 
 
 def colbert_store_system(data: BenchData, store_kind: str, nbits: int, sweep: bool) -> dict[str, Any]:
     """colbert-store on ``store_kind`` ("lancedb" or "qdrant", local folder) at ``nbits``, default settings;
-    with ``sweep``, also recall and latency at each :data:`SWEEP` setting (first ``max_queries`` queries)."""
+    with ``sweep``, also recall and latency at each :data:`SWEEP` setting (first ``sweep_queries`` queries)."""
     store = _open_store(store_kind, data.workdir)
     started = time.perf_counter()
-    index = cs.Index.create(store, NAME, dim=data.vectors.dim, nbits=nbits)
+    index = cs.Index.create(store, SCIFACT_INDEX, dim=data.vectors.dim, nbits=nbits)
     index.add(data.vectors.doc_ids, data.docs, queries=data.vectors.pseudo_query_vectors)  # trains the codec
     build_seconds = time.perf_counter() - started
     if store_kind == "lancedb":
-        store.optimize(NAME, cleanup_older_than=timedelta(0))  # drop the table versions the writes left behind
-    n_tokens = int(data.vectors.doc_offsets[-1])
+        store.optimize(SCIFACT_INDEX, cleanup_older_than=timedelta(0))  # drop the table versions the writes left behind
     started = time.perf_counter()
     warmed = index.warm()  # codes into memory, as a service would at start-up (PLAID loads its whole index)
     warm_seconds = time.perf_counter() - started
     rankings, seconds = time_searches(index, data.queries, data.k)
-    batch_seconds = _batch_seconds(lambda batch: index.search_batch(batch, k=data.k), data.queries)
-    row = quality_and_latency(data, rankings, seconds, batch_seconds)
+    row = data.score(rankings, seconds, batch_seconds(lambda batch: index.search_batch(batch, k=data.k), data.queries))
     row.update(
         build_seconds=build_seconds,
         warm_seconds=warm_seconds,
         warmed_documents=warmed,
-        bytes_per_token=folder_bytes(data.workdir) / n_tokens,
-        codes_bytes_per_token=store.size_bytes(NAME) / n_tokens,
+        bytes_per_token=folder_bytes(data.workdir) / data.n_tokens,
+        codes_bytes_per_token=store.size_bytes(SCIFACT_INDEX) / data.n_tokens,
         n_centroids=index.codec.n_centroids if index.codec else None,
         settings=asdict(index.settings.search),
     )
@@ -128,10 +91,8 @@ def colbert_store_system(data: BenchData, store_kind: str, nbits: int, sweep: bo
 
 def plaid_system(data: BenchData) -> dict[str, Any]:
     """Stanford PLAID (colbert-ai) at nbits=2 with its default search settings, in its own environment."""
-    from benchmarks.plaid_scifact import ROOT, plaid_python, run_plaid
-
-    plaid = run_plaid(plaid_python(ROOT / ".venv-plaid"), str(data.cache_dir), nbits=2, k=data.k, index_dir=data.workdir)
-    row = quality_and_latency(data, plaid["rankings"], plaid["seconds"], sum(plaid["seconds"]))
+    plaid = run_plaid(data.cache_dir, nbits=2, k=data.k, index_dir=data.workdir)
+    row = data.score(plaid["rankings"], plaid["seconds"], sum(plaid["seconds"]))
     row.update(
         batch_note="sequential (PLAID's searcher takes one query at a time)",
         build_seconds=plaid["build_seconds"],
@@ -152,25 +113,14 @@ def _open_store(kind: str, folder: Path) -> Any:
     return QdrantStore(folder)
 
 
-def _batch_seconds(search_batch: Callable[[list[np.ndarray]], Any], queries: Sequence[np.ndarray]) -> float:
-    """Seconds to answer ``queries`` in batches of :data:`BATCH_SIZE` (after one warm-up batch)."""
-    search_batch(list(queries[:BATCH_SIZE]))
-    started = time.perf_counter()
-    for start in range(0, len(queries), BATCH_SIZE):
-        search_batch(list(queries[start : start + BATCH_SIZE]))
-    return time.perf_counter() - started
-
-
 def _sweep_point(data: BenchData, index: cs.Index, params: dict[str, Any]) -> dict[str, Any]:
-    queries = data.queries[: data.max_queries]
+    queries = data.queries[: data.sweep_queries]
     rankings, seconds = time_searches(index, queries, data.k, warmup=10, **params)
-    return {"params": params, **quality_and_latency(data, rankings, seconds, None)}
+    return {"params": params, **data.score(rankings, seconds)}
 
 
 def system_runners() -> dict[str, Callable[[BenchData], dict[str, Any]]]:
     """Every system by name, in the order ``benchmarks.run`` measures them (``exact`` first)."""
-    from benchmarks.native_multivector import lancedb_native, qdrant_native
-
     runners: dict[str, Callable[[BenchData], dict[str, Any]]] = {"exact": exact_system}
     for store_kind in ("lancedb", "qdrant"):
         for nbits in (1, 2, 4):
@@ -184,17 +134,12 @@ def system_runners() -> dict[str, Callable[[BenchData], dict[str, Any]]]:
     return runners
 
 
-SLOW_SYSTEMS = frozenset({"qdrant-native", "lancedb-native-flat", "lancedb-native-indexed"})
-"""Systems scored on the first ``--slow-queries`` queries only (seconds per query)."""
-
-
 def main(argv: list[str] | None = None) -> None:
     runners = system_runners()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("system", choices=sorted(runners))
     parser.add_argument("--out", type=Path, required=True, help="where the system's JSON row goes")
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE_DIR, help="SciFact vector cache folder")
-    parser.add_argument("--data", default=None, help="SciFact BEIR folder (only needed to build the cache)")
+    add_scifact_arguments(parser)
     parser.add_argument("--exact", type=Path, required=True, help="exact rankings: written by 'exact', read by the rest")
     parser.add_argument("--queries", type=int, default=None, help="evaluate only the first N queries")
     parser.add_argument("--slow-queries", type=int, default=100, help="queries for the slow systems and each sweep point")
@@ -202,25 +147,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep-index", type=Path, default=None, help="build the index in this new folder and keep it")
     args = parser.parse_args(argv)
 
-    torch.set_num_threads(min(2, os.cpu_count() or 1))  # single queries on 2 threads, as the issue asks
+    use_search_threads()
     vectors = load_scifact_vectors(args.cache, data_dir=args.data)
-    queries = [q.astype(np.float32) for q in split(vectors.query_vectors, vectors.query_offsets)][: args.queries]
+    queries = vectors.queries()[: args.queries]
     exact = [] if args.system == "exact" else json.loads(args.exact.read_text())["rankings"]
     if args.system != "exact" and len(exact) < len(queries):
         parser.error(f"{args.exact} ranks {len(exact)} queries, fewer than the {len(queries)} to score (rerun 'exact')")
     if args.keep_index:
         args.keep_index.mkdir(parents=True)
     workdir = args.keep_index or Path(tempfile.mkdtemp(prefix=f"colbert-store-{args.system}-"))
-    slow = args.system in SLOW_SYSTEMS
     data = BenchData(
         vectors=vectors,
-        docs=split(vectors.doc_vectors, vectors.doc_offsets),
-        queries=queries[: args.slow_queries] if slow else queries,
-        query_ids=vectors.query_ids[: len(queries)],
+        queries=queries[: args.slow_queries] if args.system in SLOW_SYSTEMS else queries,
         exact=exact,
         k=args.k,
         workdir=workdir,
-        max_queries=args.slow_queries,
+        sweep_queries=args.slow_queries,
         cache_dir=args.cache,
     )
     try:
@@ -230,7 +172,6 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(workdir, ignore_errors=True)
     if args.system == "exact":
         args.exact.write_text(json.dumps({"query_ids": data.query_ids, "rankings": row.pop("rankings")}))
-        row.pop("seconds")
     args.out.write_text(json.dumps({"system": args.system, **row}, indent=2))
 
 

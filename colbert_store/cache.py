@@ -37,7 +37,7 @@ class InvertedList:
         cls, distinct_offsets: np.ndarray, distinct_centroids: np.ndarray, first_slot: int, end_slot: int
     ) -> InvertedList:
         """The inverted list of the documents ``first_slot:end_slot``, from each document's distinct
-        centroid ids (:func:`distinct_centroids`): a stable sort by centroid id (a radix sort for
+        centroid ids (:meth:`DocumentBatch.distinct_centroids`): a stable sort by centroid id (a radix sort for
         16-bit ids) keeps each centroid's documents in slot order."""
         start, end = distinct_offsets[first_slot], distinct_offsets[end_slot]
         centroids = distinct_centroids[start:end]
@@ -77,7 +77,7 @@ class CachedDocuments:
         if self.known_inverse_norms is None:
             object.__setattr__(self, "known_inverse_norms", _unknown_norms(len(self.batch.centroid_ids)))
         if self.distinct_offsets is None or self.distinct_centroids is None:
-            offsets, centroids = distinct_centroids(self.batch)
+            offsets, centroids = self.batch.distinct_centroids()
             object.__setattr__(self, "distinct_offsets", offsets)
             object.__setattr__(self, "distinct_centroids", centroids)
 
@@ -93,7 +93,7 @@ class CachedDocuments:
         for inverted in self.inverted_lists:
             holders, found = inverted.holding(centroids)
             holder_rows = row_of_slot[holders]
-            # Indices then take: on these unpredictable masks, 7x faster than boolean indexing.
+            # Indices then take: on these unpredictable masks, much faster than boolean indexing.
             kept = np.flatnonzero(holder_rows >= 0)
             rows.append(holder_rows.take(kept))
             held.append(found.take(kept))
@@ -136,22 +136,6 @@ def _empty_batch() -> DocumentBatch:
         centroid_ids=np.empty(0, np.uint16),
         residuals=np.empty((0, 0), np.uint8),
     )
-
-
-def distinct_centroids(batch: DocumentBatch) -> tuple[np.ndarray, np.ndarray]:
-    """Each document's distinct centroid ids, ascending and concatenated, and their offsets ``(n_docs + 1,)``.
-
-    >>> centroid_ids = np.array([7, 2, 7, 5], np.uint16)
-    >>> batch = DocumentBatch(["a", "b"], np.array([1, 2]), np.array([0, 3, 4]), centroid_ids, np.zeros((4, 1), np.uint8))
-    >>> distinct_centroids(batch)
-    (array([0, 2, 3]), array([2, 7, 5], dtype=uint16))
-    """
-    lengths = np.diff(batch.token_offsets)
-    owner = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
-    keys = np.unique((owner << 32) | batch.centroid_ids.astype(np.int64))  # sorted by document, then centroid
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(keys >> 32, minlength=len(lengths)), out=offsets[1:])
-    return offsets, (keys & 0xFFFFFFFF).astype(batch.centroid_ids.dtype)
 
 
 def _unknown_norms(n_tokens: int) -> np.ndarray:
@@ -277,7 +261,7 @@ class DocumentCache:
             texts=cached.texts + (fresh.texts or [None] * len(fresh)),
             metadata=cached.metadata + (fresh.metadata or [{}] * len(fresh)),
         )
-        offsets, centroids = distinct_centroids(fresh)
+        offsets, centroids = fresh.distinct_centroids()
         listed = self._arrays["distinct_centroids"]
         distinct_offsets = self._arrays["distinct_offsets"].extend(offsets[1:] + len(listed))
         distinct = listed.extend(centroids)

@@ -18,9 +18,8 @@ Search ranks documents by query dot products, so what matters is the error of ``
 ``v``. Given a sample of query token vectors, the residuals are quantized in a space stretched by
 the square root of the queries' second moment ``E[q q^T]``, where squared error *is* the expected
 squared error of a query dot product; a residual then decodes through ``residual_basis``, which
-maps that space back. (On SciFact with MiniLM, sentences of the corpus encoded as queries raised
-the recall@10 ceiling of exhaustive search over decoded 2-bit vectors from 0.864 to 0.910: query
-tokens, padding included, share directions that document tokens do not weigh as much.)
+maps that space back. Query tokens share directions that document tokens do not weigh as much, so
+this raises recall at the same size (see ``benchmarks/README.md``).
 """
 
 from __future__ import annotations
@@ -44,7 +43,7 @@ _CODEBOOK_ITERATIONS = 6
 _CODEBOOK_SAMPLE = 65_536  # residuals the codebooks are fitted on: 256 per entry
 _CODEBOOK_SIZE = 256
 _MIN_LEARNED_SAMPLE = 64 * _CODEBOOK_SIZE
-_ASSIGN_FLOATS = 1 << 20  # distance entries per step while assigning codes: 4 MiB, twice as fast as 16 MiB (dim 128)
+_ASSIGN_FLOATS = 1 << 20  # distance entries per step while assigning codes: small enough to stay in cache
 _VECTORS_PER_CENTROID = 8
 _QUERY_WEIGHT_RIDGE = 0.01  # every direction keeps at least this share of the mean query weight
 _TOP_CENTROID_FRACTION = 0.01
@@ -397,7 +396,7 @@ def _rotate(vectors: np.ndarray, rotation: np.ndarray) -> np.ndarray:
 
 def _times(vectors: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """``vectors @ matrix`` in float32, through torch: numpy's BLAS threads would spin against
-    torch's on the same cores (measured: 6.7 ms for one 32-token query instead of microseconds)."""
+    torch's on the same cores, which can make a small matmul take milliseconds instead of microseconds."""
     return (torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)) @ torch.from_numpy(matrix)).numpy()
 
 
@@ -459,6 +458,6 @@ def _nearest_codes(residuals: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
     for start in range(0, points.shape[1], step):
         # argmin |x - b|^2 = argmax x.b - |b|^2 / 2
         scores = torch.baddbmm(half_norms, points[:, start : start + step], books_t, beta=-1)
-        # numpy's argmax along the last axis is SIMD: 4x faster here than torch's (same first-max ties)
+        # numpy's argmax along the last axis is SIMD, faster here than torch's (same first-max ties)
         codes[:, start : start + step] = scores.numpy().argmax(axis=2)
     return codes

@@ -15,11 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from colbert_store.errors import FilterError
 
 Scalar = str | int | float | bool
+ScalarKind = Literal["bool", "int", "float", "str"]
+
+COMPARISON_GROUPS: dict[ScalarKind, str] = {"bool": "bool", "int": "number", "float": "number", "str": "str"}
+"""Kinds whose values compare with each other share a group: ints and floats are both numbers."""
 
 COMPARISONS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte")
 MEMBERSHIPS = ("$in", "$nin")
@@ -73,15 +77,6 @@ def parse_filter(spec: Mapping[str, Any] | None) -> Filter | None:
     return _parse_mapping(spec, path="filter")
 
 
-def fields_of(expr: Filter) -> set[str]:
-    """Every metadata field a filter reads."""
-    if isinstance(expr, (Comparison, Membership)):
-        return {expr.field}
-    if isinstance(expr, Not):
-        return fields_of(expr.clause)
-    return set().union(*(fields_of(clause) for clause in expr.clauses))
-
-
 def matches(expr: Filter | None, metadata: Mapping[str, Any]) -> bool:
     """Evaluate a parsed filter against one metadata dict (the reference semantics of the language)."""
     if expr is None:
@@ -93,7 +88,7 @@ def matches(expr: Filter | None, metadata: Mapping[str, Any]) -> bool:
     if isinstance(expr, Not):
         return not matches(expr.clause, metadata)
     value = metadata.get(expr.field)
-    if value is None or not _same_kind(value, expr):
+    if not comparable(scalar_kind(value), scalar_kind(operand(expr))):
         return False
     if isinstance(expr, Membership):
         return (value in expr.values) == (expr.op == "$in")
@@ -110,17 +105,31 @@ _COMPARE = {
 }
 
 
-def _kind(value: Any) -> str:
-    if isinstance(value, bool):
+def scalar_kind(value: Any) -> ScalarKind | None:
+    """The kind of a metadata value a filter can compare, ``None`` for anything else (lists, dicts, None).
+
+    >>> [scalar_kind(v) for v in (True, 3, 3.0, "a", [1], None)]
+    ['bool', 'int', 'float', 'str', None, None]
+    """
+    if isinstance(value, bool):  # before int: bool is an int subclass
         return "bool"
-    if isinstance(value, (int, float)):
-        return "number"
-    return "str"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    return None
 
 
-def _same_kind(value: Any, expr: Comparison | Membership) -> bool:
-    probe = expr.value if isinstance(expr, Comparison) else expr.values[0]
-    return isinstance(value, (str, int, float, bool)) and _kind(value) == _kind(probe)
+def comparable(kind: ScalarKind | None, other: ScalarKind | None) -> bool:
+    """Whether values of these kinds compare: the same kind, or two numbers (int and float)."""
+    return kind is not None and other is not None and COMPARISON_GROUPS[kind] == COMPARISON_GROUPS[other]
+
+
+def operand(expr: Comparison | Membership) -> Scalar:
+    """The value whose kind decides what a comparison or membership test can match."""
+    return expr.value if isinstance(expr, Comparison) else expr.values[0]
 
 
 def _parse_mapping(spec: Any, path: str) -> Filter:
@@ -155,7 +164,7 @@ def _parse_operator(field: str, op: Any, operand: Any, path: str) -> Filter:
         if not isinstance(operand, (list, tuple)) or not operand:
             raise FilterError(f"{path}.{op} needs a non-empty list of values, got {operand!r}")
         values = tuple(_check_scalar(item, f"{path}.{op}") for item in operand)
-        if len({_kind(item) for item in values}) > 1:
+        if len({COMPARISON_GROUPS[kind] for kind in map(scalar_kind, values) if kind}) > 1:
             raise FilterError(f"{path}.{op} mixes value types: {list(values)!r}")
         return Membership(field, op, values)
     if op in COMPARISONS:

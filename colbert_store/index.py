@@ -32,7 +32,14 @@ from colbert_store.storage import (
     new_revisions,
     revision_generations,
 )
-from colbert_store.validation import DocumentsInput, check_documents, check_ids, check_matrix, normalise_rows
+from colbert_store.validation import (
+    DocumentsInput,
+    check_documents,
+    check_ids,
+    check_index_name,
+    check_matrix,
+    normalise_rows,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -149,13 +156,13 @@ class Index:
         if unknown:
             raise InvalidInputError(f"unknown index settings: {sorted(unknown)}")
         config = IndexSettings(dim=dim, nbits=nbits, **settings)
-        store.create_index(name, IndexHeader(manifest=config.to_manifest()))
+        store.create_index(check_index_name(name), IndexHeader(manifest=config.to_manifest()))
         return cls(store, name, config, _Version(None, 0, None))
 
     @classmethod
     def open(cls, store: Store, name: str) -> Index:
         """Open an existing index; raises :class:`IndexNotFoundError` if absent."""
-        header = store.read_header(name)
+        header = store.read_header(check_index_name(name))
         return cls(store, name, IndexSettings.from_manifest(header.manifest), _Version.from_header(header))
 
     @property

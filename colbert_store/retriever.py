@@ -37,7 +37,7 @@ from colbert_store.errors import IncompatibleIndexError, InvalidInputError
 from colbert_store.index import Hit, Index
 from colbert_store.pseudo_queries import sample_sentences
 from colbert_store.storage import Store
-from colbert_store.validation import _check_metadata, check_ids
+from colbert_store.validation import check_ids, check_metadata
 
 if TYPE_CHECKING:  # the encoder needs the ``encoder`` extra (transformers); the retriever itself does not
     from colbert_store.encoder import ColBERTEncoder
@@ -321,7 +321,7 @@ def _check_inputs(
             raise InvalidInputError(f"got {len(texts)} texts but {len(doc_ids)} ids")
     if isinstance(metadatas, Sequence) and len(metadatas) != len(texts):
         raise InvalidInputError(f"got {len(texts)} texts but {len(metadatas)} metadatas")
-    return list(texts), doc_ids, _check_metadata(metadatas, len(texts))
+    return list(texts), doc_ids, check_metadata(metadatas, doc_ids)
 
 
 def check_compatible(index: Index, encoder: ColBERTEncoder) -> None:

@@ -68,22 +68,20 @@ class DocumentBatch:
         return len(self.ids)
 
     def distinct_centroids(self) -> tuple[np.ndarray, np.ndarray]:
-        """Each document's sorted distinct centroid ids, as ``(offsets, values)`` (vectorised).
+        """Each document's distinct centroid ids, ascending and concatenated (in the dtype of
+        ``centroid_ids``), and their offsets ``(n_docs + 1,)``: one vectorised pass.
 
         >>> batch = DocumentBatch(["a", "b"], np.array([1, 2]), np.array([0, 3, 4]),
-        ...                       np.array([5, 2, 5, 7], dtype=np.uint16), np.zeros((4, 1), np.uint8))
-        >>> offsets, values = batch.distinct_centroids()
-        >>> offsets.tolist(), values.tolist()
-        ([0, 2, 3], [2, 5, 7])
+        ...                       np.array([7, 2, 7, 5], dtype=np.uint16), np.zeros((4, 1), np.uint8))
+        >>> batch.distinct_centroids()
+        (array([0, 2, 3]), array([2, 7, 5], dtype=uint16))
         """
-        n_docs = len(self.ids)
-        owner = np.repeat(np.arange(n_docs, dtype=np.int64), np.diff(self.token_offsets))
-        span = np.int64(int(self.centroid_ids.max(initial=0)) + 1)
-        keys = np.unique(owner * span + self.centroid_ids.astype(np.int64))
-        counts = np.bincount(keys // span, minlength=n_docs)
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        return offsets, (keys % span).astype(np.int64)
-
+        lengths = np.diff(self.token_offsets)
+        owner = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+        keys = np.unique((owner << 32) | self.centroid_ids.astype(np.int64))  # sorted by document, then centroid
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(keys >> 32, minlength=len(lengths)), out=offsets[1:])
+        return offsets, (keys & 0xFFFFFFFF).astype(self.centroid_ids.dtype)
 
 
 class Store(ABC):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,20 @@ import numpy as np
 from colbert_store.errors import InvalidInputError
 
 MAX_ID_LENGTH = 4096
+_INDEX_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def check_index_name(name: Any) -> str:
+    """An index name: 1-64 letters, digits, ``_`` or ``-``, starting with a letter or digit (on every store).
+
+    >>> check_index_name("papers-2024")
+    'papers-2024'
+    """
+    if not isinstance(name, str) or not _INDEX_NAME.fullmatch(name):
+        raise InvalidInputError(
+            f"index name must be 1-64 letters, digits, '_' or '-', starting with a letter or digit; got {name!r}"
+        )
+    return name
 
 
 @dataclass(frozen=True)
@@ -39,6 +54,7 @@ def check_ids(ids: Any, what: str = "ids") -> list[str]:
             raise InvalidInputError(f"{what}[{position}] is {len(doc_id)} characters long; the limit is {MAX_ID_LENGTH}")
         if "\x00" in doc_id:
             raise InvalidInputError(f"{what}[{position}] contains a NUL character: {doc_id!r}")
+        _check_unicode(doc_id, f"{what}[{position}]")
         if doc_id in seen:
             raise InvalidInputError(f"{what} repeats {doc_id!r} at positions {seen[doc_id]} and {position}")
         seen[doc_id] = position
@@ -90,10 +106,12 @@ def check_documents(
         normalise_rows(check_matrix(matrix, dim, f"embeddings[{i}] (id {ids[i]!r})"), f"embeddings[{i}]")
         for i, matrix in enumerate(embeddings)
     ]
-    return DocumentsInput(ids, matrices, _check_texts(texts, n), _check_metadata(metadata, n))
+    return DocumentsInput(ids, matrices, check_texts(texts, ids), check_metadata(metadata, ids))
 
 
-def _check_texts(texts: Any, n: int) -> list[str | None]:
+def check_texts(texts: Any, ids: Sequence[str]) -> list[str | None]:
+    """One string (or ``None``) per id, each valid unicode."""
+    n = len(ids)
     if texts is None:
         return [None] * n
     if isinstance(texts, str) or not isinstance(texts, Sequence):
@@ -103,10 +121,15 @@ def _check_texts(texts: Any, n: int) -> list[str | None]:
     for position, text in enumerate(texts):
         if text is not None and not isinstance(text, str):
             raise InvalidInputError(f"texts[{position}] must be a string or None, got {type(text).__name__}")
+        if text is not None:
+            _check_unicode(text, f"texts[{position}] (id {ids[position]!r})")
     return list(texts)
 
 
-def _check_metadata(metadata: Any, n: int) -> list[dict[str, Any]]:
+def check_metadata(metadata: Any, ids: Sequence[str]) -> list[dict[str, Any]]:
+    """One JSON-like dict per id (``None`` counts as empty), returned as JSON would give it back
+    (tuples become lists), so every store stores and returns the same values."""
+    n = len(ids)
     if metadata is None:
         return [{} for _ in range(n)]
     if isinstance(metadata, Mapping) or not isinstance(metadata, Sequence):
@@ -115,16 +138,26 @@ def _check_metadata(metadata: Any, n: int) -> list[dict[str, Any]]:
         raise InvalidInputError(f"got {n} ids but {len(metadata)} metadata entries")
     checked = []
     for position, entry in enumerate(metadata):
+        where = f"metadata[{position}] (id {ids[position]!r})"
         if entry is None:
             entry = {}
         if not isinstance(entry, Mapping):
-            raise InvalidInputError(f"metadata[{position}] must be a dict, got {type(entry).__name__}")
+            raise InvalidInputError(f"{where} must be a dict, got {type(entry).__name__}")
         for key, value in entry.items():
             if not isinstance(key, str) or not key or key.startswith("$"):
-                raise InvalidInputError(f"metadata[{position}] key {key!r} must be a non-empty string not starting with '$'")
-            _check_json_value(value, f"metadata[{position}][{key!r}]")
-        checked.append(dict(entry))
+                raise InvalidInputError(f"{where} key {key!r} must be a non-empty string not starting with '$'")
+            _check_unicode(key, f"{where} key {key!r}")
+            _check_json_value(value, f"{where}[{key!r}]")
+        checked.append(json.loads(json.dumps(entry)))
     return checked
+
+
+def _check_unicode(text: str, where: str) -> None:
+    """Refuse strings that UTF-8 cannot encode (lone surrogates): no store can keep them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InvalidInputError(f"{where} is not valid unicode ({error})") from None
 
 
 def _check_json_value(value: Any, where: str) -> None:
@@ -132,16 +165,18 @@ def _check_json_value(value: Any, where: str) -> None:
         raise InvalidInputError(f"{where} is {value!r}; only finite numbers can be stored")
     if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
         raise InvalidInputError(f"{where} = {value} does not fit in 64 bits")
-    if isinstance(value, str) and "\x00" in value:
-        raise InvalidInputError(f"{where} contains a NUL character")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidInputError(f"{where} contains a NUL character")
+        _check_unicode(value, where)
     if isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidInputError(f"{where} has a non-string key {key!r}")
+            _check_unicode(key, f"{where} key {key!r}")
             _check_json_value(item, f"{where}[{key!r}]")
     elif isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
             _check_json_value(item, f"{where}[{i}]")
     elif value is not None and not isinstance(value, (str, int, float, bool)):
         raise InvalidInputError(f"{where} has type {type(value).__name__}; metadata values must be JSON-like")
-    json.dumps(value)

@@ -8,7 +8,6 @@ from colbert_store.cache import (
     DocumentCache,
     InvertedList,
     cached_bytes,
-    distinct_centroids,
     range_positions,
 )
 from colbert_store.codec import ResidualCodec
@@ -31,7 +30,7 @@ def random_batch(n_docs: int, seed: int, n_centroids: int = 50, first_revision: 
 @pytest.mark.parametrize("seed", range(4))
 def test_pairs_among_lists_each_chosen_document_once_per_centroid(seed):
     batch = random_batch(40, seed)
-    offsets, centroids = distinct_centroids(batch)
+    offsets, centroids = batch.distinct_centroids()
     lists = (InvertedList.build(offsets, centroids, 0, 17), InvertedList.build(offsets, centroids, 17, 40))
     docs = CachedDocuments(batch, lists)
     rng = np.random.default_rng(100 + seed)

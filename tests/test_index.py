@@ -48,6 +48,21 @@ def test_create_twice_raises_and_open_missing_raises(store):
         cs.Index.open(store, "nothing")
 
 
+@pytest.mark.parametrize("name", ["", "_lead", "-lead", "a b", "x/y", "é", "a.b", "a" * 65, None, 7])
+def test_index_names_follow_one_rule_on_every_store(store, name):
+    with pytest.raises(cs.InvalidInputError, match="index name"):
+        cs.Index.create(store, name, dim=DIM)
+    assert store.list_indexes() == []
+
+
+def test_every_name_the_rule_allows_works_on_every_store(store, corpus):
+    names = ["catalogue", "a", "A-b_c", "9" * 64, "docs"]
+    for name in names:
+        cs.Index.create(store, name, dim=DIM).add(corpus.ids[:3], corpus.embeddings[:3])
+    assert store.list_indexes() == sorted(names)
+    assert [len(cs.Index.open(store, name)) for name in names] == [3] * len(names)
+
+
 def test_empty_index_returns_no_hits(store, corpus):
     index = cs.Index.create(store, "papers", dim=DIM)
     assert len(index) == 0
@@ -241,6 +256,11 @@ def test_bad_input_raises_and_leaves_the_index_unchanged(store, corpus):
         ((["a", "b"], [good, good], ["t"]), "2 ids but 1 texts"),
         ((["a"], [good], None, [{"k": object()}]), "JSON-like"),
         ((["a"], [good], None, [{"k": float("inf")}]), "finite"),
+        ((["a", "bad-doc"], [good, good], None, [{"fine": 1}, {"big": 2**64}]), r"id 'bad-doc'.*'big'.*64 bits"),
+        ((["a", "bad-doc"], [good, good], None, [{"fine": 1}, {1: "int key"}]), r"id 'bad-doc'.* key 1 "),
+        ((["a", "bad-doc"], [good, good], None, [{}, {"s": "\ud800"}]), r"id 'bad-doc'.*'s'.*not valid unicode"),
+        ((["a", "bad-doc"], [good, good], ["ok", "lone \ud800"]), r"texts\[1\] \(id 'bad-doc'\) is not valid unicode"),
+        ((["x\ud800"], [good]), r"ids\[0\] is not valid unicode"),
     ]
     for args, message in bad_calls:
         with pytest.raises(cs.InvalidInputError, match=message):

@@ -1,15 +1,11 @@
-"""Retrieval metrics and latency summaries used by the benchmarks."""
+"""Ranking quality: recall against exact search and nDCG against relevance judgements."""
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import TypeVar
+from collections.abc import Mapping, Sequence
 
 import numpy as np
-
-Ranking = TypeVar("Ranking")
 
 
 def ndcg_at_k(ranked: Sequence[str], relevant: Mapping[str, int], k: int = 10) -> float:
@@ -35,21 +31,21 @@ def overlap_at_k(ranked: Sequence[str], reference: Sequence[str], k: int = 10) -
     return len(expected & set(ranked[:k])) / len(expected) if expected else 1.0
 
 
-def latency_summary(seconds: Sequence[float] | np.ndarray) -> dict[str, float]:
-    """p50 / p95 / mean in milliseconds."""
-    ms = np.asarray(seconds) * 1000
-    return {"p50_ms": float(np.median(ms)), "p95_ms": float(np.percentile(ms, 95)), "mean_ms": float(ms.mean())}
+def ranking_quality(
+    rankings: Sequence[Sequence[str]],
+    exact: Sequence[Sequence[str]],
+    query_ids: Sequence[str],
+    qrels: Mapping[str, Mapping[str, int]],
+    k: int,
+) -> dict[str, float]:
+    """Mean recall@k against the exact rankings and mean nDCG@k against the judgements, for the first
+    ``len(rankings)`` queries (the keys say 10, the k every reported run uses).
 
-
-def time_each(
-    search: Callable[[np.ndarray], Ranking], queries: Sequence[np.ndarray], warmup: int
-) -> tuple[list[Ranking], list[float]]:
-    """What ``search`` returns for each query and the seconds it took, after ``warmup`` untimed queries."""
-    for query in queries[:warmup]:
-        search(query)
-    rankings, seconds = [], []
-    for query in queries:
-        start = time.perf_counter()
-        rankings.append(search(query))
-        seconds.append(time.perf_counter() - start)
-    return rankings, seconds
+    >>> ranking_quality([["a", "b"]], [["a", "c"]], ["q"], {"q": {"b": 1}}, k=2)
+    {'recall_at_10_vs_exact': 0.5, 'ndcg_at_10': 0.6309297535714575}
+    """
+    n = len(rankings)
+    return {
+        "recall_at_10_vs_exact": float(np.mean([overlap_at_k(r, e, k) for r, e in zip(rankings, exact[:n])])),
+        "ndcg_at_10": float(np.mean([ndcg_at_k(r, qrels[q], k) for r, q in zip(rankings, query_ids[:n])])),
+    }

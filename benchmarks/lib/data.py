@@ -1,0 +1,72 @@
+"""What every system of the side-by-side benchmark is given and how its answers are scored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.lib.metrics import ranking_quality
+from benchmarks.lib.paths import DEFAULT_CACHE_DIR
+from benchmarks.lib.scifact import ScifactVectors
+from benchmarks.lib.timing import latency_summary
+
+SCIFACT_INDEX = "scifact"
+"""Name of the colbert-store index the systems build and ``benchmarks.head_to_head`` opens."""
+
+
+def folder_bytes(path: Path) -> int:
+    """Total size of the files under ``path``."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+@dataclass
+class BenchData:
+    """What every system gets: the vectors, the queries it evaluates and the exact rankings to score against.
+
+    Attributes:
+        vectors: The cached SciFact vectors.
+        queries: The queries this system evaluates, the first ``len(queries)`` of the cache.
+        exact: Exact top-k ids per query (filled in by the exact system itself).
+        k: Results per query.
+        workdir: An empty folder for the system's index.
+        sweep_queries: How many queries each point of a search-settings sweep evaluates (``None``: all).
+        cache_dir: The cache folder the vectors came from (PLAID reads it itself).
+    """
+
+    vectors: ScifactVectors
+    queries: list[np.ndarray]
+    exact: list[list[str]]
+    k: int
+    workdir: Path
+    sweep_queries: int | None = None
+    cache_dir: Path = DEFAULT_CACHE_DIR
+
+    @cached_property
+    def docs(self) -> list[np.ndarray]:
+        """Token vectors of every document, in ``vectors.doc_ids`` order."""
+        return self.vectors.docs()
+
+    @property
+    def query_ids(self) -> list[str]:
+        """Ids of :attr:`queries`."""
+        return self.vectors.query_ids[: len(self.queries)]
+
+    @property
+    def n_tokens(self) -> int:
+        """Document tokens in the corpus."""
+        return int(self.vectors.doc_offsets[-1])
+
+    def score(self, rankings: list[list[str]], seconds: list[float], batch_seconds: float | None = None) -> dict[str, Any]:
+        """Recall and nDCG of the first ``len(rankings)`` queries, their latency, and (given the seconds the
+        same queries took in batches) queries per second."""
+        n = len(rankings)
+        return {
+            **ranking_quality(rankings, self.exact, self.query_ids, self.vectors.qrels, self.k),
+            **latency_summary(seconds),
+            "n_queries": n,
+            "qps_batch": n / batch_seconds if batch_seconds else None,
+        }
