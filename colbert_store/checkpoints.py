@@ -11,8 +11,13 @@ The layout is detected from the files in the checkpoint folder:
     Dense modules, plus ``config_sentence_transformers.json`` (prefixes, lengths, skiplist).
 ``plain``
     Any other transformers encoder (a ``modules.json`` without a Dense module counts as plain). Defaults:
-    no marker tokens, ``query_maxlen`` 32, ``doc_maxlen`` ``min(512, usable model positions)``, ``[MASK]``
-    expansion tokens not attended, punctuation dropped from documents (as ColBERT's ``mask_punctuation``).
+    no marker tokens, ``query_maxlen`` 32, ``doc_maxlen`` ``min(512, usable model positions)``, no query
+    expansion (the model never learned to use ``[MASK]`` slots), punctuation dropped from documents (as
+    ColBERT's ``mask_punctuation``).
+
+Query expansion (padding every query with ``[MASK]`` to ``query_maxlen`` and keeping those vectors) is a
+ColBERT training device: on by default for Stanford checkpoints, as PyLate's ``do_query_expansion`` says
+(default on) for PyLate models, and off for plain encoders.
 
 Weights are only read through safetensors or ``torch.load(..., weights_only=True)``: no arbitrary object is
 ever unpickled, and a weights file holding anything but tensors is refused.
@@ -139,6 +144,7 @@ class LoadedCheckpoint:
         query_maxlen: Query length in tokens (markers, specials and ``[MASK]`` expansion included).
         doc_maxlen: Maximum document length in tokens (markers and specials included).
         max_positions: Longest input the backbone accepts.
+        query_expansion: Whether queries are padded with ``[MASK]`` to ``query_maxlen`` and keep those vectors.
         attend_to_mask_tokens: Whether query ``[MASK]`` expansion tokens are attended to.
         skiplist_ids: Token ids dropped from document outputs (punctuation / skiplist words).
     """
@@ -155,6 +161,7 @@ class LoadedCheckpoint:
     query_maxlen: int
     doc_maxlen: int
     max_positions: int
+    query_expansion: bool
     attend_to_mask_tokens: bool
     skiplist_ids: list[int]
 
@@ -257,6 +264,7 @@ def _load_stanford(folder: Path) -> LoadedCheckpoint:
         query_maxlen=int(meta.get("query_maxlen", DEFAULT_QUERY_MAXLEN)),
         doc_maxlen=int(meta.get("doc_maxlen", STANFORD_DEFAULT_DOC_MAXLEN)),
         max_positions=_max_positions(model, tokenizer),
+        query_expansion=True,
         attend_to_mask_tokens=bool(meta.get("attend_to_mask_tokens", False)),
         skiplist_ids=skiplist,
     )
@@ -271,8 +279,6 @@ def _load_pylate(folder: Path, transformer_dir: Path, dense_dirs: list[Path]) ->
     _check_head(head, model.config.hidden_size, folder)
     query_marker, query_marker_id = _resolve_marker(tokenizer, settings.get("query_prefix", "[Q] "), folder)
     doc_marker, doc_marker_id = _resolve_marker(tokenizer, settings.get("document_prefix", "[D] "), folder)
-    if settings.get("do_query_expansion", True) is False:
-        logger.warning("%s sets do_query_expansion=false; queries are still padded with [MASK]", folder)
     words = settings.get("skiplist_words")
     return LoadedCheckpoint(
         layout="pylate",
@@ -287,6 +293,7 @@ def _load_pylate(folder: Path, transformer_dir: Path, dense_dirs: list[Path]) ->
         query_maxlen=int(settings.get("query_length") or DEFAULT_QUERY_MAXLEN),
         doc_maxlen=int(settings.get("document_length") or PYLATE_DEFAULT_DOC_MAXLEN),
         max_positions=_max_positions(model, tokenizer),
+        query_expansion=bool(settings.get("do_query_expansion", True)),
         attend_to_mask_tokens=bool(settings.get("attend_to_expansion_tokens", False)),
         skiplist_ids=_skiplist_ids(tokenizer, list(string.punctuation) if words is None else words),
     )
@@ -309,6 +316,7 @@ def _load_plain(folder: Path) -> LoadedCheckpoint:
         query_maxlen=DEFAULT_QUERY_MAXLEN,
         doc_maxlen=min(PLAIN_MAX_DOC_MAXLEN, max_positions),
         max_positions=max_positions,
+        query_expansion=False,
         attend_to_mask_tokens=False,
         skiplist_ids=_punctuation_ids(tokenizer),
     )

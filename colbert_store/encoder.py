@@ -1,14 +1,15 @@
 """ColBERT late-interaction encoder: texts in, one L2-normalised vector per token out.
 
-Queries become ``[CLS] marker text [SEP] [MASK] ... [MASK]``, exactly ``query_maxlen`` tokens (ColBERT query
-augmentation; the ``[MASK]`` tokens are attended to only when the checkpoint says so, but their vectors are
-always returned). Documents become ``[CLS] marker text [SEP]``, truncated to ``doc_maxlen``, and lose their
-padding and skiplist (punctuation) tokens. Vectors are ``last hidden state -> projection(s) -> L2 norm``.
+Queries become ``[CLS] marker text [SEP]``, truncated to ``query_maxlen``; with query expansion (ColBERT
+query augmentation, on for models trained with it) they are padded with ``[MASK]`` to exactly ``query_maxlen``
+tokens and keep those vectors (the ``[MASK]`` tokens are attended to only when the checkpoint says so).
+Documents become ``[CLS] marker text [SEP]``, truncated to ``doc_maxlen``, and lose their padding and
+skiplist (punctuation) tokens. Vectors are ``last hidden state -> projection(s) -> L2 norm``.
 
 Example::
 
     encoder = ColBERTEncoder.from_pretrained("colbert-ir/colbertv2.0")
-    query = encoder.encode_queries(["what is late interaction?"])[0]  # (32, 128) float32
+    query = encoder.encode_queries(["what is late interaction?"])[0]  # (32, 128) float32: expanded
     documents = encoder.encode_documents(["ColBERT scores every query token against every document token."])
 """
 
@@ -96,6 +97,7 @@ class ColBERTEncoder:
         projection: np.ndarray | None = None,
         query_maxlen: int | None = None,
         doc_maxlen: int | None = None,
+        query_expansion: bool | None = None,
         batch_size: int = 32,
         show_progress: bool | None = None,
     ) -> ColBERTEncoder:
@@ -112,6 +114,9 @@ class ColBERTEncoder:
             query_maxlen: Query length in tokens; overrides the checkpoint's (plain default: 32).
             doc_maxlen: Maximum document length in tokens; overrides the checkpoint's
                 (plain default: ``min(512, model positions)``).
+            query_expansion: Pad queries with ``[MASK]`` to ``query_maxlen`` and keep those vectors; ``None``
+                follows the checkpoint (on for Stanford ColBERT and, unless its config says otherwise, PyLate
+                models; off for plain encoders, which never learned to use those slots).
             batch_size: Texts per forward pass.
             show_progress: Force the tqdm progress bar on or off; ``None`` shows it when a call needs more
                 than :data:`AUTO_PROGRESS_MIN_BATCHES` batches.
@@ -132,6 +137,10 @@ class ColBERTEncoder:
             checkpoint.doc_maxlen = _check_length("doc_maxlen", doc_maxlen, n_special, checkpoint.max_positions)
         for name in ("query_maxlen", "doc_maxlen"):
             _check_length(name, getattr(checkpoint, name), n_special, checkpoint.max_positions)
+        if query_expansion is not None:
+            if not isinstance(query_expansion, bool):
+                raise InvalidInputError(f"query_expansion must be True, False or None, got {query_expansion!r}")
+            checkpoint.query_expansion = query_expansion
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         return cls(
@@ -157,8 +166,13 @@ class ColBERTEncoder:
 
     @property
     def query_maxlen(self) -> int:
-        """Number of vectors every query gets."""
+        """Query length in tokens: what every query is padded to with expansion, truncated to without."""
         return self._checkpoint.query_maxlen
+
+    @property
+    def query_expansion(self) -> bool:
+        """Whether queries are padded with ``[MASK]`` to :attr:`query_maxlen` and keep those vectors."""
+        return self._checkpoint.query_expansion
 
     @property
     def doc_maxlen(self) -> int:
@@ -175,8 +189,8 @@ class ColBERTEncoder:
         """JSON-serialisable description of what determines the vectors; equal across loads of one model.
 
         Keys: ``name_or_path`` (as given), ``layout``, ``dim``, ``query_marker``, ``doc_marker``,
-        ``query_maxlen``, ``doc_maxlen``, ``attend_to_mask_tokens`` and ``projection_sha256`` (SHA-256 of the
-        float32 user projection, or ``None``).
+        ``query_maxlen``, ``doc_maxlen``, ``query_expansion``, ``attend_to_mask_tokens`` and
+        ``projection_sha256`` (SHA-256 of the float32 user projection, or ``None``).
         """
         checkpoint = self._checkpoint
         return {
@@ -187,6 +201,7 @@ class ColBERTEncoder:
             "doc_marker": checkpoint.doc_marker,
             "query_maxlen": checkpoint.query_maxlen,
             "doc_maxlen": checkpoint.doc_maxlen,
+            "query_expansion": checkpoint.query_expansion,
             "attend_to_mask_tokens": checkpoint.attend_to_mask_tokens,
             "projection_sha256": self._projection_sha256,
         }
@@ -194,7 +209,8 @@ class ColBERTEncoder:
     def __repr__(self) -> str:
         return (
             f"ColBERTEncoder({self._name_or_path!r}, layout={self.layout!r}, dim={self.dim}, "
-            f"query_maxlen={self.query_maxlen}, doc_maxlen={self.doc_maxlen}, device={str(self._device)!r})"
+            f"query_maxlen={self.query_maxlen}, query_expansion={self.query_expansion}, doc_maxlen={self.doc_maxlen}, "
+            f"device={str(self._device)!r})"
         )
 
     # ------------------------------------------------------------------------------------------ encoding
@@ -207,7 +223,8 @@ class ColBERTEncoder:
             show_progress: This call's progress bar on or off; ``None`` follows the encoder's setting.
 
         Returns:
-            One float32 ``(query_maxlen, dim)`` array per query, in input order.
+            One float32 array per query, in input order: ``(query_maxlen, dim)`` with query expansion,
+            else one row per query token (markers and special tokens included, at most ``query_maxlen``).
 
         Raises:
             InvalidInputError: ``texts`` is not a sequence of non-blank strings.
@@ -274,20 +291,19 @@ class ColBERTEncoder:
         input_ids, attention = self._collate(token_ids, is_query=is_query)
         hidden = self._model(input_ids=input_ids, attention_mask=attention).last_hidden_state
         vectors = F.normalize(self._head(hidden.float()), p=2, dim=-1)
-        if is_query:
+        if is_query and self._checkpoint.query_expansion:
             return list(vectors.cpu().numpy())
-        keep = attention.bool() & ~torch.isin(input_ids, self._skip_ids)
+        keep = attention.bool() if is_query else attention.bool() & ~torch.isin(input_ids, self._skip_ids)
         flat = vectors[keep].cpu().numpy()
         return np.split(flat, np.cumsum(keep.sum(dim=1).cpu().numpy())[:-1])
 
     def _collate(self, token_ids: list[list[int]], *, is_query: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pad (queries: with ``[MASK]`` to ``query_maxlen``), insert the marker, build the attention mask."""
+        """Pad (expanded queries: with ``[MASK]`` to ``query_maxlen``), insert the marker, build the attention mask."""
         checkpoint = self._checkpoint
         marker = checkpoint.query_marker_id if is_query else checkpoint.doc_marker_id
-        width = max(len(ids) for ids in token_ids)
-        if is_query:
-            width = checkpoint.query_maxlen - (marker is not None)
-        ids = np.full((len(token_ids), width), self._mask_id if is_query else self._pad_id, dtype=np.int64)
+        expand = is_query and checkpoint.query_expansion
+        width = checkpoint.query_maxlen - (marker is not None) if expand else max(len(ids) for ids in token_ids)
+        ids = np.full((len(token_ids), width), self._mask_id if expand else self._pad_id, dtype=np.int64)
         attention = np.zeros_like(ids)
         for row, row_ids in enumerate(token_ids):
             ids[row, : len(row_ids)] = row_ids
@@ -295,7 +311,7 @@ class ColBERTEncoder:
         if marker is not None:
             ids = np.insert(ids, self._marker_position, marker, axis=1)
             attention = np.insert(attention, self._marker_position, 1, axis=1)
-        if is_query and checkpoint.attend_to_mask_tokens:
+        if expand and checkpoint.attend_to_mask_tokens:
             attention[:] = 1
         return torch.from_numpy(ids).to(self._device), torch.from_numpy(attention).to(self._device)
 

@@ -16,10 +16,12 @@ Encoder compatibility:
     ``encoder.identity`` (a local folder by its resolved path) in its settings. When it is
     reopened, the encoder must produce the same *document* vectors, so these identity fields must be
     equal: ``name_or_path`` (a local folder is compared by its resolved path), ``layout``, ``dim``,
-    ``query_marker``, ``doc_marker``, ``doc_maxlen`` and ``projection_sha256``. The query-side knobs
-    ``query_maxlen`` and ``attend_to_mask_tokens`` only change how queries are encoded, never the
-    stored vectors, so a difference there is logged and accepted. An index built from raw vectors
-    (no recorded encoder) accepts any encoder of the right dimension.
+    ``query_marker``, ``doc_marker``, ``doc_maxlen`` and ``projection_sha256``, and so must
+    ``query_expansion``: whether queries keep ``[MASK]`` padding decides what the codec was weighted
+    for and what scores mean (an index recorded before the switch existed was built with expansion).
+    The query-side knobs ``query_maxlen`` and ``attend_to_mask_tokens`` only tune how queries are
+    encoded, so a difference there is logged and accepted. An index built from raw vectors (no
+    recorded encoder) accepts any encoder of the right dimension.
 """
 
 from __future__ import annotations
@@ -44,8 +46,11 @@ if TYPE_CHECKING:  # the encoder needs the ``encoder`` extra (transformers); the
 
 logger = logging.getLogger(__name__)
 
-IDENTITY_FIELDS = ("name_or_path", "layout", "dim", "query_marker", "doc_marker", "doc_maxlen", "projection_sha256")
-"""Encoder identity fields that must match the index's recorded encoder (they determine document vectors)."""
+IDENTITY_FIELDS = (
+    "name_or_path", "layout", "dim", "query_marker", "doc_marker", "doc_maxlen", "projection_sha256", "query_expansion",
+)
+"""Encoder identity fields that must match the index's recorded encoder (they determine the vectors it holds
+and how queries must look to be scored against them)."""
 QUERY_ONLY_FIELDS = ("query_maxlen", "attend_to_mask_tokens")
 """Identity fields that only affect query encoding; a difference is logged, not refused."""
 
@@ -355,7 +360,10 @@ def check_compatible(index: Index, encoder: ColBERTEncoder) -> None:
 
 
 def _normalised(field: str, value: Any) -> Any:
-    """An identity value prepared for comparison: local folders become their resolved absolute path."""
+    """An identity value prepared for comparison: local folders become their resolved absolute path, and
+    an identity recorded before ``query_expansion`` existed had it on (queries were always padded)."""
     if field == "name_or_path" and isinstance(value, str) and os.path.exists(value):
         return os.path.realpath(value)
+    if field == "query_expansion" and value is None:
+        return True
     return value

@@ -51,6 +51,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             document_prefix="[unused1]",
             attend_to_expansion_tokens=True,
         ),
+        "pylate_unexpanded": build_pylate_checkpoint(root / "pylate_unexpanded", do_query_expansion=False),
     }
 
 
@@ -74,6 +75,7 @@ def reference_vectors(folder: Path, text: str, *, is_query: bool) -> np.ndarray:
         marker = meta["query_token_id"] if is_query else meta["doc_token_id"]
         maxlen = meta["query_maxlen"] if is_query else meta["doc_maxlen"]
         attend = meta["attend_to_mask_tokens"]
+        expand = True
     else:  # PyLate
         settings = json.loads((folder / "config_sentence_transformers.json").read_text())
         modules = json.loads((folder / "modules.json").read_text())
@@ -85,12 +87,13 @@ def reference_vectors(folder: Path, text: str, *, is_query: bool) -> np.ndarray:
         marker = settings["query_prefix"] if is_query else settings["document_prefix"]
         maxlen = settings["query_length"] if is_query else settings["document_length"]
         attend = settings["attend_to_expansion_tokens"]
+        expand = settings["do_query_expansion"]
     tokenizer = AutoTokenizer.from_pretrained(transformer_dir)
     model = AutoModel.from_pretrained(transformer_dir).eval()
     body = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(text))[: maxlen - 3]
     ids = [tokenizer.cls_token_id, tokenizer.convert_tokens_to_ids(marker), *body, tokenizer.sep_token_id]
     attention = [1] * len(ids)
-    if is_query:
+    if is_query and expand:
         ids += [tokenizer.mask_token_id] * (maxlen - len(ids))
         attention += [int(attend)] * (maxlen - len(attention))
     with torch.no_grad():
@@ -132,7 +135,7 @@ def test_stanford_weights_formats_agree(encoders: dict[str, ColBERTEncoder]) -> 
         np.testing.assert_allclose(x, y, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["stanford", "stanford_attend", "pylate", "pylate_nested"])
+@pytest.mark.parametrize("name", ["stanford", "stanford_attend", "pylate", "pylate_nested", "pylate_unexpanded"])
 @pytest.mark.parametrize("is_query", [True, False], ids=["query", "doc"])
 def test_vectors_match_independent_reference(
     checkpoints: dict[str, Path], encoders: dict[str, ColBERTEncoder], name: str, is_query: bool
@@ -143,6 +146,26 @@ def test_vectors_match_independent_reference(
         expected = reference_vectors(checkpoints[name], text, is_query=is_query)
         assert got.shape == expected.shape
         np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_query_expansion_follows_the_checkpoint_and_can_be_overridden(
+    checkpoints: dict[str, Path], encoders: dict[str, ColBERTEncoder]
+) -> None:
+    assert [encoders[name].query_expansion for name in ("stanford", "pylate", "pylate_unexpanded")] == [True, True, False]
+    tokenizer = AutoTokenizer.from_pretrained(checkpoints["stanford"])
+    unpadded = len(tokenizer("late interaction")["input_ids"]) + 1  # + the [Q] marker
+    assert encoders["pylate_unexpanded"].encode_queries(["late interaction"])[0].shape == (unpadded, 16)
+    off = ColBERTEncoder.from_pretrained(checkpoints["stanford"], device="cpu", query_expansion=False)
+    on = ColBERTEncoder.from_pretrained(checkpoints["pylate_unexpanded"], device="cpu", query_expansion=True)
+    assert (off.query_expansion, off.identity["query_expansion"], on.identity["query_expansion"]) == (False, False, True)
+    expanded = encoders["stanford"].encode_queries(["late interaction"])[0]
+    alone = off.encode_queries(["late interaction"])[0]
+    assert expanded.shape == (12, 16) and alone.shape == (unpadded, 16)
+    # this checkpoint does not attend to the [MASK] slots: turning expansion off only drops their rows
+    np.testing.assert_allclose(alone, expanded[:unpadded], atol=1e-5)
+    assert on.encode_queries(["late interaction"])[0].shape == (12, 16)
+    with pytest.raises(InvalidInputError, match="query_expansion"):
+        ColBERTEncoder.from_pretrained(checkpoints["stanford"], device="cpu", query_expansion="no")
 
 
 def test_attending_to_mask_tokens_changes_query_vectors(encoders: dict[str, ColBERTEncoder]) -> None:
@@ -176,7 +199,7 @@ def test_modules_json_with_pooling_loads_as_plain(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["stanford", "pylate", "pylate_nested"])
-def test_queries_are_query_maxlen_by_dim(encoders: dict[str, ColBERTEncoder], name: str) -> None:
+def test_expanded_queries_are_query_maxlen_by_dim(encoders: dict[str, ColBERTEncoder], name: str) -> None:
     encoder = encoders[name]
     queries = ["q", "a question of medium length", "word " * 200]
     for vectors in encoder.encode_queries(queries):
@@ -236,10 +259,11 @@ def test_empty_input_gives_empty_output(encoders: dict[str, ColBERTEncoder]) -> 
 def test_minilm_loads_as_plain(minilm: ColBERTEncoder) -> None:
     assert minilm.layout == "plain"
     assert minilm.dim == 384
-    assert (minilm.query_maxlen, minilm.doc_maxlen) == (32, 512)
+    assert (minilm.query_maxlen, minilm.doc_maxlen, minilm.query_expansion) == (32, 512, False)
     assert minilm.identity["query_marker"] is None and minilm.identity["projection_sha256"] is None
     query = minilm.encode_queries(["what do statins do?"])[0]
-    assert query.shape == (32, 384)
+    assert query.shape == (8, 384)  # [CLS] what do stat ##ins do ? [SEP]: a plain model gets no [MASK] padding
+    np.testing.assert_allclose(np.linalg.norm(query, axis=1), 1.0, atol=1e-5)
     doc = minilm.encode_documents(["The cat sat on the mat."])[0]
     assert doc.shape == (8, 384)  # [CLS] the cat sat on the mat [SEP]: no marker, '.' dropped
     np.testing.assert_allclose(np.linalg.norm(doc, axis=1), 1.0, atol=1e-5)
@@ -255,7 +279,7 @@ def test_minilm_with_projection(minilm: ColBERTEncoder) -> None:
     # projecting the normalised 384-d vectors and renormalising is the same as projecting hidden states
     base = minilm.encode_documents(text)[0] @ projection
     np.testing.assert_allclose(got, base / np.linalg.norm(base, axis=1, keepdims=True), atol=1e-5)
-    assert projected.encode_queries(text)[0].shape == (32, 24)
+    assert projected.encode_queries(text)[0].shape == (len(minilm.encode_queries(text)[0]), 24)
 
 
 def test_identity_is_stable_and_json(checkpoints: dict[str, Path], encoders: dict[str, ColBERTEncoder]) -> None:

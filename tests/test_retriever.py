@@ -305,6 +305,23 @@ def test_document_length_mismatch_is_refused_query_length_is_not(tiny_dirs: dict
     assert cs.Retriever.open(lance, "tiny", longer_queries).search(TEXTS[5], k=1)[0].id == IDS[5]
 
 
+def test_query_expansion_must_match_and_indexes_recorded_without_it_had_it_on(
+    tiny_dirs: dict[str, Path], lance: LanceDBStore
+) -> None:
+    folder = tiny_dirs["a16"]
+    expanded = ColBERTEncoder.from_pretrained(folder, device="cpu")
+    unexpanded = ColBERTEncoder.from_pretrained(folder, device="cpu", query_expansion=False)
+    built = cs.Retriever.from_texts(TEXTS, encoder=expanded, store=lance, name="tiny", ids=IDS)
+    assert built.index.settings.encoder["query_expansion"] is True
+    with pytest.raises(cs.IncompatibleIndexError, match="differs in query_expansion"):
+        cs.Retriever.open(lance, "tiny", unexpanded)
+    recorded_before_the_switch = {k: v for k, v in built.index.settings.encoder.items() if k != "query_expansion"}
+    legacy = cs.Index.create(lance, "legacy", dim=16, encoder=recorded_before_the_switch)
+    assert cs.Retriever(legacy, expanded).index is legacy
+    with pytest.raises(cs.IncompatibleIndexError, match="differs in query_expansion"):
+        cs.Retriever(legacy, unexpanded)
+
+
 def test_same_folder_through_another_path_is_accepted(
     tiny_dirs: dict[str, Path], lance: LanceDBStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -127,6 +127,7 @@ def build_pylate_checkpoint(
     query_length: int = 12,
     document_length: int = 48,
     attend_to_expansion_tokens: bool = False,
+    do_query_expansion: bool = True,
     skiplist_words: Sequence[str] | None = None,
     transformer_path: str = "",
     seed: int = 0,
@@ -144,6 +145,7 @@ def build_pylate_checkpoint(
         query_length: ``query_length`` in ``config_sentence_transformers.json``.
         document_length: ``document_length``.
         attend_to_expansion_tokens: ``attend_to_expansion_tokens``.
+        do_query_expansion: ``do_query_expansion``.
         skiplist_words: ``skiplist_words``; defaults to the ASCII punctuation characters (PyLate's default).
         transformer_path: Folder of the Transformer module: ``""`` (the root) or e.g. ``"0_Transformer"``.
         seed: Seed of the random weights.
@@ -191,7 +193,7 @@ def build_pylate_checkpoint(
         "document_length": document_length,
         "attend_to_expansion_tokens": attend_to_expansion_tokens,
         "skiplist_words": list(string.punctuation) if skiplist_words is None else list(skiplist_words),
-        "do_query_expansion": True,
+        "do_query_expansion": do_query_expansion,
         "similarity_fn_name": "MaxSim",
     }
     (folder / "config_sentence_transformers.json").write_text(json.dumps(settings, indent=2))
