@@ -20,12 +20,14 @@ from colbert_store.errors import (
     MissingDependencyError,
     NotTrainedError,
 )
-from colbert_store.index import Hit, Index, IndexSettings
+from colbert_store.index import Hit, Index
 from colbert_store.maintenance import IndexHealth
 from colbert_store.maxsim import maxsim
 from colbert_store.retriever import Retriever
 from colbert_store.search import SearchParams
+from colbert_store.settings import IndexSettings
 from colbert_store.storage import Store
+from colbert_store.transfer import copy_index
 
 if TYPE_CHECKING:
     from colbert_store.encoder import ColBERTEncoder
@@ -49,6 +51,7 @@ __all__ = [
     "Retriever",
     "SearchParams",
     "Store",
+    "copy_index",
     "maxsim",
 ]
 

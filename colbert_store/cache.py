@@ -294,4 +294,5 @@ def subset_batch(batch: DocumentBatch, rows: np.ndarray) -> DocumentBatch:
         residuals=batch.residuals[positions],
         texts=[batch.texts[i] for i in rows] if batch.texts else [],
         metadata=[batch.metadata[i] for i in rows] if batch.metadata else [],
+        sq_errors=None if batch.sq_errors is None else batch.sq_errors[rows],
     )

@@ -39,7 +39,18 @@ class IncompatibleIndexError(ColbertStoreError):
 
 
 class IndexChangedError(ColbertStoreError):
-    """The index was retrained while this reader held the previous codec (reopen, or search again)."""
+    """Another process changed the index in a way that stops this call (e.g. retrained it at the same
+    time); the call did nothing."""
+
+
+class WriteConflictError(ColbertStoreError):
+    """The store kept refusing a write with a retryable conflict until the retry budget ran out; the
+    write was not applied (documents already written by earlier batches of the same call are listed
+    in ``written_ids``)."""
+
+    def __init__(self, message: str, written_ids: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.written_ids = written_ids
 
 
 class NotTrainedError(ColbertStoreError):

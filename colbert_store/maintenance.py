@@ -10,7 +10,7 @@ import numpy as np
 
 from colbert_store.cache import subset_batch
 from colbert_store.codec import ResidualCodec, top_centroid_share
-from colbert_store.storage import DocumentBatch, new_revisions
+from colbert_store.storage import GENERATIONS, DocumentBatch, new_revisions, revision_generations
 from colbert_store.validation import check_matrix, normalise_rows
 
 TextEncoder = Callable[[Sequence[str]], Sequence[np.ndarray]]
@@ -50,14 +50,16 @@ class IndexHealth:
 
 
 def measure_health(batches: Iterable[DocumentBatch], codec: ResidualCodec, generation: int) -> IndexHealth:
-    """Stream ``batches`` once and compare them with the codec's training sample."""
+    """Stream ``batches`` once and compare the documents encoded by ``codec`` (of ``generation``) with
+    its training sample; ``documents`` and ``tokens`` count every stored document."""
     documents = tokens = measured_tokens = 0
     error_sum = 0.0
     token_counts = np.zeros(codec.n_centroids, dtype=np.int64)
     for batch in batches:
-        lengths = np.diff(batch.token_offsets)
         documents += len(batch)
-        tokens += int(lengths.sum())
+        tokens += int(batch.token_offsets[-1])
+        batch = _of_generation(batch, generation)  # documents of an older codec await re-encoding
+        lengths = np.diff(batch.token_offsets)
         token_counts += np.bincount(batch.centroid_ids.astype(np.int64), minlength=codec.n_centroids)
         if batch.sq_errors is not None:
             known = ~np.isnan(batch.sq_errors)
@@ -85,12 +87,14 @@ def measure_health(batches: Iterable[DocumentBatch], codec: ResidualCodec, gener
 def sample_documents(
     scan: Callable[[], Iterable[DocumentBatch]],
     codec: ResidualCodec,
+    generation: int,
     sizes: tuple[int, int],
     seed: int,
     encode_texts: TextEncoder | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Two disjoint random samples of stored token vectors, of about ``sizes`` tokens, as
-    :func:`reencode` will see them (re-encoded text, or decoded vectors), and the stored token count.
+    """Two disjoint random samples of the token vectors of the stored documents of ``generation``
+    (encoded by ``codec``), of about ``sizes`` tokens, as :func:`reencode` will see them (re-encoded
+    text, or decoded vectors), and the token count of those documents.
 
     Documents are drawn at random until four times each size, then tokens at random within them, so
     the samples span many documents; the second sample comes from other documents than the first
@@ -99,6 +103,7 @@ def sample_documents(
     ids: list[str] = []
     sizes_seen = []
     for batch in scan():
+        batch = _of_generation(batch, generation)
         ids += batch.ids
         sizes_seen.append(np.diff(batch.token_offsets))
     lengths = np.concatenate(sizes_seen) if sizes_seen else np.empty(0, np.int64)
@@ -109,6 +114,7 @@ def sample_documents(
     group_of.update(dict.fromkeys((ids[i] for i in order[cuts[0] : cuts[1]]), 1))
     groups: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
     for batch in scan():
+        batch = _of_generation(batch, generation)
         rows = np.array([i for i, doc_id in enumerate(batch.ids) if doc_id in group_of], dtype=np.int64)
         if len(rows):
             drawn = subset_batch(batch, rows)
@@ -119,6 +125,11 @@ def sample_documents(
         tokens = np.concatenate(group) if group else np.empty((0, codec.dim), np.float32)
         samples.append(tokens[rng.permutation(len(tokens))[:size]])
     return samples[0], samples[1], int(lengths.sum())
+
+
+def _of_generation(batch: DocumentBatch, generation: int) -> DocumentBatch:
+    """The documents of ``batch`` encoded by the codec of ``generation``."""
+    return subset_batch(batch, np.flatnonzero(revision_generations(batch.revisions) == generation % GENERATIONS))
 
 
 def document_vectors(batch: DocumentBatch, codec: ResidualCodec, encode_texts: TextEncoder | None) -> list[np.ndarray]:

@@ -102,7 +102,7 @@ class Retriever:
             nbits: Bits per residual dimension (1, 2 or 4).
             batch_size: Texts encoded per step of :meth:`add_texts`.
             show_progress: See :meth:`add_texts`.
-            **index_settings: Further :class:`~colbert_store.index.IndexSettings` fields except ``dim``.
+            **index_settings: Further :class:`~colbert_store.settings.IndexSettings` fields except ``dim``.
 
         Returns:
             A retriever over the new index.
@@ -126,7 +126,7 @@ class Retriever:
             name: Index name (must not exist yet).
             encoder: Encoder for documents and queries; its dimension and identity are saved with the index.
             nbits: Bits per residual dimension (1, 2 or 4).
-            **index_settings: Further :class:`~colbert_store.index.IndexSettings` fields except ``dim``.
+            **index_settings: Further :class:`~colbert_store.settings.IndexSettings` fields except ``dim``.
 
         Raises:
             IndexExistsError: ``name`` already exists in ``store``.

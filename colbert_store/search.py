@@ -3,6 +3,7 @@ from centroid ids alone, then exact MaxSim on the decompressed survivors."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -11,10 +12,10 @@ import torch
 
 from colbert_store.cache import CachedDocuments, DocumentCache, range_positions
 from colbert_store.codec import ResidualCodec
-from colbert_store.errors import IndexChangedError, InvalidInputError
+from colbert_store.errors import InvalidInputError
 from colbert_store.filters import Filter
 from colbert_store.maxsim import segment_max_sum
-from colbert_store.storage import GENERATIONS, DocumentBatch, Store, revision_generations
+from colbert_store.storage import DocumentBatch, Store, revision_generations
 
 
 @dataclass(frozen=True)
@@ -56,54 +57,88 @@ class SearchParams:
 @dataclass(frozen=True)
 class ScoredDocuments:
     """Top documents of one query: positions in ``batch`` and their exact scores, best first;
-    ``missing`` counts candidates gone by the time they were fetched (deleted, or the index switched)."""
+    ``undecodable`` counts candidates of a codec generation the caller did not pass (written after
+    its codecs were loaded)."""
 
     batch: DocumentBatch
     rows: np.ndarray
     scores: np.ndarray
-    missing: int = 0
+    undecodable: int = 0
 
 
 def search_one(
     store: Store,
     name: str,
-    codec: ResidualCodec,
-    generation: int,
+    codecs: Mapping[int, ResidualCodec],
     cache: DocumentCache,
     query: np.ndarray,
     k: int,
     where: Filter | None,
     params: SearchParams,
 ) -> ScoredDocuments:
-    """Run the whole pipeline for one ``(n_query_tokens, dim)`` query against documents of ``generation``.
+    """Run the whole pipeline for one ``(n_query_tokens, dim)`` query.
 
-    Raises:
-        IndexChangedError: a candidate was encoded by another codec generation (a retrain happened).
+    ``codecs`` maps a codec generation (modulo 256, as revisions carry it) to its codec: every codec
+    a stored document may be encoded with (more than one while a retrain moves documents to a new
+    codec). Candidates come from the store for the probes of every codec; each codec's documents are
+    ranked by its own pipeline, and the exact scores, comparable across codecs, are merged.
     """
-    query_t = torch.from_numpy(codec.rotate(query))
-    # (n_centroids, n_query_tokens), contiguous: the stages below gather whole rows of it.
-    centroid_scores = codec.centroids_tensor @ query_t.T
-    nprobe = min(params.nprobe, codec.n_centroids)
-    probes = centroid_scores.topk(nprobe, dim=0).indices.unique().numpy()
+    views = {generation: _QueryView.of(codec, query, params.nprobe) for generation, codec in codecs.items()}
+    probes = np.unique(np.concatenate([view.probes for view in views.values()]))
     candidates = store.candidates(name, probes, where)
     if len(candidates) < k:  # too few share a probed centroid (e.g. a selective filter)
         candidates = store.candidates(name, None, where)
-    if (revision_generations(candidates) != generation % GENERATIONS).any():
-        raise IndexChangedError(f"index {name!r} was retrained after its codec (generation {generation}) was loaded")
     docs, slots = _cached_documents(store, name, cache, candidates)
-    missing = len(candidates) - len(slots)
-    if not len(slots):
-        return ScoredDocuments(docs.batch, slots, np.empty(0, np.float32), missing)
+    generations = revision_generations(docs.batch.revisions[slots])
+    present = np.unique(generations)
+    ranked, undecodable = [], 0
+    for generation in present:
+        group = slots if len(present) == 1 else slots[generations == generation]
+        view = views.get(int(generation))
+        if view is None:
+            undecodable += len(group)
+            continue
+        ranked.append(_rank(docs, group, view, k, params))
+    if len(ranked) == 1:
+        return ScoredDocuments(docs.batch, *ranked[0], undecodable)
+    rows = np.concatenate([part[0] for part in ranked]) if ranked else slots[:0]
+    scores = np.concatenate([part[1] for part in ranked]) if ranked else np.empty(0, np.float32)
+    best = np.argsort(-scores, kind="stable")[:k]
+    return ScoredDocuments(docs.batch, rows[best], scores[best], undecodable)
+
+
+@dataclass(frozen=True)
+class _QueryView:
+    """A query as one codec sees it: rotated into the codec's space, its scores against every centroid
+    ``(n_centroids, n_query_tokens)`` (contiguous: the stages gather whole rows) and its probes."""
+
+    codec: ResidualCodec
+    query: torch.Tensor
+    centroid_scores: torch.Tensor
+    probes: np.ndarray
+
+    @classmethod
+    def of(cls, codec: ResidualCodec, query: np.ndarray, nprobe: int) -> _QueryView:
+        rotated = torch.from_numpy(codec.rotate(query))
+        centroid_scores = codec.centroids_tensor @ rotated.T
+        probes = centroid_scores.topk(min(nprobe, codec.n_centroids), dim=0).indices.unique().numpy()
+        return cls(codec, rotated, centroid_scores, probes)
+
+
+def _rank(
+    docs: CachedDocuments, slots: np.ndarray, view: _QueryView, k: int, params: SearchParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """The top ``k`` of ``slots`` (documents of ``view``'s codec) and their exact scores, best first."""
     # Stages 2 and 3 only choose whom to score exactly: half precision halves their memory traffic
     # (they rank by sums of many scores, so the rounding hardly moves a ranking).
-    approx_scores = centroid_scores.to(torch.float16)
+    approx_scores = view.centroid_scores.to(torch.float16)
     if len(slots) > params.ncandidates:
-        relevant = _relevant_centroids(centroid_scores, params.centroid_threshold)
+        relevant = _relevant_centroids(view.centroid_scores, params.centroid_threshold)
         slots = _pruned_centroid_top(docs, slots, approx_scores, relevant, params.ncandidates)
     shortlist = _centroid_top(docs, slots, approx_scores, max(k, params.nrerank))
-    scores = _exact_scores(docs, shortlist, codec, query_t, centroid_scores)
+    scores = _exact_scores(docs, shortlist, view.codec, view.query, view.centroid_scores)
     best = scores.topk(min(k, len(shortlist))).indices.numpy()
-    return ScoredDocuments(docs.batch, shortlist[best], scores.numpy()[best], missing)
+    return shortlist[best], scores.numpy()[best]
 
 
 def _cached_documents(

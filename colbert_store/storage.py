@@ -1,21 +1,26 @@
 """The storage protocol: everything the engine needs of a backend, and the batches it exchanges.
 
-A backend keeps, per index, a *header* (a JSON manifest plus the serialised codec) and one record
-per document: its id, a revision number unique to that write, the per-token centroid ids, the
-packed residuals, the distinct centroid ids (indexed, for candidate generation), the document's
-quantization error, the text and the metadata. Every method takes plain numpy arrays and Python
-values; a new backend is one new file implementing :class:`Store`.
+A backend keeps, per index, a *manifest* (a JSON object with an integer ``version`` that every
+commit increments), the codecs the manifest names (immutable blobs, written once under a random id)
+and one record per document: its id, a revision number unique to that write, the per-token centroid
+ids, the packed residuals, the distinct centroid ids (indexed, for candidate generation), the
+document's quantization error, the text and the metadata. Every method takes plain numpy arrays and
+Python values; a new backend implements :class:`Store`.
+
+Concurrency rests on two primitives every store offers natively: a compare-and-set of the manifest
+(:meth:`Store.replace_manifest`), and a conditional document write that applies only where the stored
+document still has an expected revision (``upsert(..., replacing=...)``). Every document write is
+atomic per document.
 
 A revision's top bits hold the codec *generation* that encoded the document (see
-:func:`new_revisions`), so a reader holding an older codec notices a retrained index by the
-revisions it gets back instead of decoding them with the wrong codec.
+:func:`new_revisions`), so a search knows which codec decodes each candidate.
 """
 
 from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,13 +28,21 @@ import numpy as np
 
 from colbert_store.filters import Filter
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _GENERATION_SHIFT = 55
 GENERATIONS = 256
 
 
 def new_revisions(n: int, generation: int) -> np.ndarray:
-    """``n`` random positive int64 revisions tagged with ``generation`` (modulo 256; thread-safe: drawn from the OS)."""
+    """``n`` random positive int64 revisions tagged with ``generation`` (modulo 256).
+
+    The low 55 bits come from the OS's random source (thread- and process-safe). Revisions identify
+    one write of one document for caches and fetches, so two stored documents must never share one:
+    the writer asks the store whether a freshly drawn revision is already stored and draws it again
+    if so (:func:`colbert_store.writing.write_batch`). What that check cannot see is another writer
+    drawing the same value in the same instant; for two batches of ``a`` and ``b`` documents written
+    concurrently that has probability at most ``a * b / 2**55`` (below 2e-12 for two batches of 256).
+    """
     random = np.frombuffer(os.urandom(8 * n), dtype=np.int64) & np.int64((1 << _GENERATION_SHIFT) - 1) | np.int64(1)
     return random | np.int64((generation % GENERATIONS) << _GENERATION_SHIFT)
 
@@ -41,14 +54,6 @@ def revision_generations(revisions: np.ndarray) -> np.ndarray:
     [2, 2, 2]
     """
     return revisions >> _GENERATION_SHIFT
-
-
-@dataclass(frozen=True)
-class IndexHeader:
-    """What an index is: its manifest (settings, format version, encoder) and its codec, if trained."""
-
-    manifest: dict[str, Any]
-    codec: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -85,8 +90,10 @@ class DocumentBatch:
 
 
 class Store(ABC):
-    """Abstract storage backend. Implementations must make each call atomic: a header write and each
-    document of an upsert are applied entirely or not at all, and a reader never sees half of one."""
+    """Abstract storage backend. Every call is atomic per record: a manifest commit, a codec and each
+    document of an upsert are applied entirely or not at all, and a reader never sees half of one.
+    A store retries its engine's retryable conflicts itself and raises
+    :class:`~colbert_store.errors.WriteConflictError` (nothing written) only when they persist."""
 
     # -- index catalogue ---------------------------------------------------------------------
     @abstractmethod
@@ -94,38 +101,46 @@ class Store(ABC):
         """Names of the indexes this store holds."""
 
     @abstractmethod
-    def create_index(self, name: str, header: IndexHeader) -> None:
-        """Create an empty index; raise :class:`~colbert_store.errors.IndexExistsError` if it exists."""
+    def create_index(self, name: str, manifest: dict[str, Any]) -> None:
+        """Create an empty index with this manifest (its ``version`` is kept); raise
+        :class:`~colbert_store.errors.IndexExistsError` if it exists, also when another process
+        creates it at the same moment."""
 
     @abstractmethod
     def drop_index(self, name: str) -> None:
-        """Remove an index and all its documents; raise IndexNotFoundError if absent."""
+        """Remove an index, its codecs and all its documents; raise IndexNotFoundError if absent."""
 
     @abstractmethod
-    def read_header(self, name: str) -> IndexHeader:
-        """The index's header; raise :class:`~colbert_store.errors.IndexNotFoundError` if absent."""
-
-    @abstractmethod
-    def write_header(self, name: str, header: IndexHeader) -> None:
-        """Replace the header atomically."""
-
     def read_manifest(self, name: str) -> dict[str, Any]:
-        """The header's manifest alone; override to skip reading the codec (checked before every add)."""
-        return self.read_header(name).manifest
+        """The index's manifest; raise :class:`~colbert_store.errors.IndexNotFoundError` if absent."""
 
     @abstractmethod
-    def swap_index(self, name: str, staging: str) -> None:
-        """Give ``name`` the header and documents of the index ``staging`` in one atomic step, then
-        drop ``name``'s old documents; ``staging`` no longer exists afterwards.
+    def replace_manifest(self, name: str, manifest: dict[str, Any], *, expected_version: int) -> bool:
+        """Replace the manifest atomically if the stored one still has ``version == expected_version``
+        (compare-and-set); return whether it was replaced. ``manifest["version"]`` must be larger."""
 
-        Readers see the old index or the new one, never a mix. An operation already running on the
-        old documents may fail once they are dropped; reading the header again finds the new ones.
-        """
+    @abstractmethod
+    def write_codec(self, name: str, codec_id: str, data: bytes) -> None:
+        """Store a codec under a fresh random id (written once, never changed; readers only look up
+        ids that a committed manifest names, so a partly written codec is never read)."""
+
+    @abstractmethod
+    def read_codec(self, name: str, codec_id: str) -> bytes:
+        """A codec written by :meth:`write_codec`; raise KeyError if there is none with that id."""
+
+    @abstractmethod
+    def delete_codecs(self, name: str, codec_ids: Collection[str]) -> None:
+        """Delete these codecs of the index (ids it does not hold are ignored)."""
 
     # -- documents ---------------------------------------------------------------------------
     @abstractmethod
-    def upsert(self, name: str, batch: DocumentBatch) -> None:
-        """Insert documents, replacing any stored document with the same id."""
+    def upsert(self, name: str, batch: DocumentBatch, *, replacing: np.ndarray | None = None) -> None:
+        """Insert documents, replacing any stored document with the same id.
+
+        With ``replacing`` (revisions), the write is conditional: a document is written only where a
+        stored document with its id holds one of these revisions, and never inserted (a re-encoding
+        that must not undo a concurrent replace or delete).
+        """
 
     @abstractmethod
     def delete(self, name: str, ids: Sequence[str]) -> None:

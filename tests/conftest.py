@@ -14,7 +14,9 @@ from qdrant_client import QdrantClient
 
 from colbert_store.adapters.lancedb import LanceDBStore
 from colbert_store.adapters.qdrant import QdrantStore
+from colbert_store.adapters.qdrant_edge import QdrantEdgeStore
 from colbert_store.storage import Store
+from tests import s3
 
 DIM = 32
 
@@ -23,8 +25,17 @@ def _lancedb(path: Path) -> Store:
     return LanceDBStore(path / "lancedb")
 
 
+def _lancedb_s3(path: Path) -> Store:
+    """LanceDB on the loopback S3 server (``tests.s3``), one bucket per test folder."""
+    return LanceDBStore(f"s3://{s3.bucket_for(path)}/index", storage_options=s3.storage_options())
+
+
 def _qdrant_path(path: Path) -> Store:
     return QdrantStore(path / "qdrant")
+
+
+def _qdrant_edge(path: Path) -> Store:
+    return QdrantEdgeStore(path / "edge")
 
 
 _MEMORY_CLIENTS: dict[Path, QdrantClient] = {}
@@ -45,11 +56,29 @@ def _qdrant_server(path: Path) -> Store:
 
 STORE_FACTORIES: dict[str, Callable[[Path], Store]] = {
     "lancedb": _lancedb,
+    "lancedb-s3": _lancedb_s3,
     "qdrant-path": _qdrant_path,
     "qdrant-memory": _qdrant_memory,
+    "qdrant-edge": _qdrant_edge,
 }
 if os.environ.get("QDRANT_URL"):
     STORE_FACTORIES["qdrant-server"] = _qdrant_server
+
+
+@pytest.fixture(scope="session", autouse=True)
+def s3_server() -> Iterator[str]:
+    """The loopback S3 server every ``lancedb-s3`` store (and worker process) talks to."""
+    if os.environ.get(s3.ENDPOINT_VARIABLE):  # started by an outer session
+        yield os.environ[s3.ENDPOINT_VARIABLE]
+        return
+    process, endpoint = s3.start_server()
+    os.environ[s3.ENDPOINT_VARIABLE] = endpoint
+    try:
+        yield endpoint
+    finally:
+        del os.environ[s3.ENDPOINT_VARIABLE]
+        process.terminate()
+        process.wait(timeout=30)
 
 
 @pytest.fixture(params=sorted(STORE_FACTORIES))

@@ -16,11 +16,14 @@ import numpy as np
 import pytest
 
 import colbert_store as cs
+from colbert_store.storage import revision_generations
+from tests import s3
 from tests.conftest import STORE_FACTORIES
 from tests.crash_writer import DELETED, N_DOCS, doc_id, document
 
 ROOT = Path(__file__).resolve().parent.parent
-ON_DISK = ["lancedb", "qdrant-path"]
+ON_DISK = ["lancedb", "lancedb-s3", "qdrant-edge", "qdrant-path"]
+"""Stores whose data outlives the writer process (in-memory Qdrant dies with it)."""
 
 
 def run_writer(backend: str, folder: Path, mode: str = "add") -> subprocess.Popen[str]:
@@ -48,20 +51,23 @@ def kill_during_an_add(backend: str, folder: Path, delay: float) -> int:
     return max(acknowledged)
 
 
-def stored_documents(index: cs.Index) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def stored_documents(index: cs.Index) -> dict[str, tuple[int, np.ndarray, np.ndarray]]:
+    """Each stored document's revision, centroid ids and residuals, by id."""
     stored = {}
     for batch in index.documents():
         for row, stored_id in enumerate(batch.ids):
             tokens = slice(batch.token_offsets[row], batch.token_offsets[row + 1])
-            stored[stored_id] = (batch.centroid_ids[tokens], batch.residuals[tokens])
+            stored[stored_id] = (int(batch.revisions[row]), batch.centroid_ids[tokens], batch.residuals[tokens])
     return stored
 
 
-def assert_whole(index: cs.Index, stored: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-    """Every stored document is exactly what the writer meant to write, token for token."""
-    assert index.codec is not None
-    for stored_id, (centroid_ids, residuals) in stored.items():
-        expected_ids, expected_residuals = index.codec.compress(document(int(stored_id.split("-")[1])))
+def assert_whole(index: cs.Index, stored: dict[str, tuple[int, np.ndarray, np.ndarray]]) -> None:
+    """Every stored document is exactly what the writer meant to write, token for token, under the codec
+    of its generation (one the index still holds: none is left with a codec the index dropped)."""
+    codecs = index._state.by_generation()
+    for stored_id, (revision, centroid_ids, residuals) in stored.items():
+        codec = codecs[int(revision_generations(np.array([revision]))[0])]
+        expected_ids, expected_residuals = codec.compress(document(int(stored_id.split("-")[1])))
         np.testing.assert_array_equal(centroid_ids, expected_ids, err_msg=stored_id)
         np.testing.assert_array_equal(residuals, expected_residuals, err_msg=stored_id)
 
@@ -101,7 +107,10 @@ def full_index(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 
 def copy_of(full_index: tuple[str, Path], tmp_path: Path) -> tuple[str, Path]:
     backend, folder = full_index
-    shutil.copytree(folder, tmp_path / "copy")
+    if backend == "lancedb-s3":
+        s3.copy_bucket(folder, tmp_path / "copy")
+    else:
+        shutil.copytree(folder, tmp_path / "copy")
     return backend, tmp_path / "copy"
 
 
@@ -129,7 +138,7 @@ def test_killed_delete_leaves_whole_documents_and_a_rerun_completes(
 
 
 @pytest.mark.parametrize("delay", [0.1, 1.0])
-def test_killed_retrain_leaves_the_old_or_new_index_and_a_rerun_completes(
+def test_killed_retrain_leaves_a_searchable_index_and_a_rerun_finishes_the_move(
     full_index: tuple[str, Path], delay: float, tmp_path: Path
 ) -> None:
     backend, folder = copy_of(full_index, tmp_path)
@@ -139,17 +148,21 @@ def test_killed_retrain_leaves_the_old_or_new_index_and_a_rerun_completes(
     index = cs.Index.open(store, "crash")
     stored = stored_documents(index)
     assert sorted(stored) == sorted(doc_id(i) for i in range(N_DOCS))
-    if index.health().generation == 0:
-        assert_whole(index, stored)  # the old codec and documents, untouched
+    assert_whole(index, stored)  # each document under the old codec or the new one
     assert index.search(document(2345), k=1)[0].id == doc_id(2345)
     store.close()
 
     assert run_writer(backend, folder, "retrain").wait(timeout=600) == 0
     store = STORE_FACTORIES[backend](folder)
     index = cs.Index.open(store, "crash")
-    assert store.list_indexes() == ["crash"]  # the killed retrain's copy was dropped
-    assert index.health().generation >= 1
-    assert sorted(stored_documents(index)) == sorted(doc_id(i) for i in range(N_DOCS))
+    assert store.list_indexes() == ["crash"]
+    codecs = index._state.manifest.codecs
+    assert codecs.current is not None and codecs.current.generation >= 1 and codecs.retiring is None
+    stored = stored_documents(index)
+    assert sorted(stored) == sorted(doc_id(i) for i in range(N_DOCS))
+    generations = revision_generations(np.array([revision for revision, _, _ in stored.values()]))
+    assert set(generations.tolist()) == {codecs.current.generation}  # every document moved to the new codec
+    assert_whole(index, stored)
     hit = index.search(document(2345), k=1)[0]
     assert (hit.id, hit.metadata) == (doc_id(2345), {"i": 2345})
     store.close()

@@ -10,6 +10,7 @@ import pytest
 
 import colbert_store as cs
 from colbert_store import codec as codec_module
+from colbert_store.adapters.qdrant import QdrantStore
 from colbert_store.codec import query_second_moment
 from colbert_store.filters import matches, parse_filter
 from tests.conftest import DIM, Corpus, make_corpus
@@ -333,3 +334,18 @@ def test_readers_and_a_writer_concurrently(store, corpus):
         thread.join()
     assert not errors, errors[0]
     assert len(index) == len(corpus.ids)
+
+
+def test_an_index_copied_to_another_store_searches_the_same(store, corpus, tmp_path):
+    index = build(store, corpus)
+    index.retrain()  # a manifest past its first version, two codecs named
+    target = QdrantStore(":memory:")
+    cs.copy_index(store, target, "papers", target_name="copied")
+    copied = cs.Index.open(target, "copied")
+    assert len(copied) == len(corpus.ids)
+    for topic in range(3):
+        query, where = corpus.query(topic), {"open": True}
+        assert ranked(copied.search(query, k=10, filter=where)) == ranked(index.search(query, k=10, filter=where))
+    with pytest.raises(cs.IndexExistsError):
+        cs.copy_index(store, target, "papers", target_name="copied")
+    target.close()

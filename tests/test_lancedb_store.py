@@ -24,7 +24,9 @@ def test_metadata_kind_conflict_raises_and_leaves_the_index_unchanged(tmp_path):
 def test_candidates_are_served_by_a_label_list_index(tmp_path):
     corpus = make_corpus(n_docs=60)
     build(LanceDBStore(tmp_path), corpus)
-    table = lancedb.connect(tmp_path).open_table("papers__docs")
+    db = lancedb.connect(tmp_path)
+    docs = db.open_table("_colbert_store_indexes").search().where("name = 'papers'").to_arrow()["docs"][0].as_py()
+    table = db.open_table(docs)
     index_types = {index.columns[0]: index.index_type for index in table.list_indices()}
     assert index_types.get("centroids") == "LabelList"
 

@@ -14,7 +14,7 @@ import pytest
 
 import colbert_store as cs
 from colbert_store.maxsim import maxsim
-from colbert_store.storage import IndexHeader, Store
+from colbert_store.storage import Store
 from tests.conftest import Corpus, make_corpus
 
 DRIFTED = make_corpus(n_docs=400, seed=1, prefix="new")  # other topics: far from the first codec's centroids
@@ -171,8 +171,9 @@ def test_health_and_retrain_need_a_trained_index(store: Store) -> None:
 
 def test_an_incompatible_format_version_is_refused(store: Store, corpus: Corpus) -> None:
     trained_on(store, corpus)
-    header = store.read_header("papers")
-    store.write_header("papers", IndexHeader({**header.manifest, "format_version": 99}, header.codec))
+    manifest = store.read_manifest("papers")
+    changed = {**manifest, "format_version": 99, "version": manifest["version"] + 1}
+    assert store.replace_manifest("papers", changed, expected_version=manifest["version"])
     with pytest.raises(cs.IncompatibleIndexError, match="format version 99 is not supported"):
         cs.Index.open(store, "papers")
 
@@ -189,22 +190,17 @@ class _Trap:
 
 def test_a_codec_holding_pickled_objects_is_refused_unread(store: Store, corpus: Corpus, tmp_path: Path) -> None:
     trained_on(store, corpus)
-    header = store.read_header("papers")
+    manifest = store.read_manifest("papers")
     sentinel = tmp_path / "unpickled"
     buffer = io.BytesIO()
     np.savez(buffer, centroids=np.array([_Trap(str(sentinel))], dtype=object))
-    store.write_header("papers", IndexHeader(header.manifest, buffer.getvalue()))
+    store.write_codec("papers", "trap", buffer.getvalue())
+    codecs = {**manifest["codecs"], "current": {"generation": 1, "codec_id": "trap"}}
+    changed = {**manifest, "codecs": codecs, "version": manifest["version"] + 1}
+    assert store.replace_manifest("papers", changed, expected_version=manifest["version"])
     with pytest.raises(cs.IncompatibleIndexError, match="not a codec this version can read"):
         cs.Index.open(store, "papers")
     assert not sentinel.exists()
-
-
-def test_the_manifest_alone_matches_the_header(store: Store, corpus: Corpus) -> None:
-    trained_on(store, corpus)
-    manifest = store.read_manifest("papers")
-    assert manifest == store.read_header("papers").manifest and manifest["codec_id"]
-    with pytest.raises(cs.IndexNotFoundError):
-        store.read_manifest("missing")
 
 
 def test_a_reader_opened_before_the_first_add_sees_it(store_factory: Callable[[], Store], corpus: Corpus) -> None:

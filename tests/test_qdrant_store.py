@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -17,63 +16,17 @@ from hypothesis import strategies as st
 import colbert_store as cs
 from colbert_store.errors import (
     FilterError,
-    IndexExistsError,
-    IndexNotFoundError,
     InvalidInputError,
     MissingDependencyError,
 )
 from colbert_store.filters import matches, parse_filter
-from colbert_store.storage import DocumentBatch, IndexHeader
+from tests.batches import RESIDUAL_BYTES, by_id, candidate_ids, make_batch, manifest
 from tests.conftest import DIM, make_corpus
 
 qdrant_client = pytest.importorskip("qdrant_client")
 qdrant = pytest.importorskip("colbert_store.adapters.qdrant")
 QdrantStore = qdrant.QdrantStore
 from colbert_store.adapters.qdrant import client as qdrant_client_module  # noqa: E402
-from colbert_store.adapters.qdrant import store as qdrant_store_module  # noqa: E402
-
-RESIDUAL_BYTES = 8
-
-
-def make_batch(
-    ids: list[str],
-    seed: int = 0,
-    first_revision: int = 1,
-    n_centroids: int = 64,
-    dtype: Any = np.uint16,
-    metadata: list[dict[str, Any]] | None = None,
-) -> DocumentBatch:
-    rng = np.random.default_rng(seed)
-    lengths = rng.integers(1, 12, len(ids))
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    return DocumentBatch(
-        ids=list(ids),
-        revisions=np.arange(first_revision, first_revision + len(ids), dtype=np.int64),
-        token_offsets=offsets,
-        centroid_ids=rng.integers(0, n_centroids, int(offsets[-1])).astype(dtype),
-        residuals=rng.integers(0, 256, (int(offsets[-1]), RESIDUAL_BYTES), dtype=np.uint8),
-        texts=[f"text of {doc_id}" if i % 3 else None for i, doc_id in enumerate(ids)],
-        metadata=metadata if metadata is not None else [{"i": i, "tag": f"t{i % 4}"} for i in range(len(ids))],
-    )
-
-
-def by_id(batch: DocumentBatch) -> dict[str, tuple]:
-    """Each document's (revision, centroid ids, residuals, text, metadata), keyed by id."""
-    out = {}
-    for i, doc_id in enumerate(batch.ids):
-        a, b = batch.token_offsets[i], batch.token_offsets[i + 1]
-        out[doc_id] = (
-            int(batch.revisions[i]),
-            batch.centroid_ids[a:b].tolist(),
-            batch.residuals[a:b].tolist(),
-            batch.texts[i],
-            batch.metadata[i],
-        )
-    return out
-
-
-def header(codec: bytes | None = b"\x00codec\xff") -> IndexHeader:
-    return IndexHeader(manifest={"format_version": 1, "dim": 32, "nested": {"a": [1, 2.5, None]}}, codec=codec)
 
 
 @pytest.fixture(params=["memory", "path"])
@@ -81,47 +34,6 @@ def store(request: pytest.FixtureRequest, tmp_path: Path):
     opened = QdrantStore(":memory:") if request.param == "memory" else QdrantStore(str(tmp_path / "qdrant"))
     yield opened
     opened.close()
-
-
-# -- catalogue ----------------------------------------------------------------------------------
-def test_header_roundtrip_and_catalogue(store):
-    assert store.list_indexes() == []
-    store.create_index("papers", header(None))
-    store.create_index("other-index_2", header())
-    assert store.list_indexes() == ["other-index_2", "papers"]
-    assert store.read_header("papers") == header(None)
-    store.write_header("papers", header(b"trained"))
-    assert store.read_header("papers") == header(b"trained")
-    assert store.read_header("other-index_2") == header()
-    store.drop_index("papers")
-    assert store.list_indexes() == ["other-index_2"]
-
-
-def test_exists_and_not_found_errors(store):
-    store.create_index("papers", header())
-    with pytest.raises(IndexExistsError, match="papers"):
-        store.create_index("papers", header())
-    for call in (
-        lambda: store.read_header("nothing"),
-        lambda: store.write_header("nothing", header()),
-        lambda: store.drop_index("nothing"),
-        lambda: store.count("nothing"),
-        lambda: store.upsert("nothing", make_batch(["a"])),
-        lambda: store.delete("nothing", ["a"]),
-        lambda: store.candidates("nothing", np.array([1]), None),
-        lambda: store.candidates("nothing", None, parse_filter({"x": 1})),
-        lambda: store.fetch("nothing", np.array([1])),
-        lambda: list(store.scan("nothing")),
-    ):
-        with pytest.raises(IndexNotFoundError, match="nothing"):
-            call()
-
-
-@pytest.mark.parametrize("name", ["", "a b", "x/y", "é", "a" * 65, "_a", "-a", "a.b", None])
-def test_invalid_index_names(name):
-    store = QdrantStore(":memory:")
-    with pytest.raises(InvalidInputError):
-        store.create_index(name, header())
 
 
 @pytest.mark.parametrize("prefix", ["", "a__b", "_a", "a_", "x y"])
@@ -133,181 +45,26 @@ def test_invalid_prefix(prefix):
 def test_prefixes_keep_stores_apart():
     client = qdrant_client.QdrantClient(":memory:")
     one, two = QdrantStore(client, prefix="one"), QdrantStore(client, prefix="two")
-    one.create_index("papers", header(b"1"))
-    two.create_index("papers", header(b"2"))
+    one.create_index("papers", manifest(who=1))
+    two.create_index("papers", manifest(who=2))
     one.upsert("papers", make_batch(["a", "b"]))
     assert (one.count("papers"), two.count("papers")) == (2, 0)
-    assert two.read_header("papers").codec == b"2"
+    assert two.read_manifest("papers") == manifest(who=2)
     one.close()  # a client passed in stays open
-    assert client.collection_exists("one__papers")
-
-
-def test_large_codec_is_written_in_parts_and_stays_atomic(monkeypatch):
-    monkeypatch.setattr(qdrant_store_module, "_CODEC_CHUNK_BYTES", 1000)
-    store = QdrantStore(":memory:")
-    codec = np.random.default_rng(0).bytes(4500)
-    store.create_index("papers", header(codec))
-    assert store.read_header("papers").codec == codec
-    catalogue = store._client.count("colbert_store_catalogue", exact=True).count
-    assert catalogue == 1 + 5  # the header point and five parts
-    store.write_header("papers", header(codec[::-1]))
-    assert store.read_header("papers").codec == codec[::-1]
-    assert store._client.count("colbert_store_catalogue", exact=True).count == 1 + 5  # old parts removed
-    store.write_header("papers", header(b"small"))
-    assert store.read_header("papers").codec == b"small"
-    assert store._client.count("colbert_store_catalogue", exact=True).count == 1
-    store.write_header("papers", header(codec))
-    store.drop_index("papers")
-    assert store._client.count("colbert_store_catalogue", exact=True).count == 0
-
-
-def test_readers_never_see_a_half_written_codec(monkeypatch):
-    monkeypatch.setattr(qdrant_store_module, "_CODEC_CHUNK_BYTES", 64)
-    store = QdrantStore(":memory:")
-    codecs = [bytes([i]) * 1000 for i in range(4)]
-    store.create_index("papers", header(codecs[0]))
-    stop, seen, errors = time.monotonic() + 0.6, set(), []
-
-    def reader() -> None:
-        while time.monotonic() < stop:
-            try:
-                seen.add(store.read_header("papers").codec)
-            except Exception as error:  # pragma: no cover - reported below
-                errors.append(error)
-
-    threads = [threading.Thread(target=reader) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    i = 0
-    while time.monotonic() < stop:
-        i += 1
-        store.write_header("papers", header(codecs[i % 4]))
-    for thread in threads:
-        thread.join()
-    assert not errors
-    assert seen <= set(codecs)
-
-
-# -- documents ----------------------------------------------------------------------------------
-def test_upsert_fetch_roundtrip(store):
-    store.create_index("papers", header())
-    batch = make_batch([f"doc-{i}" for i in range(40)], metadata=[
-        {"i": i, "f": i / 3, "s": "x" * i, "b": i % 2 == 0, "l": [i, "a", None], "d": {"k": {"z": i}}, "n": None}
-        for i in range(40)
-    ])
-    store.upsert("papers", batch)
-    assert store.count("papers") == 40
-    fetched = store.fetch("papers", batch.revisions[::-1])
-    assert fetched.centroid_ids.dtype == np.uint16
-    assert fetched.residuals.shape[1] == RESIDUAL_BYTES
-    assert by_id(fetched) == by_id(batch)
-    assert store.fetch("papers", np.array([10_000, -1])).ids == []
-    assert store.fetch("papers", np.array([], dtype=np.int64)).ids == []
-    partial = store.fetch("papers", np.array([3, 5, 999]))
-    assert sorted(partial.ids) == ["doc-2", "doc-4"]
-
-
-def test_uint32_centroid_ids_roundtrip(store):
-    store.create_index("papers", header())
-    batch = make_batch(["a", "b", "c"], n_centroids=200_000, dtype=np.uint32)
-    store.upsert("papers", batch)
-    fetched = store.fetch("papers", batch.revisions)
-    assert fetched.centroid_ids.dtype == np.uint32
-    assert by_id(fetched) == by_id(batch)
-
-
-def test_replace_by_id_keeps_one_document_with_new_data(store):
-    store.create_index("papers", header())
-    store.upsert("papers", make_batch(["a", "b"], seed=1, first_revision=1))
-    new = make_batch(["a"], seed=2, first_revision=10, metadata=[{"new": True}])
-    store.upsert("papers", new)
-    assert store.count("papers") == 2
-    assert store.fetch("papers", np.array([1])).ids == []  # the old revision is gone
-    assert by_id(store.fetch("papers", np.array([10]))) == by_id(new)
-    assert {doc_id: rev for doc_id, rev in zip(*_all(store))} == {"a": 10, "b": 2}
-
-
-def _all(store) -> tuple[list[str], list[int]]:
-    found = store.fetch("papers", store.candidates("papers", None, None))
-    return found.ids, found.revisions.tolist()
-
-
-def candidate_ids(store, probes, where) -> list[str]:
-    """Sorted ids of the documents ``store.candidates`` names (it answers revisions)."""
-    return sorted(store.fetch("papers", store.candidates("papers", probes, where)).ids)
-
-
-def test_delete_and_count(store):
-    store.create_index("papers", header())
-    store.upsert("papers", make_batch([f"d{i}" for i in range(10)]))
-    store.delete("papers", ["d1", "d3", "never-stored", "d3"])
-    store.delete("papers", [])
-    assert store.count("papers") == 8
-    assert sorted(_all(store)[0]) == sorted(f"d{i}" for i in range(10) if i not in (1, 3))
-
-
-def test_scan_returns_every_document_in_batches(store):
-    store.create_index("papers", header())
-    batch = make_batch([f"d{i}" for i in range(25)])
-    store.upsert("papers", batch)
-    parts = list(store.scan("papers", batch_size=7))
-    assert [len(part) for part in parts] == [7, 7, 7, 4]
-    merged = {}
-    for part in parts:
-        merged.update(by_id(part))
-    assert merged == by_id(batch)
-    store.create_index("empty", header())
-    assert list(store.scan("empty")) == []
-
-
-@pytest.mark.parametrize("numpy_centroid_test", [True, False], ids=["local-scan", "server-query"])
-def test_candidates_are_exactly_the_documents_holding_a_probed_centroid(store, numpy_centroid_test):
-    store._scan_centroids_locally = numpy_centroid_test  # False: the MatchAny query a server runs
-    store.create_index("papers", header())
-    batch = make_batch([f"d{i}" for i in range(60)], seed=3, n_centroids=40)
-    store.upsert("papers", batch)
-    rng = np.random.default_rng(4)
-    for _ in range(5):
-        probes = rng.choice(40, size=3, replace=False).astype(np.int64)
-        expected = {
-            batch.ids[i]
-            for i in range(len(batch))
-            if np.isin(batch.centroid_ids[batch.token_offsets[i] : batch.token_offsets[i + 1]], probes).any()
-        }
-        found = store.candidates("papers", probes, None)
-        assert found.dtype == np.int64
-        assert sorted(found.tolist()) == sorted(
-            int(rev) for doc_id, rev in zip(batch.ids, batch.revisions) if doc_id in expected
-        )
-    assert store.candidates("papers", np.array([], dtype=np.int64), None).tolist() == []
-    where = parse_filter({"tag": "t1"})
-    assert candidate_ids(store, np.arange(40), where) == sorted(
-        doc_id for i, doc_id in enumerate(batch.ids) if i % 4 == 1
-    )
-
-
-def test_awkward_ids_roundtrip(store):
-    store.create_index("papers", header())
-    ids = ["ünïcödé ✓ 文档 🚀", 'quo"te\'s', "back\\slash", "x" * 4096, "new\nline\ttab", " ", "1", "1.0"]
-    batch = make_batch(ids)
-    store.upsert("papers", batch)
-    assert store.count("papers") == len(ids)
-    assert by_id(store.fetch("papers", batch.revisions)) == by_id(batch)
-    store.delete("papers", ids[:2])
-    assert sorted(_all(store)[0]) == sorted(ids[2:])
+    assert client.collection_exists("one_catalogue") and one.count("papers") == 2
 
 
 def test_reopening_a_path_store_returns_the_same_data(tmp_path):
     location = str(tmp_path / "qdrant")
     store = QdrantStore(location)
-    store.create_index("papers", header())
+    store.create_index("papers", manifest())
     batch = make_batch([f"d{i}" for i in range(12)])
     store.upsert("papers", batch)
     store.delete("papers", ["d0"])
     store.close()
     reopened = QdrantStore(location)
     assert reopened.list_indexes() == ["papers"]
-    assert reopened.read_header("papers") == header()
+    assert reopened.read_manifest("papers") == manifest()
     assert reopened.count("papers") == 11
     expected = by_id(batch)
     del expected["d0"]
@@ -318,7 +75,7 @@ def test_reopening_a_path_store_returns_the_same_data(tmp_path):
 def test_stores_on_one_folder_share_its_client(tmp_path):
     location = str(tmp_path / "qdrant")
     first, second = QdrantStore(location), QdrantStore(tmp_path / "qdrant")  # qdrant locks a folder to one client
-    first.create_index("papers", header())
+    first.create_index("papers", manifest())
     second.upsert("papers", make_batch(["a", "b"]))
     assert first.count("papers") == 2
     first.close()
@@ -333,7 +90,7 @@ def test_local_lookup_table_follows_writes_from_every_store_on_the_client():
     """Local mode answers candidates and fetches from a cached table; a write by any store on the client drops it."""
     client = qdrant_client.QdrantClient(":memory:")
     reader, writer = QdrantStore(client), QdrantStore(client)
-    reader.create_index("papers", header())
+    reader.create_index("papers", manifest())
     everything = np.arange(64)
 
     def seen() -> dict[str, int]:
@@ -352,13 +109,13 @@ def test_local_lookup_table_follows_writes_from_every_store_on_the_client():
     assert seen() == {"b": 20, "c": 3}
     assert candidate_ids(reader, everything, parse_filter({"tag": "t0"})) == ["b"]
     writer.drop_index("papers")
-    writer.create_index("papers", header())
+    writer.create_index("papers", manifest())
     assert seen() == {}
     client.close()
 
 
 def test_size_bytes_counts_the_stored_base64(store):
-    store.create_index("papers", header())
+    store.create_index("papers", manifest())
     batch = make_batch([f"d{i}" for i in range(5)])
     store.upsert("papers", batch)
     raw = batch.centroid_ids.nbytes + batch.residuals.nbytes
@@ -378,7 +135,7 @@ def test_client_arguments():
     with pytest.raises(TypeError):
         QdrantStore(42)
     remote = QdrantStore("https://localhost:1", api_key="secret", timeout=1, check_compatibility=False)
-    assert "localhost" in repr(remote) and not remote._local  # nothing was sent
+    assert "localhost" in repr(remote) and remote._engine.indexes_payload  # a server; nothing was sent
 
 
 def test_collection_options_reach_every_documents_collection():
@@ -393,10 +150,12 @@ def test_collection_options_reach_every_documents_collection():
         assert names and all(client.get_collection(c).config.metadata == {"owner": "search"} for c in names)
         return names
 
-    first = documents()
-    index.retrain()  # builds a new documents collection
-    assert documents() != first
-    assert len(cs.Index.open(store, "papers")) == 40
+    assert len(documents()) == 1
+    index.retrain()  # in place: the same documents collection
+    assert len(documents()) == 1 and len(cs.Index.open(store, "papers")) == 40
+    store.drop_index("papers")
+    cs.Index.create(store, "papers", dim=DIM).add(corpus.ids[:3], corpus.embeddings[:3])  # a new one
+    assert len(documents()) == 1
     with pytest.raises(TypeError, match="no_such_option"):
         QdrantStore(client, collection_options={"no_such_option": 1})
 
@@ -404,9 +163,9 @@ def test_collection_options_reach_every_documents_collection():
 def test_server_code_path_on_a_local_client():
     """What a server store runs: payload indexes, MatchAny on ``centroids`` in the query, no lock."""
     store = QdrantStore(":memory:")
-    store._local, store._io, store._scan_centroids_locally = False, nullcontext(), False
+    store._engine.indexes_payload = True
     with pytest.warns(UserWarning, match="[Pp]ayload index"):  # local mode ignores them, as documented
-        store.create_index("papers", header())
+        store.create_index("papers", manifest())
     batch = make_batch([f"d{i}" for i in range(20)], seed=5, n_centroids=16)
     store.upsert("papers", batch)
     found = store.candidates("papers", np.array([3, 7]), parse_filter({"tag": {"$ne": "t0"}}))
@@ -468,7 +227,7 @@ def reference_metadata() -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def filter_store():
     store = QdrantStore(":memory:")
-    store.create_index("papers", header())
+    store.create_index("papers", manifest())
     metadata = reference_metadata()
     store.upsert("papers", make_batch([f"d{i}" for i in range(len(metadata))], metadata=metadata))
     return store, metadata
@@ -508,7 +267,7 @@ def test_every_operator_matches_the_reference(filter_store, spec):
 
 def test_kinds_are_never_confused():
     store = QdrantStore(":memory:")
-    store.create_index("papers", header())
+    store.create_index("papers", manifest())
     metadata = [{"x": 3.0}, {"x": 3}, {"x": True}, {"x": 1}, {"x": [3]}, {"x": "3"}, {"x": None}, {}]
     store.upsert("papers", make_batch([f"d{i}" for i in range(len(metadata))], metadata=metadata))
 
@@ -526,7 +285,7 @@ def test_kinds_are_never_confused():
 
 def test_string_ordering_on_a_too_long_value_raises():
     store = QdrantStore(":memory:")
-    store.create_index("papers", header())
+    store.create_index("papers", manifest())
     with pytest.raises(FilterError, match="string ordering"):
         store.candidates("papers", None, parse_filter({"lang": {"$gt": "x" * 193}}))
     store.candidates("papers", None, parse_filter({"lang": {"$gt": "x" * 192}}))
@@ -591,7 +350,7 @@ def test_string_order_matches_python(stored, probe, op):
     except UnicodeEncodeError:
         return
     store = QdrantStore(":memory:")
-    store.create_index("papers", header())
+    store.create_index("papers", manifest())
     store.upsert("papers", make_batch([f"d{i}" for i in range(len(stored))], metadata=[{"s": s} for s in stored]))
     expr = parse_filter({"s": {op: probe}})
     expected = sorted(f"d{i}" for i, s in enumerate(stored) if matches(expr, {"s": s}))
@@ -602,7 +361,7 @@ def test_string_order_matches_python(stored, probe, op):
 @pytest.mark.parametrize("kind", ["memory", "path"])
 def test_readers_and_a_writer_run_concurrently_without_errors(kind, tmp_path):
     store = QdrantStore(":memory:") if kind == "memory" else QdrantStore(str(tmp_path / "q"))
-    store.create_index("papers", header())
+    store.create_index("papers", manifest())
     ids = [f"d{i}" for i in range(30)]
     store.upsert("papers", make_batch(ids, seed=0, first_revision=1))
     stop = time.monotonic() + 1.0

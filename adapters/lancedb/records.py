@@ -3,7 +3,7 @@
 =============  =====================  ===================================================
 column         type                   role
 =============  =====================  ===================================================
-id             string (BTree index)   the caller's document id
+id             string (BTree index)   the caller's document id (the table's primary key)
 rev            int64 (BTree index)    unique per write; lets caches tell versions apart
 centroids      list<int64>            distinct centroid ids; LabelList index = candidate lookup
 codes          binary                 per-token centroid ids (uint16/uint32, little endian)
@@ -32,9 +32,13 @@ from colbert_store.errors import InvalidInputError
 from colbert_store.filters import ScalarKind, scalar_kind
 from colbert_store.storage import DocumentBatch
 
+PRIMARY_KEY = {b"lance-schema:unenforced-primary-key": b"true"}
+"""Field metadata that makes Lance's merge-insert detect two concurrent commits inserting the same new
+key (a retryable conflict, so the retry updates instead of inserting a second row)."""
+
 BASE_SCHEMA = pa.schema(
     [
-        pa.field("id", pa.string(), nullable=False),
+        pa.field("id", pa.string(), nullable=False, metadata=PRIMARY_KEY),
         pa.field("rev", pa.int64(), nullable=False),
         pa.field("centroids", pa.list_(pa.int64())),
         pa.field("codes", pa.binary()),
@@ -122,7 +126,9 @@ def batch_to_arrow(batch: DocumentBatch, columns: dict[str, MetadataColumn]) -> 
     for key, column in columns.items():
         values = [entry.get(key) if scalar_kind(entry.get(key)) else None for entry in metadata]
         data[column.name] = pa.array(values, _ARROW_TYPES[column.kind])
-    return pa.table(data)
+    rows = pa.table(data)
+    fields = [BASE_SCHEMA.field(name) if name in BASE_SCHEMA.names else rows.schema.field(name) for name in rows.column_names]
+    return rows.cast(pa.schema(fields))  # the table's own fields: a primary key must not be nullable
 
 
 def arrow_to_batch(table: pa.Table) -> DocumentBatch:

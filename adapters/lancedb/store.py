@@ -1,19 +1,20 @@
-"""The LanceDB store: one documents table per index plus a catalogue table for headers, in a folder
-or on object storage.
+"""The LanceDB store: one documents table per index, plus the catalogue tables
+(:mod:`colbert_store.adapters.lancedb.catalogue`), in a folder or on object storage.
 
-An index's documents table is ``<name>__docs`` when created; a retrained index's table is the one its
-retraining built, named in the catalogue's ``docs`` column (rows: see
-:mod:`colbert_store.adapters.lancedb.records`). The catalogue ``_colbert_store_catalogue`` holds one
-row per index: ``name``, ``manifest`` (JSON), ``codec`` and ``docs``.
+An index's documents table is named ``<name>__<random>`` when the index is created, and recorded in
+its catalogue row (rows: see :mod:`colbert_store.adapters.lancedb.records`). Every write is one
+commit; LanceDB's retryable commit conflicts between processes are retried
+(:mod:`colbert_store.adapters.lancedb.retries`).
 """
 
 from __future__ import annotations
 
-import json
 import threading
+import uuid
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from datetime import timedelta
+from functools import partial
 from os import PathLike
 from typing import Any
 
@@ -21,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from colbert_store._optional import require
+from colbert_store.adapters.lancedb.catalogue import Catalogue
 from colbert_store.adapters.lancedb.connection import connect
 from colbert_store.adapters.lancedb.filters import condition, sql_string
 from colbert_store.adapters.lancedb.records import (
@@ -28,22 +30,15 @@ from colbert_store.adapters.lancedb.records import (
     STORED_COLUMNS,
     arrow_to_batch,
     batch_to_arrow,
+    existing_metadata_columns,
     metadata_columns,
 )
+from colbert_store.adapters.lancedb.retries import is_retryable, retrying
 from colbert_store.errors import IndexExistsError, IndexNotFoundError
 from colbert_store.filters import Filter
-from colbert_store.storage import DocumentBatch, IndexHeader, Store
+from colbert_store.storage import DocumentBatch, Store
 from colbert_store.validation import check_index_name
 
-_CATALOGUE = "_colbert_store_catalogue"
-_CATALOGUE_SCHEMA = pa.schema(
-    [
-        pa.field("name", pa.string(), nullable=False),
-        pa.field("manifest", pa.string()),
-        pa.field("codec", pa.binary()),
-        pa.field("docs", pa.string()),
-    ]
-)
 _IN_LIST_CHUNK = 4096
 _REINDEX_FRACTION = 0.1
 
@@ -66,7 +61,8 @@ class LanceDBStore(Store):
 
     def __init__(self, uri_or_connection: str | PathLike[str] | Any, **connect_kwargs: Any) -> None:
         self._db, self._reads = connect(uri_or_connection, connect_kwargs)
-        self._tables: dict[str, Any] = {}
+        self._catalogue = Catalogue(self._db)
+        self._tables: dict[str, Any] = {}  # index name -> its documents table
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -74,72 +70,65 @@ class LanceDBStore(Store):
 
     # -- catalogue ----------------------------------------------------------------------------
     def list_indexes(self) -> list[str]:
-        catalogue = self._catalogue(create=False)
-        if catalogue is None:
-            return []
-        return sorted(catalogue.search().select(["name"]).limit(None).to_arrow().column("name").to_pylist())
+        return self._catalogue.names()
 
-    def create_index(self, name: str, header: IndexHeader) -> None:
+    def create_index(self, name: str, manifest: dict[str, Any]) -> None:
+        """Create the documents table under a fresh name, then insert the catalogue row if absent: two
+        processes creating one index at once end with one index (the other raises IndexExistsError)."""
         check_index_name(name)
-        with self._lock:
-            if name in self.list_indexes():
-                raise IndexExistsError(name)
-            self._db.create_table(_docs_table(name), schema=BASE_SCHEMA, mode="overwrite")
-            self._forget_table(_docs_table(name))
-            self._write_header_row(name, header, _docs_table(name))
+        if name in self._catalogue.names():
+            raise IndexExistsError(name)
+        docs = f"{name}__{uuid.uuid4().hex[:12]}"
+        self._db.create_table(docs, schema=BASE_SCHEMA)
+        if not self._catalogue.insert(name, manifest, docs):
+            self._db.drop_table(docs)
+            raise IndexExistsError(name)
 
     def drop_index(self, name: str) -> None:
-        row = self._header_row(name)
+        docs = self._catalogue.entry(check_index_name(name))["docs"]
+        self._catalogue.remove(name)
         with self._lock:
-            self._catalogue(create=False).delete(f"name = {sql_string(name)}")
-            self._db.drop_table(row["docs"])
             self._tables.pop(name, None)
-            self._forget_table(row["docs"])
-
-    def read_header(self, name: str) -> IndexHeader:
-        row = self._header_row(name)
-        with self._lock:
-            if name in self._tables and self._tables[name].name != row["docs"]:  # retrained elsewhere
-                self._forget_table(self._tables.pop(name).name)
-        return IndexHeader(manifest=json.loads(row["manifest"]), codec=row["codec"])
+        self._forget_table(docs)
+        self._db.drop_table(docs)
 
     def read_manifest(self, name: str) -> dict[str, Any]:
-        return json.loads(self._header_row(name, ["manifest"])["manifest"])
+        manifest: dict[str, Any] = self._catalogue.entry(check_index_name(name))["manifest"]
+        return manifest
 
-    def write_header(self, name: str, header: IndexHeader) -> None:
-        self._write_header_row(name, header, self._header_row(name)["docs"])
+    def replace_manifest(self, name: str, manifest: dict[str, Any], *, expected_version: int) -> bool:
+        return self._catalogue.replace(check_index_name(name), manifest, expected_version)
 
-    def swap_index(self, name: str, staging: str) -> None:
-        old, new = self._header_row(name), self._header_row(staging)
-        row = pa.table(
-            {"name": [name], "manifest": [new["manifest"]], "codec": [new["codec"]], "docs": [new["docs"]]},
-            schema=_CATALOGUE_SCHEMA,
-        )
-        with self._lock:
-            # One commit: ``name`` takes the staging documents and the staging entry disappears.
-            (
-                self._catalogue(create=False)
-                .merge_insert("name")
-                .when_matched_update_all()
-                .when_not_matched_by_source_delete(f"name = {sql_string(staging)}")
-                .execute(row)
-            )
-            self._tables.pop(name, None)
-            self._tables.pop(staging, None)
-            self._db.drop_table(old["docs"])
-            self._forget_table(old["docs"])
+    def write_codec(self, name: str, codec_id: str, data: bytes) -> None:
+        self._catalogue.write_codec(name, codec_id, data)
+
+    def read_codec(self, name: str, codec_id: str) -> bytes:
+        return self._catalogue.read_codec(name, codec_id)
+
+    def delete_codecs(self, name: str, codec_ids: Collection[str]) -> None:
+        self._catalogue.delete_codecs(name, codec_ids)
 
     # -- documents ----------------------------------------------------------------------------
-    def upsert(self, name: str, batch: DocumentBatch) -> None:
+    def upsert(self, name: str, batch: DocumentBatch, *, replacing: np.ndarray | None = None) -> None:
+        """One merge-insert commit on ``id`` (conditional on ``rev`` with ``replacing``), retried on conflicts.
+
+        A document's typed metadata columns are written together with it. Another process may add a
+        column (a new metadata key) between this write reading the schema and committing; the rows
+        just written would then keep the replaced version's value in that column, so they are
+        written again, with every column, until the schema no longer changes.
+        """
         if not len(batch):
             return
+        table = self._table(name)
+        what = f"writing {len(batch)} documents to index {name!r}"
+        first = None if replacing is None else f"target.rev IN ({_listed(replacing)})"
+        own = f"target.rev IN ({_listed(batch.revisions)})"
         with self._lock:
-            table = self._table(name)
-            columns, new_fields = metadata_columns(table.schema, batch)
-            if new_fields:
-                table.add_columns(new_fields)
-            data = batch_to_arrow(batch, columns)
-            table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(data)
+            columns = retrying(partial(self._metadata_columns, table, batch), what)
+            retrying(partial(_merge, table, batch_to_arrow(batch, columns), first), what)
+            while (later := existing_metadata_columns(table.schema)).keys() != columns.keys():
+                columns = later
+                retrying(partial(_merge, table, batch_to_arrow(batch, columns), own), what)
             self._refresh_indexes(table)
 
     def delete(self, name: str, ids: Sequence[str]) -> None:
@@ -147,7 +136,8 @@ class LanceDBStore(Store):
         with self._lock:
             for start in range(0, len(ids), _IN_LIST_CHUNK):
                 chunk = ids[start : start + _IN_LIST_CHUNK]
-                table.delete(f"id IN ({', '.join(sql_string(doc_id) for doc_id in chunk)})")
+                predicate = f"id IN ({', '.join(sql_string(doc_id) for doc_id in chunk)})"
+                retrying(lambda predicate=predicate: table.delete(predicate), f"deleting documents of index {name!r}")
 
     def count(self, name: str) -> int:
         return int(self._table(name).count_rows())
@@ -202,50 +192,28 @@ class LanceDBStore(Store):
 
     # -- helpers ------------------------------------------------------------------------------
     def _forget_table(self, docs: str) -> None:
-        """Drop the async handle of documents table ``docs`` (dropped, replaced or superseded)."""
+        """Drop the async handle of documents table ``docs`` (dropped)."""
         reads = self._reads
         if reads is not None:
             reads.forget(docs)
 
-    def _catalogue(self, create: bool) -> Any:
-        if _CATALOGUE in self._db.list_tables().tables:
-            return self._db.open_table(_CATALOGUE)
-        if not create:
-            return None
-        return self._db.create_table(_CATALOGUE, schema=_CATALOGUE_SCHEMA, exist_ok=True)
-
-    def _header_row(self, name: str, columns: list[str] | None = None) -> dict[str, Any]:
-        check_index_name(name)
-        catalogue = self._catalogue(create=False)
-        query = None if catalogue is None else catalogue.search().where(f"name = {sql_string(name)}").limit(None)
-        if query is not None and columns is not None:
-            query = query.select(columns)
-        rows = [] if query is None else query.to_arrow().to_pylist()
-        if not rows:
-            raise IndexNotFoundError(name)
-        return rows[0]
-
-    def _write_header_row(self, name: str, header: IndexHeader, docs: str) -> None:
-        row = pa.table(
-            {
-                "name": [name],
-                "manifest": [json.dumps(header.manifest, sort_keys=True)],
-                "codec": [header.codec],
-                "docs": [docs],
-            },
-            schema=_CATALOGUE_SCHEMA,
-        )
-        catalogue = self._catalogue(create=True)
-        catalogue.merge_insert("name").when_matched_update_all().when_not_matched_insert_all().execute(row)
-
     def _table(self, name: str) -> Any:
+        """The index's documents table (opened once; its name never changes while the index exists)."""
         table = self._tables.get(name)
         if table is None:
-            docs = self._header_row(name)["docs"]
+            docs = self._catalogue.entry(check_index_name(name))["docs"]
             if docs not in self._db.list_tables().tables:
                 raise IndexNotFoundError(name)
             table = self._tables[name] = self._db.open_table(docs)
         return table
+
+    @staticmethod
+    def _metadata_columns(table: Any, batch: DocumentBatch) -> dict[str, Any]:
+        """The batch's typed metadata columns, adding to the table the ones for keys it has not seen."""
+        columns, new_fields = metadata_columns(table.schema, batch)
+        if new_fields:
+            table.add_columns(new_fields)
+        return columns
 
     def _refresh_indexes(self, table: Any) -> None:
         """Build the scalar indexes on first data, and rebuild them once unindexed rows pass a tenth.
@@ -253,18 +221,35 @@ class LanceDBStore(Store):
         A rebuild reads only the small indexed columns. ``table.optimize()`` would fold the new rows
         in too, but it also compacts the data files, rewriting every packed residual on each write,
         which makes adds slower and their memory grow with the corpus. Compaction is left to
-        :meth:`optimize`.
+        :meth:`optimize`. The indexes only speed queries up (unindexed rows are still searched), so a
+        rebuild that a concurrent writer's rebuild preempts is left to that writer.
         """
         lancedb_index = require("lancedb.index", "lancedb")
         if table.list_indices():
             stats = table.index_stats("centroids_idx")
             if stats is None or stats.num_unindexed_rows <= _REINDEX_FRACTION * stats.num_indexed_rows:
                 return
-        table.create_index("centroids", config=lancedb_index.LabelList(), replace=True)
-        table.create_index("id", config=lancedb_index.BTree(), replace=True)
-        table.create_index("rev", config=lancedb_index.BTree(), replace=True)
+        try:
+            table.create_index("centroids", config=lancedb_index.LabelList(), replace=True)
+            table.create_index("id", config=lancedb_index.BTree(), replace=True)
+            table.create_index("rev", config=lancedb_index.BTree(), replace=True)
+        except Exception as error:
+            if not is_retryable(error):
+                raise
 
 
+def _merge(table: Any, data: pa.Table, condition: str | None) -> Any:
+    """Merge-insert ``data`` on ``id``: an upsert, or with ``condition`` an update of the matching rows only.
 
-def _docs_table(name: str) -> str:
-    return f"{name}__docs"
+    The join reads the ``id`` column rather than its scalar index: Lance's indexed merge path does not
+    record the keys a merge inserts, so two processes inserting the same new id at once could both
+    commit (two rows for one id) instead of one of them retrying as an update.
+    """
+    merge = table.merge_insert("id").use_index(False)
+    if condition is None:
+        return merge.when_matched_update_all().when_not_matched_insert_all().execute(data)
+    return merge.when_matched_update_all(where=condition).execute(data)
+
+
+def _listed(revisions: np.ndarray) -> str:
+    return ", ".join(str(int(r)) for r in revisions)

@@ -6,8 +6,15 @@ of an array (``[2020]`` would equal ``2020``), an integer match never matches a 
 vs ``3.0``), there is no "is a string" condition (needed for ``$ne``/``$nin``, which are false on a
 missing field or a value of another kind), and keys with ``.``, ``[``, ``"`` or ``\\`` cannot be
 written as paths. In ``filter`` only top-level scalars are kept, numbers that are whole are stored
-as integers, each kind has its own sub-object (``b``, ``n``, ``s``) and field names are hex-encoded
+as integers, booleans as 0 or 1, each kind has its own sub-object (``b``, ``n``, ``s``) and field
+names are hex-encoded
 (``k<hex of utf-8>``), so every operator translates exactly (``matches`` semantics).
+
+Numbers are ordered, and compared for equality when not whole, on an exact integer key rather than on
+the stored float: ``f`` holds each number's float64 bit pattern, turned so that its unsigned order is
+the numbers' order, as two 32-bit integers (``filter.f.k<hex>_0`` high, ``_1`` low). Integers are
+exact in every engine's payload, where a float may come back a unit in the last place away (Qdrant
+Edge parses floats that way), which would move a comparison at its boundary.
 
 String ordering (``$gt``/``$gte``/``$lt``/``$lte`` on strings) has no native Qdrant condition; it is
 answered from order keys (``o``): the UTF-8 bytes, each plus one, in base 257, six to a chunk
@@ -23,6 +30,7 @@ qdrant-client (:class:`ClientConditions`) and any engine with Qdrant's filter mo
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
@@ -99,6 +107,17 @@ def as_int64(value: int | float) -> int | None:
     return value if _INT64[0] <= value < _INT64[1] else None
 
 
+def number_key(value: int | float) -> tuple[int, int]:
+    """The exact order key of a number, as two 32-bit integers (module docstring).
+
+    >>> number_key(-1.5) < number_key(-0.0) == number_key(0) < number_key(2**-1074) < number_key(3)
+    True
+    """
+    bits = int.from_bytes(struct.pack(">d", float(value) + 0.0), "big")  # + 0.0: -0.0 is 0.0
+    key = bits ^ 0xFFFF_FFFF_FFFF_FFFF if bits >> 63 else bits | 1 << 63
+    return key >> 32, key & 0xFFFF_FFFF
+
+
 def order_chunks(text: str) -> list[int]:
     """Order key of a string: UTF-8 bytes plus one, six per base-257 chunk, zero-padded.
 
@@ -125,6 +144,10 @@ def filter_fields(metadata: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         if kind in ("int", "float"):
             whole = as_int64(value)
             value = value if whole is None else whole
+            high, low = number_key(value)
+            fields.setdefault("f", {}).update({f"{name}_0": high, f"{name}_1": low})
+        elif kind == "bool":
+            value = int(value)  # 0/1: Qdrant Edge matches integers, not JSON booleans (its own sub-object keeps kinds apart)
         fields.setdefault(_KIND_OBJECT[kind], {})[name] = value
         if kind == "str":
             order = fields.setdefault("o", {})
@@ -176,10 +199,9 @@ class _Translator:
             inner = self.translate(expr.clause)
             return (not inner) if isinstance(inner, bool) else self._build.filter(must_not=[inner])
         if isinstance(expr, Membership):
-            kind = _KIND_OBJECT[_kind_of(expr)]
-            path = f"filter.{kind}.{field_key(expr.field)}"
-            found = self._equal_any(kind, path, expr.values)
-            return found if expr.op == "$in" else self._present_and_not(path, found)
+            kind, name = _KIND_OBJECT[_kind_of(expr)], field_key(expr.field)
+            found = self._equal_any(kind, name, expr.values)
+            return found if expr.op == "$in" else self._present_and_not(f"filter.{kind}.{name}", found)
         if isinstance(expr, Comparison):
             return self._comparison(expr)
         raise FilterError(f"not a parsed filter: {expr!r}")
@@ -195,49 +217,61 @@ class _Translator:
         name = field_key(expr.field)
         path = f"filter.{kind}.{name}"
         if expr.op == "$eq":
-            return self._equal_any(kind, path, (expr.value,))
+            return self._equal_any(kind, name, (expr.value,))
         if expr.op == "$ne":
-            return self._present_and_not(path, self._equal_any(kind, path, (expr.value,)))
+            return self._present_and_not(path, self._equal_any(kind, name, (expr.value,)))
         if isinstance(expr.value, str):
             return self._all_of([self._present(path), self._string_order(name, expr.op, expr.value)])
         if kind == "n":
-            return self._number_order(path, expr.op, expr.value)
+            return self._number_order(name, path, expr.op, expr.value)
         raise FilterError(f"{expr.field} {expr.op}: ordering needs a number or a string, got {expr.value!r}")
 
-    def _number_order(self, path: str, op: str, value: int | float) -> Translated:
-        """``stored <op> value`` on numbers: a float64 range (ints beyond float range decided here)."""
+    def _number_order(self, name: str, path: str, op: str, value: int | float) -> Translated:
+        """``stored <op> value`` on numbers, compared as float64 on the exact keys: high part, then low
+        part (ints beyond float range decided here)."""
         try:
-            bound = float(value)
+            high, low = number_key(value)
         except OverflowError:  # |value| > every finite float: the answer does not depend on the stored number
             below = (op in ("$lt", "$lte")) == (value > 0)
             return self._present(path) if below else False
-        return self._build.range(path, **{op[1:]: bound})
+        first, second = f"filter.f.{name}_0", f"filter.f.{name}_1"
+        strict = "gt" if op in ("$gt", "$gte") else "lt"
+        last = op[1:]  # on the low part the bound is inclusive for $gte / $lte
+        return self._any_of([
+            self._build.range(first, **{strict: high}),
+            self._all_of([self._build.match_value(first, high), self._build.range(second, **{last: low})]),
+        ])
 
-    def _equal_any(self, kind: str, path: str, values: Iterable[Any]) -> Translated:
-        """The field (of this kind) equals one of ``values``."""
+    def _equal_any(self, kind: str, name: str, values: Iterable[Any]) -> Translated:
+        """The field ``name`` (of this kind) equals one of ``values``."""
+        path = f"filter.{kind}.{name}"
         distinct = list(dict.fromkeys(values))
         if kind == "s":
             return self._build.match_any(path, distinct)
         if kind == "b":
             if len(set(distinct)) == 2:
                 return self._present(path)
-            return self._build.match_value(path, bool(distinct[0]))
+            return self._build.match_value(path, int(bool(distinct[0])))
         whole = list(dict.fromkeys(v for v in map(as_int64, distinct) if v is not None))
         clauses: list[Translated] = [self._build.match_any(path, whole)] if whole else []
         for value in distinct:
             if as_int64(value) is None:
-                clauses.append(self._equal_fraction(path, value))
+                clauses.append(self._equal_fraction(name, value))
         return self._any_of(clauses)
 
-    def _equal_fraction(self, path: str, value: int | float) -> Translated:
-        """Equality with a number that is not a whole int64 (stored numbers like it stay floats)."""
+    def _equal_fraction(self, name: str, value: int | float) -> Translated:
+        """Equality with a number that is not a whole int64 (stored numbers like it stay floats), on the
+        exact keys."""
         try:
             exact = float(value)
         except OverflowError:
             return False
         if exact != value:  # an int beyond int64 that no float equals
             return False
-        return self._build.range(path, gte=exact, lte=exact)
+        high, low = number_key(exact)
+        return self._all_of(
+            [self._build.match_value(f"filter.f.{name}_0", high), self._build.match_value(f"filter.f.{name}_1", low)]
+        )
 
     def _present(self, path: str) -> Condition:
         return self._build.filter(must_not=[self._build.is_empty(path)])

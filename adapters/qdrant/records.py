@@ -13,7 +13,7 @@ sq_error    quantization error: sum over tokens of |vector - decoded|^2
 codes       per-token centroid ids, little-endian uint16/uint32, base64
 residuals   per-token packed residuals, base64
 text        optional text
-meta        the metadata dict (validated and JSON-normalised by the core)
+meta        the metadata dict as JSON text (an engine may not give a JSON float back bit for bit)
 filter      what metadata filters read (see :mod:`colbert_store.adapters.qdrant.filters`)
 ==========  ===========================================================================
 
@@ -39,22 +39,11 @@ UPSERT_POINTS = 256
 REQUEST_BYTES = 8 << 20  # well under a server's default 32 MiB request limit
 
 _DOC_NAMESPACE = uuid.UUID("6f1d8f2e-7c3b-5a4e-9d21-3c0b7e4a5f10")
-_HEADER_NAMESPACE = uuid.UUID("0b5e3a8c-2f6d-5e71-8a94-d1c2e3f4a5b6")
 
 
 def point_id(doc_id: str) -> str:
     """The point id of a document id."""
     return str(uuid.uuid5(_DOC_NAMESPACE, doc_id))
-
-
-def header_id(name: str) -> str:
-    """The point id of an index's header in the catalogue."""
-    return str(uuid.uuid5(_HEADER_NAMESPACE, name))
-
-
-def codec_part_id(name: str, version: str, part: int) -> str:
-    """The point id of one part of a large codec in the catalogue."""
-    return str(uuid.uuid5(_HEADER_NAMESPACE, f"{name}\x00codec\x00{version}\x00{part}"))
 
 
 def document_payloads(batch: DocumentBatch) -> tuple[list[str], list[dict[str, Any]], list[int]]:
@@ -87,7 +76,7 @@ def document_payloads(batch: DocumentBatch) -> tuple[list[str], list[dict[str, A
             "codes": base64.b64encode(code_bytes[start * code_width : end * code_width]).decode("ascii"),
             "residuals": base64.b64encode(residual_bytes[start * residual_width : end * residual_width]).decode("ascii"),
             "text": texts[i],
-            "meta": metadata[i],
+            "meta": json.dumps(metadata[i]),
         }
         fields = filter_fields(metadata[i])
         if fields:
@@ -96,7 +85,7 @@ def document_payloads(batch: DocumentBatch) -> tuple[list[str], list[dict[str, A
         payloads.append(payload)
         sizes.append(
             len(payload["codes"]) + len(payload["residuals"]) + 4 * len(texts[i] or "")
-            + 12 * len(payload["centroids"]) + 2 * len(json.dumps(metadata[i])) + 256
+            + 12 * len(payload["centroids"]) + 2 * len(payload["meta"]) + 256
         )
     return ids, payloads, sizes
 
@@ -139,6 +128,6 @@ def payloads_to_batch(payloads: Sequence[dict[str, Any]]) -> DocumentBatch:
         centroid_ids=centroid_ids,
         residuals=np.frombuffer(residuals, dtype=np.uint8).reshape(total, residual_width),
         texts=[p.get("text") for p in payloads],
-        metadata=[p.get("meta") or {} for p in payloads],
+        metadata=[json.loads(p["meta"]) for p in payloads],
         sq_errors=np.array([np.nan if p.get("sq_error") is None else p["sq_error"] for p in payloads], np.float64),
     )

@@ -9,7 +9,7 @@ Commands::
     colbert-store retrain --store DIR --name NAME [--from-vectors] [--queries FILE] [--model PATH_OR_NAME]
     colbert-store demo [--store DIR] [--limit N] [--model PATH_OR_NAME]
 
-Every command but ``demo`` also takes ``--backend lancedb|qdrant`` (default ``lancedb``); ``-v``/``-vv`` before the
+Every command but ``demo`` also takes ``--backend lancedb|qdrant|qdrant-edge`` (default ``lancedb``); ``-v``/``-vv`` before the
 command turns on more logging. User errors print one line, ``colbert-store: error: ...``, on stderr and exit with
 status 2.
 
@@ -85,9 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_store_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", required=True, metavar="DIR",
-                        help="store location: a LanceDB folder, or a Qdrant folder or server URL with --backend qdrant "
-                        "(API key from QDRANT_API_KEY)")
-    parser.add_argument("--backend", choices=("lancedb", "qdrant"), default="lancedb", help="store backend (default lancedb)")
+                        help="store location: a LanceDB folder or s3:// URI, a Qdrant folder or server URL with --backend "
+                        "qdrant (API key from QDRANT_API_KEY), or a Qdrant Edge folder with --backend qdrant-edge")
+    parser.add_argument("--backend", choices=("lancedb", "qdrant", "qdrant-edge"), default="lancedb",
+                        help="store backend (default lancedb)")
 
 
 def _add_model_argument(parser: argparse.ArgumentParser) -> None:

@@ -32,8 +32,10 @@ def open_store(location: str, backend: str, *, must_exist: bool) -> Store:
     """Open a :class:`~colbert_store.storage.Store` of ``backend`` at ``location``.
 
     Args:
-        location: A local folder, or for Qdrant also a server URL (its API key comes from ``QDRANT_API_KEY``).
-        backend: ``"lancedb"`` or ``"qdrant"``.
+        location: A local folder, for LanceDB also an object-store URI (``s3://bucket/path``; credentials
+            from the usual ``AWS_*`` variables), for Qdrant also a server URL (its API key comes from
+            ``QDRANT_API_KEY``).
+        backend: ``"lancedb"``, ``"qdrant"`` or ``"qdrant-edge"``.
         must_exist: Refuse a local ``location`` that does not exist instead of creating a store there.
 
     Raises:
@@ -47,8 +49,11 @@ def open_store(location: str, backend: str, *, must_exist: bool) -> Store:
         return LanceDBStore(location)
     try:
         from colbert_store.adapters.qdrant import QdrantStore
+        from colbert_store.adapters.qdrant_edge import QdrantEdgeStore
     except ImportError as error:
-        raise CliError(f"the qdrant backend is unavailable ({error}); pip install \"colbert-store[qdrant]\"") from error
+        raise CliError(f"the {backend} backend is unavailable ({error}); pip install \"colbert-store[{backend}]\"") from error
+    if backend == "qdrant-edge":
+        return QdrantEdgeStore(location)
     if location.lower().startswith(("http://", "https://")):
         return QdrantStore(location, api_key=os.environ.get("QDRANT_API_KEY"))
     return QdrantStore(location)

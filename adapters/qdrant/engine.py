@@ -1,0 +1,212 @@
+"""What the Qdrant store needs of a Qdrant engine, and that interface over qdrant-client.
+
+The store keeps payload-only points in collections; every engine that speaks Qdrant's data model
+(a server or qdrant-client's local mode through :class:`ClientEngine`, the in-process Qdrant Edge
+engine through :class:`colbert_store.adapters.qdrant_edge.engine.EdgeEngine`) offers these few
+operations, with the same payload layout and the same filter conditions.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+from colbert_store.adapters.qdrant.client import (
+    forget_local_table,
+    is_local,
+    local_lock,
+    local_tables,
+    models,
+    release_path_client,
+)
+from colbert_store.adapters.qdrant.filters import ClientConditions, Condition, ConditionBuilder
+from colbert_store.adapters.qdrant.local_table import LocalTable
+
+_LOCAL_TABLE_PAGE = 10_000
+
+
+class WriteMode(enum.Enum):
+    """How an upsert treats existing points."""
+
+    UPSERT = "upsert"
+    INSERT_ONLY = "insert_only"
+    UPDATE_ONLY = "update_only"
+
+
+@dataclass(frozen=True)
+class Record:
+    """A point as read back: its id (a UUID string) and the payload fields asked for."""
+
+    id: str
+    payload: dict[str, Any]
+
+
+class PointsEngine(ABC):
+    """Payload-only points in named collections. Writes are durable and visible when they return."""
+
+    conditions: ConditionBuilder
+    indexes_payload: bool = True
+    """Whether integer payload indexes answer lookups (qdrant-client's local mode has none)."""
+
+    def lock(self) -> AbstractContextManager[Any]:
+        """Held around every call when the engine must not be called from two threads at once."""
+        return nullcontext()
+
+    @abstractmethod
+    def collection_exists(self, collection: str) -> bool: ...
+
+    @abstractmethod
+    def create_collection(self, collection: str, integer_indexes: Sequence[str]) -> None:
+        """Create a collection with integer lookup indexes on these payload fields."""
+
+    @abstractmethod
+    def drop_collection(self, collection: str) -> None: ...
+
+    @abstractmethod
+    def upsert(
+        self, collection: str, points: Sequence[tuple[str, dict[str, Any]]], *,
+        condition: Condition | None = None, mode: WriteMode = WriteMode.UPSERT,
+    ) -> None:
+        """Write points; with ``condition``, an existing point is overwritten only if it matches it."""
+
+    @abstractmethod
+    def retrieve(self, collection: str, ids: Sequence[str], fields: Sequence[str] | None) -> list[Record]:
+        """The points with these ids that exist (``fields=None``: the whole payload)."""
+
+    @abstractmethod
+    def scroll(
+        self, collection: str, condition: Condition | None, fields: Sequence[str], limit: int, offset: Any
+    ) -> tuple[list[Record], Any]:
+        """One page of the points matching ``condition``, in id order, and the offset of the next page (or None)."""
+
+    @abstractmethod
+    def delete(self, collection: str, ids: Sequence[str]) -> None: ...
+
+    @abstractmethod
+    def delete_where(self, collection: str, condition: Condition) -> None: ...
+
+    @abstractmethod
+    def count(self, collection: str) -> int: ...
+
+    def written(self, collection: str) -> None:  # noqa: B027 - optional hook
+        """Called after every write to ``collection`` (to drop what an engine caches about it)."""
+
+    def local_table(self, collection: str) -> LocalTable:
+        """The collection's candidate table, for an engine without payload indexes (call under :meth:`lock`)."""
+        raise NotImplementedError(f"{type(self).__name__} answers lookups from its payload indexes")
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the engine; the default does nothing."""
+
+
+class ClientEngine(PointsEngine):
+    """:class:`PointsEngine` over a ``QdrantClient``: a Qdrant server, or qdrant-client's local mode.
+
+    Local mode is not thread-safe, so its calls hold the client's lock, and it has no payload indexes.
+    """
+
+    def __init__(
+        self, client: Any, *, owns_client: bool, path: str | None, collection_options: dict[str, Any]
+    ) -> None:
+        self.client = client
+        self.conditions = ClientConditions()
+        self.indexes_payload = not is_local(client)
+        self._owns_client = owns_client
+        self._path = path
+        self._collection_options = collection_options
+        self._lock: AbstractContextManager[Any] = nullcontext() if self.indexes_payload else local_lock(client)
+        self._closed = False
+
+    def lock(self) -> AbstractContextManager[Any]:
+        return self._lock
+
+    def collection_exists(self, collection: str) -> bool:
+        return bool(self.client.collection_exists(collection))
+
+    def create_collection(self, collection: str, integer_indexes: Sequence[str]) -> None:
+        m = models()
+        try:
+            self.client.create_collection(
+                collection, vectors_config={}, **{"on_disk_payload": True, **self._collection_options}
+            )
+        except Exception:  # another process created it first
+            if not self.client.collection_exists(collection):
+                raise
+        if self.indexes_payload:  # local mode has no payload indexes (and warns about them)
+            schema = m.IntegerIndexParams(type=m.IntegerIndexType.INTEGER, lookup=True, range=False)
+            for field in integer_indexes:
+                self.client.create_payload_index(collection, field, field_schema=schema, wait=True)
+
+    def drop_collection(self, collection: str) -> None:
+        if self.client.collection_exists(collection):
+            self.client.delete_collection(collection)
+        forget_local_table(self.client, collection)
+
+    def upsert(
+        self, collection: str, points: Sequence[tuple[str, dict[str, Any]]], *,
+        condition: Condition | None = None, mode: WriteMode = WriteMode.UPSERT,
+    ) -> None:
+        m = models()
+        structs = [m.PointStruct(id=point_id, vector={}, payload=payload) for point_id, payload in points]
+        update_filter = None if condition is None else _as_filter(condition)
+        update_mode = None if mode is WriteMode.UPSERT else m.UpdateMode(mode.value)
+        self.client.upsert(collection, structs, wait=True, update_filter=update_filter, update_mode=update_mode)
+
+    def retrieve(self, collection: str, ids: Sequence[str], fields: Sequence[str] | None) -> list[Record]:
+        found = self.client.retrieve(
+            collection, list(ids), with_payload=True if fields is None else list(fields), with_vectors=False
+        )
+        return [Record(str(point.id), point.payload or {}) for point in found]
+
+    def scroll(
+        self, collection: str, condition: Condition | None, fields: Sequence[str], limit: int, offset: Any
+    ) -> tuple[list[Record], Any]:
+        page, next_offset = self.client.scroll(
+            collection, scroll_filter=None if condition is None else _as_filter(condition), limit=limit,
+            offset=offset, with_payload=list(fields), with_vectors=False,
+        )
+        return [Record(str(point.id), point.payload or {}) for point in page], next_offset
+
+    def delete(self, collection: str, ids: Sequence[str]) -> None:
+        self.client.delete(collection, list(ids), wait=True)
+
+    def delete_where(self, collection: str, condition: Condition) -> None:
+        self.client.delete(collection, models().FilterSelector(filter=_as_filter(condition)), wait=True)
+
+    def count(self, collection: str) -> int:
+        return int(self.client.count(collection, exact=True).count)
+
+    def written(self, collection: str) -> None:
+        forget_local_table(self.client, collection)
+
+    def local_table(self, collection: str) -> LocalTable:
+        """Built by one scroll, shared by the stores of this client, dropped by any write to the collection."""
+        tables = local_tables(self.client)
+        table = tables.get(collection)
+        if table is None:
+            records, offset = [], None
+            while True:
+                page, offset = self.scroll(collection, None, ["rev", "centroids"], _LOCAL_TABLE_PAGE, offset)
+                records += page
+                if offset is None:
+                    break
+            table = tables[collection] = LocalTable(records)
+        return table
+
+    def close(self) -> None:
+        """Close the client if the store opened it (a folder's shared client with its last store)."""
+        if not self._owns_client or self._closed:
+            return
+        self._closed = True
+        with self._lock:
+            if self._path is None or release_path_client(self._path):
+                self.client.close()
+
+
+def _as_filter(condition: Condition) -> Any:
+    m = models()
+    return condition if isinstance(condition, m.Filter) else m.Filter(must=[condition])

@@ -1,0 +1,177 @@
+"""Qdrant Edge shards as a :class:`~colbert_store.adapters.qdrant.engine.PointsEngine`.
+
+Each collection is one Edge shard, a folder under the store's root: its segments, write-ahead log
+and payload indexes are Qdrant's own. Edge requires a vector configuration, so every shard declares
+one sparse vector (``bm25``, with the IDF modifier) that documents may leave empty. A shard is opened
+by one process at a time (its write-ahead log is locked); within the process, calls to a shard are
+serialised by a lock.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from colbert_store._optional import require
+from colbert_store.adapters.qdrant.engine import PointsEngine, Record, WriteMode
+from colbert_store.adapters.qdrant.filters import Condition
+from colbert_store.errors import ColbertStoreError
+
+SPARSE_VECTOR = "bm25"
+_CONFIG_FILE = "edge_config.json"
+
+
+@cache
+def edge() -> ModuleType:
+    """``qdrant_edge``, imported on first use (raises naming the ``qdrant-edge`` extra if missing)."""
+    return require("qdrant_edge", "qdrant-edge")
+
+
+class EdgeConditions:
+    """:class:`~colbert_store.adapters.qdrant.filters.ConditionBuilder` for Qdrant Edge."""
+
+    def __init__(self) -> None:
+        self._e = edge()
+
+    def match_value(self, key: str, value: bool | int | str) -> Condition:
+        return self._e.FieldCondition(key=key, match=self._e.MatchValue(value))
+
+    def match_any(self, key: str, values: list[Any]) -> Condition:
+        return self._e.FieldCondition(key=key, match=self._e.MatchAny(values))
+
+    def range(self, key: str, **bounds: float) -> Condition:
+        return self._e.FieldCondition(key=key, range=self._e.RangeFloat(**bounds))
+
+    def is_empty(self, key: str) -> Condition:
+        return self._e.IsEmptyCondition(key)
+
+    def filter(
+        self, *, must: list[Condition] | None = None, should: list[Condition] | None = None,
+        must_not: list[Condition] | None = None,
+    ) -> Condition:
+        return self._e.Filter(must=must, should=should, must_not=must_not)
+
+
+class EdgeEngine(PointsEngine):
+    """Shards under ``root``, one per collection, opened on first use and kept open until :meth:`close`."""
+
+    def __init__(self, root: Path) -> None:
+        self.conditions = EdgeConditions()
+        self.indexes_payload = True
+        self._root = root
+        self._shards: dict[str, Any] = {}
+        self._lock = threading.RLock()
+
+    def lock(self) -> AbstractContextManager[Any]:
+        return self._lock
+
+    def collection_exists(self, collection: str) -> bool:
+        return collection in self._shards or (self._root / collection / _CONFIG_FILE).is_file()
+
+    def create_collection(self, collection: str, integer_indexes: Sequence[str]) -> None:
+        e = edge()
+        with self._lock:
+            if self.collection_exists(collection):
+                return
+            config = e.EdgeConfig(sparse_vectors={SPARSE_VECTOR: e.EdgeSparseVectorParams(modifier=e.Modifier.Idf)})
+            shard = self._shards[collection] = e.EdgeShard.create(str(self._root / collection), config)
+            for field in integer_indexes:
+                shard.update(e.UpdateOperation.create_field_index(field, e.IntegerIndexParams(lookup=True, range=False)))
+
+    def drop_collection(self, collection: str) -> None:
+        with self._lock:
+            shard = self._shards.pop(collection, None)
+            if shard is not None:
+                shard.close()
+            shutil.rmtree(self._root / collection, ignore_errors=True)
+
+    def upsert(
+        self, collection: str, points: Sequence[tuple[str, dict[str, Any]]], *,
+        condition: Condition | None = None, mode: WriteMode = WriteMode.UPSERT,
+    ) -> None:
+        e = edge()
+        update_mode = {WriteMode.UPSERT: None, WriteMode.INSERT_ONLY: e.UpdateMode.InsertOnly,
+                       WriteMode.UPDATE_ONLY: e.UpdateMode.UpdateOnly}[mode]
+        structs = [e.Point(point_id, {}, payload) for point_id, payload in points]
+        with self._lock:
+            self._shard(collection).update(
+                e.UpdateOperation.upsert_points(structs, condition=_as_filter(condition), update_mode=update_mode)
+            )
+
+    def retrieve(self, collection: str, ids: Sequence[str], fields: Sequence[str] | None) -> list[Record]:
+        if not ids:
+            return []
+        with self._lock:
+            found = self._shard(collection).retrieve(
+                list(ids), with_payload=True if fields is None else list(fields), with_vector=False
+            )
+        return [Record(str(point.id), dict(point.payload or {})) for point in found]
+
+    def scroll(
+        self, collection: str, condition: Condition | None, fields: Sequence[str], limit: int, offset: Any
+    ) -> tuple[list[Record], Any]:
+        request = edge().ScrollRequest(
+            offset=offset, limit=limit, filter=_as_filter(condition), with_payload=list(fields), with_vector=False
+        )
+        with self._lock:
+            page, next_offset = self._shard(collection).scroll(request)
+        return [Record(str(point.id), dict(point.payload or {})) for point in page], next_offset
+
+    def delete(self, collection: str, ids: Sequence[str]) -> None:
+        if ids:
+            with self._lock:
+                self._shard(collection).update(edge().UpdateOperation.delete_points(list(ids)))
+
+    def delete_where(self, collection: str, condition: Condition) -> None:
+        with self._lock:
+            self._shard(collection).update(edge().UpdateOperation.delete_points_by_filter(_as_filter(condition)))
+
+    def count(self, collection: str) -> int:
+        with self._lock:
+            return int(self._shard(collection).count(edge().CountRequest(exact=True)))
+
+    def open_shards(self) -> list[Any]:
+        """The shards opened so far."""
+        return list(self._shards.values())
+
+    def close(self) -> None:
+        with self._lock:
+            for shard in self._shards.values():
+                shard.close()
+            self._shards.clear()
+
+    def _shard(self, collection: str) -> Any:
+        """The collection's open shard (opened now if needed; another process holding it raises)."""
+        shard = self._shards.get(collection)
+        if shard is None:
+            path = self._root / collection
+            if not (path / _CONFIG_FILE).is_file():
+                raise KeyError(f"no Qdrant Edge shard at {path}")
+            try:
+                shard = self._shards[collection] = edge().EdgeShard.load(str(path))
+            except Exception as error:
+                raise _open_error(path, error) from error
+        return shard
+
+
+def _open_error(path: Path, error: Exception) -> ColbertStoreError:
+    """A clear error for a shard that cannot be opened."""
+    if "WouldBlock" in str(error):
+        return ColbertStoreError(
+            f"the Qdrant Edge shard {path} is open in another process: Edge allows one process per shard "
+            "(serve the index from one process, with threads)"
+        )
+    return ColbertStoreError(f"cannot open the Qdrant Edge shard {path}: {error}")
+
+
+def _as_filter(condition: Condition | None) -> Any:
+    if condition is None:
+        return None
+    e = edge()
+    return condition if isinstance(condition, e.Filter) else e.Filter(must=[condition])

@@ -1,0 +1,62 @@
+"""How an index is built: :class:`IndexSettings`, saved in its manifest so reopening restores it exactly."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from colbert_store.errors import InvalidInputError
+from colbert_store.search import SearchParams
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """How an index is built; saved in the store so reopening restores it exactly.
+
+    Attributes:
+        dim: token vector dimension (a multiple of 8).
+        nbits: bits per residual dimension: 1, 2 or 4.
+        n_centroids: k-means centroids; ``None`` picks a power of two near 16*sqrt(tokens) at training.
+        sample_tokens: most token vectors k-means trains on (a random sample of the first add).
+        kmeans_iterations: Lloyd iterations of k-means.
+        seed: random seed of sampling and k-means.
+        search: default search knobs.
+        encoder: identity of the encoder that produced the vectors, if known.
+    """
+
+    dim: int
+    nbits: int = 2
+    n_centroids: int | None = None
+    sample_tokens: int = 131_072
+    kmeans_iterations: int = 6
+    seed: int = 0
+    search: SearchParams = field(default_factory=SearchParams)
+    encoder: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.dim, int) or self.dim < 8 or self.dim % 8:
+            raise InvalidInputError(f"dim must be a positive multiple of 8, got {self.dim!r}")
+        if self.nbits not in (1, 2, 4):
+            raise InvalidInputError(f"nbits must be 1, 2 or 4, got {self.nbits!r}")
+        if self.n_centroids is not None and not (isinstance(self.n_centroids, int) and 1 <= self.n_centroids <= 2**32):
+            raise InvalidInputError(f"n_centroids must be a positive integer or None, got {self.n_centroids!r}")
+        if not isinstance(self.sample_tokens, int) or self.sample_tokens < 1:
+            raise InvalidInputError(f"sample_tokens must be a positive integer, got {self.sample_tokens!r}")
+
+    @classmethod
+    def from_options(cls, dim: int, nbits: int, options: Mapping[str, Any]) -> IndexSettings:
+        """Settings from keyword options, refusing names that are not settings."""
+        unknown = set(options) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise InvalidInputError(f"unknown index settings: {sorted(unknown)}")
+        return cls(dim=dim, nbits=nbits, **options)
+
+    def to_json(self) -> dict[str, Any]:
+        """The settings as a JSON object."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any]) -> IndexSettings:
+        """Inverse of :meth:`to_json`."""
+        return cls(**{**values, "search": SearchParams(**values.get("search", {}))})

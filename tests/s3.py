@@ -1,0 +1,70 @@
+"""A loopback S3 server for the tests: moto's standalone server in a process of its own, on 127.0.0.1.
+
+The session fixture in ``conftest.py`` starts it and puts its address in ``COLBERT_STORE_TEST_S3``,
+which worker processes inherit. Each test folder maps to a bucket of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+ENDPOINT_VARIABLE = "COLBERT_STORE_TEST_S3"
+CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "aws_region": "us-east-1"}
+
+
+def start_server() -> tuple[subprocess.Popen[bytes], str]:
+    """Start moto's server on a free loopback port; its process and endpoint once it answers."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
+            return process, endpoint
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError("the loopback S3 server (moto) did not start") from None
+            time.sleep(0.2)
+
+
+def storage_options(endpoint: str | None = None) -> dict[str, str]:
+    """LanceDB storage options for the test server."""
+    return {**CREDENTIALS, "aws_endpoint": endpoint or os.environ[ENDPOINT_VARIABLE], "allow_http": "true"}
+
+
+def bucket_for(folder: Path) -> str:
+    """The bucket of a test folder (created if missing): a valid bucket name derived from the path."""
+    name = "t" + uuid.uuid5(uuid.NAMESPACE_URL, str(folder.resolve())).hex[:30]
+    client = _client()
+    with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+        client.create_bucket(Bucket=name)
+    return name
+
+
+def copy_bucket(source: Path, target: Path) -> None:
+    """Copy every object of ``source``'s bucket into ``target``'s."""
+    client, source_bucket, target_bucket = _client(), bucket_for(source), bucket_for(target)
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=source_bucket):
+        for item in page.get("Contents", []):
+            client.copy_object(Bucket=target_bucket, Key=item["Key"], CopySource={"Bucket": source_bucket, "Key": item["Key"]})
+
+
+def _client() -> Any:
+    import boto3
+
+    return boto3.client("s3", endpoint_url=os.environ[ENDPOINT_VARIABLE], aws_access_key_id="testing",
+                        aws_secret_access_key="testing", region_name="us-east-1")
