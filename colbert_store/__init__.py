@@ -19,6 +19,8 @@ from colbert_store.errors import (
     InvalidInputError,
     MissingDependencyError,
     NotTrainedError,
+    StoreUnavailableError,
+    WriteConflictError,
 )
 from colbert_store.index import Hit, Index
 from colbert_store.maintenance import IndexHealth
@@ -51,6 +53,8 @@ __all__ = [
     "Retriever",
     "SearchParams",
     "Store",
+    "StoreUnavailableError",
+    "WriteConflictError",
     "copy_index",
     "maxsim",
 ]

@@ -43,6 +43,11 @@ class IndexChangedError(ColbertStoreError):
     time); the call did nothing."""
 
 
+class StoreUnavailableError(ColbertStoreError, OSError):
+    """The store's storage cannot be reached or refuses access (a missing bucket, refused credentials,
+    a server that does not answer); a write that raises it was not applied."""
+
+
 class WriteConflictError(ColbertStoreError):
     """The store kept refusing a write with a retryable conflict until the retry budget ran out; the
     write was not applied (documents already written by earlier batches of the same call are listed

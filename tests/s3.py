@@ -21,13 +21,15 @@ ENDPOINT_VARIABLE = "COLBERT_STORE_TEST_S3"
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "aws_region": "us-east-1"}
 
 
-def start_server() -> tuple[subprocess.Popen[bytes], str]:
-    """Start moto's server on a free loopback port; its process and endpoint once it answers."""
+def start_server(*, refuse_credentials: bool = False) -> tuple[subprocess.Popen[bytes], str]:
+    """Start moto's server on a free loopback port; its process and endpoint once it answers. With
+    ``refuse_credentials`` it checks request signatures and knows no keys, so it refuses every request."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"} if refuse_credentials else None
     process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -41,9 +43,9 @@ def start_server() -> tuple[subprocess.Popen[bytes], str]:
             time.sleep(0.2)
 
 
-def storage_options(endpoint: str | None = None) -> dict[str, str]:
-    """LanceDB storage options for the test server."""
-    return {**CREDENTIALS, "aws_endpoint": endpoint or os.environ[ENDPOINT_VARIABLE], "allow_http": "true"}
+def storage_options(endpoint: str | None = None, **more: str) -> dict[str, str]:
+    """LanceDB storage options for the test server (``more``: e.g. ``client_max_retries``)."""
+    return {**CREDENTIALS, "aws_endpoint": endpoint or os.environ[ENDPOINT_VARIABLE], "allow_http": "true", **more}
 
 
 def bucket_for(folder: Path) -> str:

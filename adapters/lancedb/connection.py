@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from colbert_store._optional import require
+from colbert_store.adapters.lancedb.failures import unavailable
 from colbert_store.adapters.lancedb.filters import condition
 from colbert_store.filters import Filter
 
@@ -35,10 +36,16 @@ def connect(uri_or_connection: str | PathLike[str] | Any, connect_kwargs: dict[s
             raise TypeError(f"unexpected keyword arguments with a connection: {sorted(connect_kwargs)}")
         return uri_or_connection, None
     connect_kwargs.setdefault("read_consistency_interval", timedelta(0))
-    db = lancedb.connect(uri_or_connection, **connect_kwargs)
-    reads = None
-    if set(connect_kwargs) <= _ASYNC_CONNECT_ARGUMENTS:
-        reads = AsyncReads(lancedb.connect_async(uri_or_connection, **connect_kwargs))
+    try:
+        db = lancedb.connect(uri_or_connection, **connect_kwargs)
+        reads = None
+        if set(connect_kwargs) <= _ASYNC_CONNECT_ARGUMENTS:
+            reads = AsyncReads(lancedb.connect_async(uri_or_connection, **connect_kwargs))
+    except Exception as error:
+        translation = unavailable(error, str(uri_or_connection))
+        if translation is None:
+            raise
+        raise translation from error
     return db, reads
 
 

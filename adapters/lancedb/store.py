@@ -24,6 +24,7 @@ import pyarrow as pa
 from colbert_store._optional import require
 from colbert_store.adapters.lancedb.catalogue import Catalogue
 from colbert_store.adapters.lancedb.connection import connect
+from colbert_store.adapters.lancedb.failures import translated
 from colbert_store.adapters.lancedb.filters import condition, sql_string
 from colbert_store.adapters.lancedb.records import (
     BASE_SCHEMA,
@@ -66,12 +67,19 @@ class LanceDBStore(Store):
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"LanceDBStore({self._db.uri!r})"
+        return f"LanceDBStore({self.uri!r})"
+
+    @property
+    def uri(self) -> str:
+        """Where the store's tables live."""
+        return str(self._db.uri)
 
     # -- catalogue ----------------------------------------------------------------------------
+    @translated
     def list_indexes(self) -> list[str]:
         return self._catalogue.names()
 
+    @translated
     def create_index(self, name: str, manifest: dict[str, Any]) -> None:
         """Create the documents table under a fresh name, then insert the catalogue row if absent: two
         processes creating one index at once end with one index (the other raises IndexExistsError)."""
@@ -84,6 +92,7 @@ class LanceDBStore(Store):
             self._db.drop_table(docs)
             raise IndexExistsError(name)
 
+    @translated
     def drop_index(self, name: str) -> None:
         docs = self._catalogue.entry(check_index_name(name))["docs"]
         self._catalogue.remove(name)
@@ -92,23 +101,29 @@ class LanceDBStore(Store):
         self._forget_table(docs)
         self._db.drop_table(docs)
 
+    @translated
     def read_manifest(self, name: str) -> dict[str, Any]:
         manifest: dict[str, Any] = self._catalogue.entry(check_index_name(name))["manifest"]
         return manifest
 
+    @translated
     def replace_manifest(self, name: str, manifest: dict[str, Any], *, expected_version: int) -> bool:
         return self._catalogue.replace(check_index_name(name), manifest, expected_version)
 
+    @translated
     def write_codec(self, name: str, codec_id: str, data: bytes) -> None:
         self._catalogue.write_codec(name, codec_id, data)
 
+    @translated
     def read_codec(self, name: str, codec_id: str) -> bytes:
         return self._catalogue.read_codec(name, codec_id)
 
+    @translated
     def delete_codecs(self, name: str, codec_ids: Collection[str]) -> None:
         self._catalogue.delete_codecs(name, codec_ids)
 
     # -- documents ----------------------------------------------------------------------------
+    @translated
     def upsert(self, name: str, batch: DocumentBatch, *, replacing: np.ndarray | None = None) -> None:
         """One merge-insert commit on ``id`` (conditional on ``rev`` with ``replacing``), retried on conflicts.
 
@@ -131,6 +146,7 @@ class LanceDBStore(Store):
                 retrying(partial(_merge, table, batch_to_arrow(batch, columns), own), what)
             self._refresh_indexes(table)
 
+    @translated
     def delete(self, name: str, ids: Sequence[str]) -> None:
         table = self._table(name)
         with self._lock:
@@ -139,9 +155,11 @@ class LanceDBStore(Store):
                 predicate = f"id IN ({', '.join(sql_string(doc_id) for doc_id in chunk)})"
                 retrying(lambda predicate=predicate: table.delete(predicate), f"deleting documents of index {name!r}")
 
+    @translated
     def count(self, name: str) -> int:
         return int(self._table(name).count_rows())
 
+    @translated
     def candidates(self, name: str, centroid_ids: np.ndarray | None, where: Filter | None) -> np.ndarray:
         table = self._table(name)
         reads = self._reads  # read once: close() may run meanwhile
@@ -153,6 +171,7 @@ class LanceDBStore(Store):
             revisions = (query.where(predicate) if predicate else query).to_arrow().column("rev")
         return revisions.to_numpy().astype(np.int64, copy=False)
 
+    @translated
     def fetch(self, name: str, revisions: np.ndarray) -> DocumentBatch:
         table = self._table(name)
         parts = []
@@ -162,17 +181,20 @@ class LanceDBStore(Store):
             parts.append(table.search().where(f"rev IN ({listed})").select(STORED_COLUMNS).limit(None).to_arrow())
         return arrow_to_batch(pa.concat_tables(parts) if parts else BASE_SCHEMA.empty_table())
 
+    @translated
     def scan(self, name: str, batch_size: int = 1024) -> Iterator[DocumentBatch]:
         reader = self._table(name).search().select(STORED_COLUMNS).limit(None).to_batches(batch_size)
         for record_batch in reader:
             if record_batch.num_rows:
                 yield arrow_to_batch(pa.Table.from_batches([record_batch]))
 
+    @translated
     def size_bytes(self, name: str, columns: Sequence[str] = ("codes", "residuals")) -> int:
         """Bytes the given columns take in the latest version of the documents table."""
         table = self._table(name).search().select(list(columns)).limit(None).to_arrow()
         return int(sum(table.column(column).nbytes for column in columns))
 
+    @translated
     def optimize(self, name: str, *, cleanup_older_than: timedelta | None = None) -> None:
         """Compact the documents table, fold new rows into its indexes and delete old versions.
 

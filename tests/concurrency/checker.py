@@ -8,7 +8,8 @@
 - *duplicated*: an id stored more than once;
 - *dead codec*: a stored document whose codec the index no longer holds;
 - *stale*: a search hit showing a version that an acknowledged write (or delete) had superseded more
-  than ``bound_ns`` before the search began.
+  than ``bound_ns`` before the search began;
+- *not self-retrieved*: a stored document that a search with its own vectors does not rank first.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ def check(
             or not np.array_equal(residuals, expected_residuals)
         ):
             torn.append(doc_id)
+    unfound = [doc_id for doc_id, (tag, *_) in final.items() if index.search(document(doc_id, tag), k=1)[0].id != doc_id]
     searches = [event for event in read_events(list(searcher_logs)) if event["event"] == "search"]
     stale = [event for event in searches if _stale_hits(event, writes, bound_ns)]
     return {
@@ -99,6 +101,7 @@ def check(
         "torn": torn,
         "duplicated": duplicated,
         "dead_codec": dead,
+        "not_self_retrieved": unfound,
         "searches": len(searches),
         "stale_searches": len(stale),
     }
