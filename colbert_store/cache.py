@@ -99,6 +99,11 @@ class CachedDocuments:
             held.append(found.take(kept))
         return np.concatenate(rows), np.concatenate(held)
 
+    def slots_holding(self, centroids: np.ndarray) -> np.ndarray:
+        """The slots (ascending, each once) of the cached documents holding one of ``centroids``."""
+        found = [inverted.holding(centroids)[0] for inverted in self.inverted_lists]
+        return np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
+
     def distinct_centroids_of(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The distinct centroid ids of the documents in ``slots``, concatenated, and for each the index into ``slots``."""
         assert self.distinct_offsets is not None and self.distinct_centroids is not None
@@ -209,6 +214,8 @@ class DocumentCache:
         self._lock = threading.Lock()
         self._arrays: dict[str, _GrowingArray] = {}
         self._snapshot = CachedDocuments(_empty_batch())
+        self.epoch = 0
+        """Counts the times the cache was emptied: what it held before an epoch may be gone since."""
 
     def lookup(self, revisions: np.ndarray) -> tuple[CachedDocuments, np.ndarray]:
         """The current snapshot and the slot of each revision in it (-1 where not cached)."""
@@ -237,6 +244,7 @@ class DocumentCache:
     def _reset(self) -> None:
         self._arrays = {}
         self._snapshot = CachedDocuments(_empty_batch())
+        self.epoch += 1
 
     def _appended(self, fresh: DocumentBatch) -> CachedDocuments:
         """A snapshot of the cached documents followed by ``fresh``."""

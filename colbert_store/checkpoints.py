@@ -19,30 +19,27 @@ Query expansion (padding every query with ``[MASK]`` to ``query_maxlen`` and kee
 ColBERT training device: on by default for Stanford checkpoints, as PyLate's ``do_query_expansion`` says
 (default on) for PyLate models, and off for plain encoders.
 
-Weights are only read through safetensors or ``torch.load(..., weights_only=True)``: no arbitrary object is
-ever unpickled, and a weights file holding anything but tensors is refused.
+Finding the folder and reading its weights and JSON files is :mod:`colbert_store.checkpoint_files`'s job
+(weights are never unpickled).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-import pickle
-import re
 import string
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors.torch import load_file as load_safetensors
 from torch import nn
 from transformers import MODEL_MAPPING, AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
+from .checkpoint_files import load_weights, read_json, resolve_checkpoint_folder
 from .errors import ColbertStoreError
 
 logger = logging.getLogger(__name__)
@@ -58,14 +55,6 @@ PYLATE_DEFAULT_DOC_MAXLEN = 180
 PLAIN_MAX_DOC_MAXLEN = 512
 """Upper bound of the plain layout's default ``doc_maxlen`` (also bounded by the model's positions)."""
 
-_WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
-_HUB_METADATA_FILE = re.compile(r".*\.(json|txt|model)$|(^|.*/)artifact\.metadata$")
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "torch.nn.modules.linear.Identity": nn.Identity,
     "torch.nn.modules.activation.Tanh": nn.Tanh,
@@ -190,46 +179,11 @@ def load_checkpoint(name_or_path: str | os.PathLike[str]) -> LoadedCheckpoint:
     return _load_plain(folder)
 
 
-def resolve_checkpoint_folder(name_or_path: str | os.PathLike[str]) -> Path:
-    """Return the local folder of a checkpoint, downloading a Hub model id when needed."""
-    text = os.fspath(name_or_path)
-    path = Path(text).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise ColbertStoreError(f"model path {text!r} is a file; expected a checkpoint folder")
-    if isinstance(name_or_path, os.PathLike) or not _HUB_ID.fullmatch(text):
-        raise FileNotFoundError(f"model path {text!r} does not exist")
-    return _download_from_hub(text)
-
-
-def load_weights(folder: Path) -> dict[str, torch.Tensor]:
-    """Read a folder's weights safely (safetensors first, else ``torch.load(weights_only=True)``).
-
-    Raises:
-        ColbertStoreError: No weights file, a file holding non-tensor objects, or an unreadable file.
-    """
-    for name in _WEIGHT_FILES:
-        path = folder / name
-        if not path.is_file():
-            continue
-        if name.endswith(".index.json"):
-            shards = sorted(set(_read_json(path).get("weight_map", {}).values()))
-            if not shards:
-                raise ColbertStoreError(f"{path} lists no weight shards")
-            weights: dict[str, torch.Tensor] = {}
-            for shard in shards:
-                weights.update(_load_weights_file(folder / shard))
-            return weights
-        return _load_weights_file(path)
-    raise ColbertStoreError(f"no weights in {folder} (expected one of {', '.join(_WEIGHT_FILES)})")
-
-
 # --------------------------------------------------------------------------------------------------- layouts
 
 
 def _load_stanford(folder: Path) -> LoadedCheckpoint:
-    meta = _read_json(folder / "artifact.metadata")
+    meta = read_json(folder / "artifact.metadata")
     weights = load_weights(folder)
     linear = weights.pop("linear.weight", None)
     if linear is None or linear.ndim != 2:
@@ -272,7 +226,7 @@ def _load_stanford(folder: Path) -> LoadedCheckpoint:
 
 def _load_pylate(folder: Path, transformer_dir: Path, dense_dirs: list[Path]) -> LoadedCheckpoint:
     settings_path = folder / "config_sentence_transformers.json"
-    settings = _read_json(settings_path) if settings_path.is_file() else {}
+    settings = read_json(settings_path) if settings_path.is_file() else {}
     model = _build_backbone(transformer_dir, load_weights(transformer_dir))
     tokenizer = _load_tokenizer(transformer_dir)
     head = [_load_dense(path) for path in dense_dirs]
@@ -329,7 +283,7 @@ def _read_modules(folder: Path) -> list[dict[str, Any]] | None:
     path = folder / "modules.json"
     if not path.is_file():
         return None
-    modules = _read_json(path)
+    modules = read_json(path)
     if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
         raise ColbertStoreError(f"{path} is not a list of module entries")
     return sorted(modules, key=lambda m: int(m.get("idx", 0)))
@@ -363,7 +317,7 @@ def _pylate_modules(folder: Path, modules: list[dict[str, Any]]) -> tuple[Path, 
 
 
 def _load_dense(folder: Path) -> DenseLayer:
-    config = _read_json(folder / "config.json")
+    config = read_json(folder / "config.json")
     weights = load_weights(folder)
     weight = weights.get("linear.weight")
     if weight is None or weight.ndim != 2:
@@ -457,38 +411,6 @@ def _max_positions(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -
     return min(limit, tokenizer_limit)
 
 
-def _load_weights_file(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        try:
-            return load_safetensors(str(path))
-        except Exception as exc:  # safetensors raises its own error types
-            raise ColbertStoreError(f"cannot read safetensors file {path}: {exc}") from exc
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise ColbertStoreError(
-            f"refusing to load {path}: it holds objects other than tensors and plain containers "
-            f"(only weights_only loading is allowed; convert it to safetensors): {exc}"
-        ) from exc
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise ColbertStoreError(f"cannot read weights file {path}: {exc}") from exc
-    if not isinstance(loaded, Mapping):
-        raise ColbertStoreError(f"refusing {path}: expected a dict of tensors, found {type(loaded).__name__}")
-    bad = [key for key, value in loaded.items() if not isinstance(key, str) or not isinstance(value, torch.Tensor)]
-    if bad:
-        raise ColbertStoreError(f"refusing {path}: entries {bad[:5]!r} are not tensors")
-    return dict(loaded)
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ColbertStoreError(f"missing checkpoint file {path}") from exc
-    except (OSError, ValueError) as exc:
-        raise ColbertStoreError(f"cannot parse {path} as JSON: {exc}") from exc
-
-
 @contextlib.contextmanager
 def _quiet_transformers() -> Iterator[None]:
     """Silence transformers' weight-loading progress bar and load report for one call."""
@@ -502,28 +424,3 @@ def _quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(verbosity)
         if bar_was_enabled:
             hf_logging.enable_progress_bar()
-
-
-def _download_from_hub(repo_id: str) -> Path:
-    """Download the config, tokenizer and weight files of a Hub model (safetensors preferred per folder)."""
-    from huggingface_hub import list_repo_files, snapshot_download
-
-    try:
-        files = list_repo_files(repo_id)
-        wanted = _select_hub_files(files)
-        return Path(snapshot_download(repo_id, allow_patterns=wanted))
-    except Exception as exc:  # network, auth and not-found errors all mean "cannot use this name"
-        raise ColbertStoreError(
-            f"model {repo_id!r} is not a local folder and could not be fetched from the Hugging Face Hub: {exc}"
-        ) from exc
-
-
-def _select_hub_files(files: list[str]) -> list[str]:
-    by_folder: dict[str, list[str]] = {}
-    for name in files:
-        by_folder.setdefault(os.path.dirname(name), []).append(name)
-    wanted = [name for name in files if _HUB_METADATA_FILE.fullmatch(name)]
-    for names in by_folder.values():
-        safetensors = [n for n in names if n.endswith(".safetensors")]
-        wanted += safetensors or [n for n in names if n.endswith("pytorch_model.bin") or ".bin.index" in n]
-    return wanted

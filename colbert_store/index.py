@@ -17,6 +17,7 @@ from colbert_store.errors import InvalidInputError, NotTrainedError, WriteConfli
 from colbert_store.filters import Filter, parse_filter
 from colbert_store.fitting import fit_first_codec
 from colbert_store.maintenance import IndexHealth, TextEncoder, measure_health
+from colbert_store.reading import DocumentSource
 from colbert_store.retraining import RetrainOptions, retrain
 from colbert_store.search import ScoredDocuments, SearchParams, search_one
 from colbert_store.settings import IndexSettings
@@ -73,6 +74,7 @@ class Index:
         self._state = state
         self._checked = time.monotonic()
         self._cache = DocumentCache()
+        self._source = DocumentSource(store, name, self._cache)
         self._write_lock = threading.Lock()
         self._reload_lock = threading.Lock()
 
@@ -171,6 +173,7 @@ class Index:
                 done = tuple(doc_id for part in written for doc_id in part.batch.ids)
                 raise WriteConflictError(str(error), written_ids=done) from error
             self._settle(docs, written)
+            self._store.settle(self._name)
 
     def delete(self, ids: Sequence[str]) -> None:
         """Delete documents by id; unknown ids are ignored."""
@@ -312,9 +315,9 @@ class Index:
         """One query; run again with the codecs read anew if a candidate was encoded by a codec this
         object had not loaded yet (a retrain in another process)."""
         state = self._state
-        result = search_one(self._store, self._name, state.by_generation(), self._cache, query, k, where, params)
+        result = search_one(self._source, state.by_generation(), query, k, where, params)
         if result.undecodable and self._reload() is not state:
-            result = search_one(self._store, self._name, self._state.by_generation(), self._cache, query, k, where, params)
+            result = search_one(self._source, self._state.by_generation(), query, k, where, params)
         return result
 
     def _current_health(self) -> IndexHealth | None:

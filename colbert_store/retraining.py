@@ -115,6 +115,7 @@ def _sweep(store: Store, name: str, state: LoadedState, targets: set[int], encod
                 found += len(stale)
                 fresh = reencode(stale, by_generation[int(generation)], codec, current.generation, encode_texts)
                 write_batch(store, name, fresh, replacing=stale.revisions)
+        store.settle(name)
         if not found:
             return
         logger.info("re-encoded %d documents of index %r with codec generation %d", found, name, current.generation)

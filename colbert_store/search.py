@@ -10,12 +10,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from colbert_store.cache import CachedDocuments, DocumentCache, range_positions
+from colbert_store.cache import CachedDocuments, range_positions
 from colbert_store.codec import ResidualCodec
 from colbert_store.errors import InvalidInputError
 from colbert_store.filters import Filter
 from colbert_store.maxsim import segment_max_sum
-from colbert_store.storage import DocumentBatch, Store, revision_generations
+from colbert_store.reading import DocumentSource
+from colbert_store.storage import DocumentBatch, revision_generations
 
 
 @dataclass(frozen=True)
@@ -67,10 +68,8 @@ class ScoredDocuments:
 
 
 def search_one(
-    store: Store,
-    name: str,
+    source: DocumentSource,
     codecs: Mapping[int, ResidualCodec],
-    cache: DocumentCache,
     query: np.ndarray,
     k: int,
     where: Filter | None,
@@ -85,10 +84,10 @@ def search_one(
     """
     views = {generation: _QueryView.of(codec, query, params.nprobe) for generation, codec in codecs.items()}
     probes = np.unique(np.concatenate([view.probes for view in views.values()]))
-    candidates = store.candidates(name, probes, where)
+    candidates = source.candidates(probes, where)
     if len(candidates) < k:  # too few share a probed centroid (e.g. a selective filter)
-        candidates = store.candidates(name, None, where)
-    docs, slots = _cached_documents(store, name, cache, candidates)
+        candidates = source.everything(where)
+    docs, slots = source.documents(candidates)
     generations = revision_generations(docs.batch.revisions[slots])
     present = np.unique(generations)
     ranked, undecodable = [], 0
@@ -139,18 +138,6 @@ def _rank(
     scores = _exact_scores(docs, shortlist, view.codec, view.query, view.centroid_scores)
     best = scores.topk(min(k, len(shortlist))).indices.numpy()
     return shortlist[best], scores.numpy()[best]
-
-
-def _cached_documents(
-    store: Store, name: str, cache: DocumentCache, revisions: np.ndarray
-) -> tuple[CachedDocuments, np.ndarray]:
-    """Cache slots of the candidate revisions, fetching the missing ones from the store first."""
-    docs, slots = cache.lookup(revisions)
-    missing = revisions[slots < 0]
-    if len(missing):
-        cache.insert(store.fetch(name, missing))
-        docs, slots = cache.lookup(revisions)
-    return docs, slots[slots >= 0]  # documents replaced or deleted since the candidate query drop out
 
 
 def _relevant_centroids(centroid_scores: torch.Tensor, threshold: float | None) -> np.ndarray:

@@ -166,5 +166,16 @@ class Store(ABC):
     def scan(self, name: str, batch_size: int = 1024) -> Iterator[DocumentBatch]:
         """Every stored document, in batches of about ``batch_size``."""
 
+    def data_version(self, name: str) -> int | None:
+        """A number that changes whenever the index's documents change, if the store can tell cheaply
+        (a search then answers candidates from its cache while the number stays the same); ``None``
+        (the default) when it cannot."""
+        return None
+
+    def settle(self, name: str) -> None:  # noqa: B027 - optional hook
+        """Called once a call's writes are all done (an add of many batches, a retrain's pass): where a
+        store brings its own indexes up to date once rather than after every batch. The default does
+        nothing."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the default does nothing."""

@@ -23,3 +23,4 @@ def copy_index(source: Store, target: Store, name: str, *, target_name: str | No
         target.write_codec(target_name, ref.codec_id, source.read_codec(name, ref.codec_id))
     for batch in source.scan(name, batch_size):
         target.upsert(target_name, batch)
+    target.settle(target_name)

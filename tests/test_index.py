@@ -349,3 +349,20 @@ def test_an_index_copied_to_another_store_searches_the_same(store, corpus, tmp_p
     with pytest.raises(cs.IndexExistsError):
         cs.copy_index(store, target, "papers", target_name="copied")
     target.close()
+
+
+def test_a_warm_reader_sees_another_connections_writes_at_its_next_search(store_factory, corpus):
+    """A warmed reader answers candidates from its cache while the store's documents are unchanged;
+    a write through another connection changes them, and the reader's next search reflects it."""
+    writer = build(store_factory(), corpus)
+    reader = cs.Index.open(store_factory(), "papers")
+    reader.warm()
+    query = corpus.query(4)
+    first = reader.search(query, k=3)[0].id
+    writer.delete([first])
+    assert first not in {hit.id for hit in reader.search(query, k=10)}
+    position = corpus.ids.index(first)
+    writer.add([first], [corpus.embeddings[position]], metadata=[{"version": 2}])
+    hit = reader.search(query, k=1)[0]
+    assert (hit.id, hit.metadata) == (first, {"version": 2})
+    assert ranked(reader.search(query, k=5, filter={"version": 2})) == ranked(writer.search(query, k=5, filter={"version": 2}))

@@ -144,6 +144,18 @@ class LanceDBStore(Store):
             while (later := existing_metadata_columns(table.schema)).keys() != columns.keys():
                 columns = later
                 retrying(partial(_merge, table, batch_to_arrow(batch, columns), own), what)
+
+    @translated
+    def data_version(self, name: str) -> int:
+        """The documents table's version: LanceDB commits a new one with every write."""
+        return int(self._table(name).version)
+
+    @translated
+    def settle(self, name: str) -> None:
+        """Build the scalar indexes on first data, or rebuild them once unindexed rows pass a tenth
+        (see :meth:`_refresh_indexes`); rows not yet indexed are still searched, more slowly."""
+        table = self._table(name)
+        with self._lock:
             self._refresh_indexes(table)
 
     @translated
@@ -239,6 +251,9 @@ class LanceDBStore(Store):
 
     def _refresh_indexes(self, table: Any) -> None:
         """Build the scalar indexes on first data, and rebuild them once unindexed rows pass a tenth.
+
+        Each rebuild leaves the replaced index files on disk until :meth:`optimize` deletes old
+        versions, so indexes are refreshed once per call (:meth:`settle`), not after every batch.
 
         A rebuild reads only the small indexed columns. ``table.optimize()`` would fold the new rows
         in too, but it also compacts the data files, rewriting every packed residual on each write,

@@ -30,6 +30,7 @@ _REGISTRY_LOCK = threading.Lock()
 _PATH_CLIENTS: dict[str, list[Any]] = {}  # real path -> [client, number of open stores]
 _CLIENT_LOCKS: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDictionary()
 _LOCAL_TABLES: weakref.WeakKeyDictionary[Any, dict[str, LocalTable]] = weakref.WeakKeyDictionary()
+_WRITES: weakref.WeakKeyDictionary[Any, dict[str, int]] = weakref.WeakKeyDictionary()
 
 
 @cache
@@ -134,8 +135,16 @@ def local_tables(client: Any) -> dict[str, LocalTable]:
 
 
 def forget_local_table(client: Any, collection: str) -> None:
-    """Drop a collection's local table after a write (a no-op for server clients, which have none)."""
+    """After a write to a local collection: drop its local table and count the write."""
     with _REGISTRY_LOCK:
         tables = _LOCAL_TABLES.get(client)
         if tables is not None:
             tables.pop(collection, None)
+        writes = _WRITES.setdefault(client, {})
+        writes[collection] = writes.get(collection, 0) + 1
+
+
+def local_writes(client: Any, collection: str) -> int:
+    """How many writes the stores of this process made to a local collection (the only writers it has)."""
+    with _REGISTRY_LOCK:
+        return _WRITES.get(client, {}).get(collection, 0)

@@ -20,6 +20,7 @@ from colbert_store.adapters.qdrant.client import (
     is_local,
     local_lock,
     local_tables,
+    local_writes,
     models,
     release_path_client,
 )
@@ -94,6 +95,11 @@ class PointsEngine(ABC):
 
     def written(self, collection: str) -> None:  # noqa: B027 - optional hook
         """Called after every write to ``collection`` (to drop what an engine caches about it)."""
+
+    def data_version(self, collection: str) -> int | None:
+        """A number that changes with every write to ``collection``, when the engine can know it (all its
+        writers are in this process); ``None`` otherwise (the default)."""
+        return None
 
     def local_table(self, collection: str) -> LocalTable:
         """The collection's candidate table, for an engine without payload indexes (call under :meth:`lock`)."""
@@ -182,6 +188,11 @@ class ClientEngine(PointsEngine):
 
     def written(self, collection: str) -> None:
         forget_local_table(self.client, collection)
+
+    def data_version(self, collection: str) -> int | None:
+        """Local mode: the writes this process made (a local folder is locked to one process); a server
+        has writers elsewhere."""
+        return None if self.indexes_payload else local_writes(self.client, collection)
 
     def local_table(self, collection: str) -> LocalTable:
         """Built by one scroll, shared by the stores of this client, dropped by any write to the collection."""

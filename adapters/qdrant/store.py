@@ -136,6 +136,9 @@ class PointsStore(Store):
     def count(self, name: str) -> int:
         return self._run(name, self._engine.count)
 
+    def data_version(self, name: str) -> int | None:
+        return self._run(name, self._engine.data_version)
+
     def candidates(self, name: str, centroid_ids: np.ndarray | None, where: Filter | None) -> np.ndarray:
         """One scroll (all pages) with ``centroids`` matching any probe and the translated filter.
 

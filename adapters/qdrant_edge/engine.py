@@ -66,6 +66,7 @@ class EdgeEngine(PointsEngine):
         self.indexes_payload = True
         self._root = root
         self._shards: dict[str, Any] = {}
+        self._writes: dict[str, int] = {}
         self._lock = threading.RLock()
 
     def lock(self) -> AbstractContextManager[Any]:
@@ -135,6 +136,15 @@ class EdgeEngine(PointsEngine):
     def count(self, collection: str) -> int:
         with self._lock:
             return int(self._shard(collection).count(edge().CountRequest(exact=True)))
+
+    def written(self, collection: str) -> None:
+        with self._lock:
+            self._writes[collection] = self._writes.get(collection, 0) + 1
+
+    def data_version(self, collection: str) -> int:
+        """The writes made through this engine: every writer of an Edge shard is in this process."""
+        with self._lock:
+            return self._writes.get(collection, 0)
 
     def open_shards(self) -> list[Any]:
         """The shards opened so far."""
