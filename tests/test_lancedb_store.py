@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
+
 import lancedb
 import pytest
 
@@ -49,3 +52,19 @@ def test_a_connection_passed_in_and_a_closed_store_answer_like_an_opened_path(tm
     assert answers(LanceDBStore(lancedb.connect(tmp_path))) == expected  # the sync query builder
     opened.close()
     assert answers(opened) == expected
+
+
+def test_a_warm_reader_with_a_consistency_interval_sees_another_connections_delete_after_it(tmp_path):
+    """The cache answers a warm reader's candidates until the store's version moves; that version and the
+    candidates come from the same connection, so the reader sees the delete once its interval has passed."""
+    corpus = make_corpus(n_docs=60)
+    writer = build(LanceDBStore(tmp_path), corpus)
+    reader = cs.Index.open(LanceDBStore(tmp_path, read_consistency_interval=timedelta(seconds=1)), "papers")
+    reader.warm()
+    query = corpus.query(2)
+    victim = reader.search(query, k=1)[0].id
+    writer.delete([victim])
+    deadline = time.monotonic() + 30
+    while victim in {hit.id for hit in reader.search(query, k=10)}:
+        assert time.monotonic() < deadline, "the reader never saw the delete"
+        time.sleep(0.1)

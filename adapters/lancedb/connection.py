@@ -69,17 +69,29 @@ class AsyncReads:
         """The ``rev`` column of the rows of ``table_name`` holding any of ``centroid_ids`` and meeting ``where``."""
         return self._run(self._revisions(table_name, centroid_ids, where))
 
+    def version(self, table_name: str) -> int:
+        """The version of ``table_name`` that this connection's next query reads (checked for a newer one
+        at the connection's consistency interval)."""
+        return int(self._run(self._version(table_name)))
+
     def forget(self, table_name: str) -> None:
         """Close the handle of ``table_name``; the next query opens the table again."""
         self._run(self._forget(table_name))
 
     async def _revisions(self, table_name: str, centroid_ids: np.ndarray | None, where: Filter | None) -> pa.ChunkedArray:
-        table = self._tables.get(table_name)
-        if table is None:
-            table = self._tables[table_name] = await self._db.open_table(table_name)
+        table = await self._open(table_name)
         predicate = condition(centroid_ids, where, await table.schema() if where is not None else None)
         query = table.query().select(["rev"])
         return (await (query.where(predicate) if predicate else query).to_arrow()).column("rev")
+
+    async def _version(self, table_name: str) -> int:
+        return await (await self._open(table_name)).version()
+
+    async def _open(self, table_name: str) -> Any:
+        table = self._tables.get(table_name)
+        if table is None:
+            table = self._tables[table_name] = await self._db.open_table(table_name)
+        return table
 
     async def _forget(self, table_name: str) -> None:
         table = self._tables.pop(table_name, None)

@@ -147,8 +147,11 @@ class LanceDBStore(Store):
 
     @translated
     def data_version(self, name: str) -> int:
-        """The documents table's version: LanceDB commits a new one with every write."""
-        return int(self._table(name).version)
+        """The documents table's version (LanceDB commits a new one with every write), as the connection
+        that answers :meth:`candidates` sees it: candidates read after this call are of that version or later."""
+        table = self._table(name)
+        reads = self._reads  # read once: close() may run meanwhile
+        return reads.version(table.name) if reads is not None else int(table.version)
 
     @translated
     def settle(self, name: str) -> None:
