@@ -1,6 +1,6 @@
 """Paired latency of PLAID, colbert-store and exact MaxSim: the same queries in turn, each system in its own process.
 
-    python -m benchmarks.head_to_head --plaid-index DIR --colbert-store-index DIR [--cache DIR] [--exact FILE]
+    python -m benchmarks.head_to_head --plaid-index DIR --colbert-store-index DIR [--edge-index DIR] [--cache DIR] [--exact FILE]
 
 A machine's speed drifts over tens of seconds, so p50s measured minutes apart, one system after the
 other, can differ by as much as the systems do. Here the processes hold their index warm and take
@@ -10,9 +10,10 @@ measurement. Exhaustive exact MaxSim, far slower, times one query in ``--exact-s
 so that its turns last about as long as the others' (a system idle through long turns of another
 searches more slowly afterwards). ``benchmarks.run`` runs this on the indexes its systems built.
 
-The colbert-store worker opens its LanceDB folder and warms its document cache, as a service would
-at start-up; PLAID's loads its whole index (``plaid_runner.py --serve``); exact's holds every token
-vector in memory (``benchmarks.systems``' exact system). Each runs ``WARMUP`` untimed queries first.
+The colbert-store workers (LanceDB, and Qdrant Edge when given) open their folder and warm their
+document cache, as a service would at start-up; PLAID's loads its whole index (``plaid_runner.py
+--serve``); exact's holds every token vector in memory (``benchmarks.systems``' exact system). Each
+runs ``WARMUP`` untimed queries first.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 
 import colbert_store as cs
 from benchmarks.block_server import claim_stdout, serve
-from benchmarks.lib.data import SCIFACT_INDEX
+from benchmarks.lib.data import SCIFACT_INDEX, open_store
 from benchmarks.lib.exhaustive import ExhaustiveMaxSim
 from benchmarks.lib.metrics import overlap_at_k
 from benchmarks.lib.paths import DEFAULT_CACHE_DIR, REPO_ROOT
@@ -37,7 +38,8 @@ from benchmarks.lib.plaid import serve_command
 from benchmarks.lib.report import markdown_table
 from benchmarks.lib.scifact import ScifactVectors, load_scifact_vectors
 from benchmarks.lib.timing import WARMUP, latency_summary, use_search_threads
-from colbert_store.adapters.lancedb import LanceDBStore
+
+EDGE_WORKER = "colbert-store on Qdrant Edge"
 
 
 def run_head_to_head(
@@ -52,17 +54,20 @@ def run_head_to_head(
     exact_stride: int = 10,
     k: int = 10,
     exact: list[list[str]] | None = None,
+    edge_index: Path | None = None,
 ) -> dict[str, Any]:
     """Time every query ``passes`` times on PLAID and colbert-store, in blocks of ``block`` queries
     that go to each system in turn; exhaustive exact MaxSim takes every ``exact_stride``-th query of
     each block (a different one each pass), so that its turns take about as long as the others'.
-    ``exact_stride=0`` leaves exact out.
+    ``exact_stride=0`` leaves exact out. ``edge_index``: a Qdrant Edge folder holding the same index,
+    timed as one more system.
 
     Returns per system its latency summary over all its timed searches and, given the ``exact``
     rankings, recall@k against them (first pass); ``paired``: the median over queries of
     colbert-store's time over PLAID's (each averaged over passes), the share of queries
     colbert-store answers faster, and that median ratio in each pass (its spread shows how far one
-    pass can be trusted); and, when exact ran, ``paired_exact``: over the searches exact timed,
+    pass can be trusted), and the same for colbert-store on Qdrant Edge under ``paired_edge``; and,
+    when exact ran, ``paired_exact``: over the searches exact timed,
     exact's p50 over colbert-store's p50 on the same queries in the same passes, and the median of
     their per-search time ratios.
     """
@@ -74,7 +79,9 @@ def run_head_to_head(
         "plaid": serve_command(plaid_index, cache, k=k, warmup=WARMUP),
         "colbert-store": [*ours, "--serve", str(colbert_store_index)],
     }
-    strides = {"plaid": 1, "colbert-store": 1}
+    if edge_index is not None:
+        commands[EDGE_WORKER] = [*ours, "--serve", str(edge_index), "--serve-store", "qdrant-edge"]
+    strides = dict.fromkeys(commands, 1)
     if exact_stride > 0:
         commands["exact"] = [*ours, "--serve-exact"]
         strides["exact"] = exact_stride
@@ -104,24 +111,23 @@ def run_head_to_head(
         for worker in workers.values():
             worker.stdin.close()  # type: ignore[union-attr]
             worker.wait()
-    ours_s, plaid_s = seconds["colbert-store"], seconds["plaid"]
-    ratio = ours_s.mean(axis=0) / plaid_s.mean(axis=0)
+    ours_s = seconds["colbert-store"]
     systems: dict[str, dict[str, Any]] = {name: latency_summary(s[~np.isnan(s)]) for name, s in seconds.items()}
     if exact is not None:
-        for name in ("plaid", "colbert-store"):
+        for name in systems.keys() - {"exact"}:
             recall = np.mean([overlap_at_k(r, e, k) for r, e in zip(rankings[name], exact)])
             systems[name]["recall_at_10_vs_exact"] = float(recall)
     result: dict[str, Any] = {
         "systems": systems,
-        "paired": {
-            "median_time_ratio": float(np.median(ratio)),
-            "share_colbert_store_faster": float((ratio < 1).mean()),
-            "median_time_ratio_by_pass": np.median(ours_s / plaid_s, axis=1).tolist(),
-        },
+        "paired": _against_plaid(ours_s, seconds["plaid"]),
         "n_queries": len(positions),
         "passes": passes,
         "block": block,
     }
+    if EDGE_WORKER in seconds:
+        result["paired_edge"] = _against_plaid(seconds[EDGE_WORKER], seconds["plaid"])
+        same = [r == e for r, e in zip(rankings[EDGE_WORKER], rankings["colbert-store"])]
+        result["paired_edge"]["same_top_k_as_lancedb"] = float(np.mean(same))
     if "exact" in seconds:
         timed = ~np.isnan(seconds["exact"])
         exact_s, ours_same = seconds["exact"][timed], ours_s[timed]
@@ -132,6 +138,16 @@ def run_head_to_head(
             "colbert_store_p50_ms": latency_summary(ours_same)["p50_ms"],
         }
     return result
+
+
+def _against_plaid(ours: np.ndarray, plaid: np.ndarray) -> dict[str, Any]:
+    """Paired ratios of a colbert-store worker's times (passes x queries) over PLAID's."""
+    ratio = ours.mean(axis=0) / plaid.mean(axis=0)
+    return {
+        "median_time_ratio": float(np.median(ratio)),
+        "share_colbert_store_faster": float((ratio < 1).mean()),
+        "median_time_ratio_by_pass": np.median(ours / plaid, axis=1).tolist(),
+    }
 
 
 def _query_count(cache: Path) -> int:
@@ -151,11 +167,11 @@ def _receive(stream: IO[str] | None, name: str) -> dict[str, Any]:
     return json.loads(line)
 
 
-def _serve_colbert_store(folder: Path, cache: Path, k: int) -> None:
-    """The colbert-store worker: open the LanceDB index, warm it, run untimed queries, then answer blocks."""
+def _serve_colbert_store(folder: Path, store_kind: str, cache: Path, k: int) -> None:
+    """A colbert-store worker: open the index on its store, warm it, run untimed queries, then answer blocks."""
     channel = claim_stdout()
     _, queries = _worker_data(cache)
-    index = cs.Index.open(LanceDBStore(folder), SCIFACT_INDEX)
+    index = cs.Index.open(open_store(store_kind, folder), SCIFACT_INDEX)
     index.warm()
     _warm_up_and_serve(lambda position: [hit.id for hit in index.search(queries[position], k=k)], len(queries), channel)
 
@@ -198,6 +214,14 @@ def paired_table(result: dict[str, Any]) -> str:
         f"colbert-store faster on {paired['share_colbert_store_faster']:.0%} of queries; "
         f"the median ratio in each pass: {', '.join(f'{r:.3f}' for r in paired['median_time_ratio_by_pass'])}.",
     ]
+    if "paired_edge" in result:
+        edge = result["paired_edge"]
+        lines.append(
+            f"{EDGE_WORKER}: its time over PLAID's, median over queries: {edge['median_time_ratio']:.3f}, faster on "
+            f"{edge['share_colbert_store_faster']:.0%} of queries (by pass: "
+            f"{', '.join(f'{r:.3f}' for r in edge['median_time_ratio_by_pass'])}); the same top 10 as on LanceDB for "
+            f"{edge['same_top_k_as_lancedb']:.1%} of queries."
+        )
     if "paired_exact" in result:
         versus = result["paired_exact"]
         lines.append(
@@ -212,7 +236,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--plaid-index", type=Path, help="a PLAID index folder (plaid_runner.py --index-dir)")
     parser.add_argument("--colbert-store-index", type=Path, help=f"a LanceDB folder holding index {SCIFACT_INDEX!r}")
-    parser.add_argument("--serve", type=Path, metavar="FOLDER", help=argparse.SUPPRESS)  # the colbert-store worker
+    parser.add_argument("--edge-index", type=Path, help=f"a Qdrant Edge folder holding index {SCIFACT_INDEX!r} (optional)")
+    parser.add_argument("--serve", type=Path, metavar="FOLDER", help=argparse.SUPPRESS)  # a colbert-store worker
+    parser.add_argument("--serve-store", default="lancedb", help=argparse.SUPPRESS)  # its store kind
     parser.add_argument("--serve-exact", action="store_true", help=argparse.SUPPRESS)  # the exact worker
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE_DIR, help="SciFact vector cache folder (default %(default)s)")
     parser.add_argument("--exact", type=Path, default=None, help="exact rankings, to report recall (benchmarks.systems)")
@@ -226,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     if args.serve:
-        _serve_colbert_store(args.serve, args.cache, args.k)
+        _serve_colbert_store(args.serve, args.serve_store, args.cache, args.k)
         return
     if args.serve_exact:
         _serve_exact(args.cache, args.k)
@@ -237,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     result = run_head_to_head(
         args.plaid_index, args.colbert_store_index, args.cache,
         n_queries=args.queries, block=args.block, block_warmup=args.block_warmup, passes=args.passes,
-        exact_stride=args.exact_stride, k=args.k, exact=exact,
+        exact_stride=args.exact_stride, k=args.k, exact=exact, edge_index=args.edge_index,
     )
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))

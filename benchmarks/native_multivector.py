@@ -3,12 +3,17 @@
     python -m benchmarks.native_multivector --queries 20
 
 One record per document holds its whole token matrix as fp32, and the store scores it with its built-in cosine
-MaxSim; no colbert-store code is involved. Three systems:
+MaxSim; no colbert-store code is involved. Four systems:
 
-* ``qdrant_native``: Qdrant local mode on disk (``QdrantClient(path=...)``), ``MultiVectorComparator.MAX_SIM``.
-  Local mode pickles each point into SQLite and searches by brute force in numpy, one small matmul per document,
-  so it matches exhaustive exact MaxSim but is slow. Those small matmuls suffer from OpenBLAS's thread pool when
-  another process is busy: on a shared machine run with ``OPENBLAS_NUM_THREADS=1`` (``benchmarks.run`` does).
+* ``edge_native(data, datatype)``: the Qdrant engine itself, in process (Qdrant Edge), one shard with a
+  ``MAX_SIM`` multivector of ``float32`` or ``float16`` storage and HNSW off (``m=0``), as Qdrant advises for
+  ColBERT token vectors that are used for rescoring: every search scores every document exactly. The shard is
+  optimized after the writes and the whole folder (segments and write-ahead log) is counted.
+* ``qdrant_native``: qdrant-client's local mode on disk (``QdrantClient(path=...)``), ``MAX_SIM``: a Python
+  emulation of Qdrant, not the engine. Local mode pickles each point into SQLite and searches by brute force in
+  numpy, one small matmul per document, so it matches exhaustive exact MaxSim but is slow. Those small matmuls
+  suffer from OpenBLAS's thread pool when another process is busy: on a shared machine run with
+  ``OPENBLAS_NUM_THREADS=1`` (``benchmarks.run`` does).
 * ``lancedb_native(data, indexed=False)``: LanceDB flat (no index) multivector search, exact.
 * ``lancedb_native(data, indexed=True)``: LanceDB with its IVF_PQ multivector index, which indexes every token vector;
   the index settings and search settings are recorded in the row.
@@ -16,7 +21,7 @@ MaxSim; no colbert-store code is involved. Three systems:
 Each row has recall@10 against exhaustive exact MaxSim, nDCG@10, single-query latency (after ``WARMUP`` untimed
 queries), batch throughput, build time (empty folder to searchable) and folder bytes per document token. Doc vectors
 are converted from fp16 to fp32 ``WRITE_BATCH_DOCS`` documents at a time, never all at once. ``benchmarks.systems``
-runs them as systems of the side-by-side run; run alone, this prints the three rows as JSON.
+runs them as systems of the side-by-side run; run alone, this prints the four rows as JSON.
 """
 
 from __future__ import annotations
@@ -71,6 +76,48 @@ def _score(data: BenchData, positions: list[list[int]], seconds: list[float], **
     """``data.score`` of rankings given as document positions, plus ``extra``."""
     rankings = [[data.vectors.doc_ids[i] for i in ranking] for ranking in positions]
     return {**data.score(rankings, seconds), **extra}
+
+
+def edge_native(data: BenchData, datatype: str) -> dict[str, Any]:
+    """Qdrant Edge, one point per document with its token matrix stored as ``datatype`` ("float32" or
+    "float16"), cosine MaxSim, HNSW off: an exact scan by the engine."""
+    import qdrant_edge as edge
+
+    path = data.workdir / f"edge-{datatype}"
+    storage = {"float32": edge.VectorStorageDatatype.Float32, "float16": edge.VectorStorageDatatype.Float16}[datatype]
+    params = edge.EdgeVectorParams(
+        size=data.docs[0].shape[1], distance=edge.Distance.Cosine, datatype=storage,
+        multivector_config=edge.MultiVectorConfig(edge.MultiVectorComparator.MaxSim),
+        hnsw_config=edge.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000),
+    )
+    start = time.perf_counter()
+    shard = edge.EdgeShard.create(str(path), edge.EdgeConfig(vectors={"tokens": params}))
+    try:
+        for first, tokens, offsets in _fp32_batches(data.docs):
+            documents = np.split(tokens, offsets[1:-1])
+            points = [edge.Point(first + i, {"tokens": document.tolist()}) for i, document in enumerate(documents)]
+            shard.update(edge.UpdateOperation.upsert_points(points))
+        shard.optimize()
+        shard.flush()
+        build_seconds = time.perf_counter() - start
+        size = folder_bytes(path)
+
+        def search(query: np.ndarray) -> list[int]:
+            nearest = edge.Query.Nearest(query.tolist(), using="tokens")
+            request = edge.QueryRequest(limit=data.k, query=nearest, with_payload=False)
+            return [int(point.id) for point in shard.query(request)]
+
+        rankings, seconds = time_each(search, data.queries, WARMUP)
+    finally:
+        shard.close()
+    return _score(
+        data, rankings, seconds,
+        qps_batch=len(seconds) / sum(seconds),
+        batch_note="qps_batch is the sequential single-query pass",
+        build_seconds=build_seconds,
+        bytes_per_token=size / data.n_tokens,
+        storage=f"Qdrant Edge {edge.__name__}: {datatype} multivector, HNSW m=0 (exact scan)",
+    )
 
 
 def qdrant_native(data: BenchData) -> dict[str, Any]:
@@ -171,7 +218,7 @@ def lancedb_native(data: BenchData, indexed: bool) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the three baselines on the first ``--queries`` cached SciFact queries and print one JSON row each."""
+    """Run the four baselines on the first ``--queries`` cached SciFact queries and print one JSON row each."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_scifact_arguments(parser)
     parser.add_argument("--queries", type=int, default=20, help="evaluate only the first N queries")
@@ -182,6 +229,8 @@ def main(argv: list[str] | None = None) -> None:
     queries = vectors.queries()[: args.queries]
     exact, _ = time_exhaustive(ExhaustiveMaxSim(vectors.doc_ids, vectors.doc_vectors, vectors.doc_offsets), queries, args.k)
     systems: dict[str, Callable[[BenchData], dict[str, Any]]] = {
+        "edge_native_float32": lambda data: edge_native(data, "float32"),
+        "edge_native_float16": lambda data: edge_native(data, "float16"),
         "qdrant_native": qdrant_native,
         "lancedb_native_flat": lambda data: lancedb_native(data, indexed=False),
         "lancedb_native_ivf_pq": lambda data: lancedb_native(data, indexed=True),

@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from benchmarks.head_to_head import paired_table, run_head_to_head
 from benchmarks.lib.paths import PLAID_VENV, REPO_ROOT, RESULTS_DIR
 from benchmarks.lib.plaid import PLAID_RUNNER
@@ -35,20 +37,27 @@ from benchmarks.systems import system_runners
 SCALE_TOKENS = (100_000, 1_000_000, 10_000_000)
 HEAD_TO_HEAD = ("plaid", "colbert-store-lancedb-nbits2")
 """Systems whose indexes are kept for the paired latency run (``benchmarks.head_to_head``)."""
+EDGE = "colbert-store-qdrant-edge-nbits2"
+"""Joins the paired run when measured."""
 LABELS = {
     "exact": "exhaustive exact MaxSim (fp32, in memory)",
-    "qdrant-native": "Qdrant native multivector MAX_SIM (local mode)",
+    "edge-native-float32": "Qdrant Edge native multivector MAX_SIM, float32, HNSW off",
+    "edge-native-float16": "Qdrant Edge native multivector MAX_SIM, float16, HNSW off",
+    "qdrant-native": "Qdrant native multivector MAX_SIM (qdrant-client local mode, an emulation)",
     "lancedb-native-flat": "LanceDB native multivector, flat",
     "lancedb-native-indexed": "LanceDB native multivector, vector index",
     "plaid": "Stanford PLAID (colbert-ai), nbits=2",
 }
 
 
+STORE_NAMES = {"lancedb": "LanceDB", "qdrant": "Qdrant local", "qdrant-edge": "Qdrant Edge"}
+
+
 def label(system: str) -> str:
     """Human name of a system for tables and plots."""
     if system.startswith("colbert-store-"):
-        _, _, store, nbits = system.split("-")
-        return f"colbert-store on {'LanceDB' if store == 'lancedb' else 'Qdrant local'}, nbits={nbits[-1]}"
+        store, nbits = system.removeprefix("colbert-store-").rsplit("-", 1)
+        return f"colbert-store on {STORE_NAMES[store]}, nbits={nbits[-1]}"
     return LABELS[system]
 
 
@@ -125,6 +134,33 @@ def target_checks(rows: dict[str, dict[str, Any]], paired: dict[str, Any] | None
     for native in ("qdrant-native", "lancedb-native-flat"):
         if ours and native in rows:
             at_most(f"disk bytes/token <= 1/6 of {label(native)}", ours["bytes_per_token"], rows[native]["bytes_per_token"] / 6)
+    checks += edge_checks(rows, paired)
+    return checks
+
+
+def edge_checks(rows: dict[str, dict[str, Any]], paired: dict[str, Any] | None) -> list[tuple[str, bool, str]]:
+    """colbert-store on Qdrant Edge (nbits=2) against the targets of the real-engines issue."""
+    edge, ours, native = rows.get(EDGE), rows.get("colbert-store-lancedb-nbits2"), rows.get("edge-native-float32")
+    checks: list[tuple[str, bool, str]] = []
+    if edge is None:
+        return checks
+    checks.append(("Edge: disk bytes/token <= 48", edge["bytes_per_token"] <= 48, f"{edge['bytes_per_token']:.1f}"))
+    checks.append(("Edge: recall@10 vs exact >= 0.92", edge["recall_at_10_vs_exact"] >= 0.92,
+                   f"{edge['recall_at_10_vs_exact']:.3f}"))
+    if ours:
+        same = float(np.mean([a == b for a, b in zip(edge["rankings"], ours["rankings"])]))
+        checks.append(("Edge: same top 10 as LanceDB for >= 99% of queries", same >= 0.99, f"{same:.1%}"))
+    if native:
+        n = native["n_queries"]
+        edge_p50 = float(np.median(edge["seconds"][:n])) * 1000
+        speedup = native["p50_ms"] / edge_p50
+        checks.append((f"Edge: >= 10x faster than {label('edge-native-float32')} (first {n} queries)", speedup >= 10,
+                       f"{speedup:.1f}x ({native['p50_ms']:.0f} vs {edge_p50:.1f} ms)"))
+        share = edge["bytes_per_token"] / native["bytes_per_token"]
+        checks.append(("Edge: <= 1/15 of its bytes per token", share <= 1 / 15, f"1/{1 / share:.0f}"))
+    if paired and "paired_edge" in paired:
+        ratio = paired["paired_edge"]["median_time_ratio"]
+        checks.append(("Edge: p50 <= 0.7x PLAID's (paired run)", ratio <= 0.7, f"{ratio:.3f}"))
     return checks
 
 
@@ -262,13 +298,14 @@ def main(argv: list[str] | None = None) -> None:
     selected = ["exact", *[s for s in args.systems if s != "exact"]]
     paired = None
     with tempfile.TemporaryDirectory(prefix="colbert-store-run-") as kept:
-        keep = {system: Path(kept) / system for system in HEAD_TO_HEAD if system in selected}
+        keep = {system: Path(kept) / system for system in (*HEAD_TO_HEAD, EDGE) if system in selected}
         rows = {system: run_system(system, args, exact_path, keep.get(system)) for system in selected}
-        if len(keep) == len(HEAD_TO_HEAD):
+        if all(system in keep for system in HEAD_TO_HEAD):
             print("== paired latency: PLAID, colbert-store and exact taking turns", flush=True)
             plaid_index, ours_index = (keep[system] for system in HEAD_TO_HEAD)
             exact = json.loads(exact_path.read_text())["rankings"]
-            paired = run_head_to_head(plaid_index, ours_index, args.cache, n_queries=args.queries, exact=exact)
+            paired = run_head_to_head(plaid_index, ours_index, args.cache, n_queries=args.queries, exact=exact,
+                                      edge_index=keep.get(EDGE))
     scale = run_scale(args) if args.scale_tokens else []
 
     checks = target_checks(rows, paired)

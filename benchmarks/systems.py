@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import colbert_store as cs
-from benchmarks.lib.data import SCIFACT_INDEX, BenchData, folder_bytes
+from benchmarks.lib.data import SCIFACT_INDEX, BenchData, folder_bytes, open_store
 from benchmarks.lib.exhaustive import ExhaustiveMaxSim
 from benchmarks.lib.plaid import run_plaid
 from benchmarks.lib.scifact import add_scifact_arguments, load_scifact_vectors
 from benchmarks.lib.timing import batch_seconds, time_exhaustive, time_searches, use_search_threads
-from benchmarks.native_multivector import lancedb_native, qdrant_native
+from benchmarks.native_multivector import edge_native, lancedb_native, qdrant_native
 
 SWEEP: tuple[dict[str, Any], ...] = (
     {"nprobe": 1, "ncandidates": 128, "nrerank": 32, "centroid_threshold": 0.5},
@@ -39,7 +39,8 @@ SWEEP: tuple[dict[str, Any], ...] = (
     {"nprobe": 8, "ncandidates": 1024, "nrerank": 512, "centroid_threshold": None},
 )
 """Search settings of the latency-vs-recall curve, from fastest to most thorough."""
-SLOW_SYSTEMS = frozenset({"qdrant-native", "lancedb-native-flat", "lancedb-native-indexed"})
+SLOW_SYSTEMS = frozenset({"qdrant-native", "lancedb-native-flat", "lancedb-native-indexed", "edge-native-float32",
+                          "edge-native-float16"})
 """Systems scored on the first ``--slow-queries`` queries only (seconds per query)."""
 
 
@@ -60,15 +61,18 @@ def exact_system(data: BenchData) -> dict[str, Any]:
 
 
 def colbert_store_system(data: BenchData, store_kind: str, nbits: int, sweep: bool) -> dict[str, Any]:
-    """colbert-store on ``store_kind`` ("lancedb" or "qdrant", local folder) at ``nbits``, default settings;
+    """colbert-store on ``store_kind`` ("lancedb", "qdrant" local mode or "qdrant-edge", local folder) at ``nbits``,
+    default settings;
     with ``sweep``, also recall and latency at each :data:`SWEEP` setting (first ``sweep_queries`` queries)."""
-    store = _open_store(store_kind, data.workdir)
+    store = open_store(store_kind, data.workdir)
     started = time.perf_counter()
     index = cs.Index.create(store, SCIFACT_INDEX, dim=data.vectors.dim, nbits=nbits)
     index.add(data.vectors.doc_ids, data.docs, queries=data.vectors.pseudo_query_vectors)  # trains the codec
     build_seconds = time.perf_counter() - started
     if store_kind == "lancedb":
         store.optimize(SCIFACT_INDEX, cleanup_older_than=timedelta(0))  # drop the table versions the writes left behind
+    elif store_kind == "qdrant-edge":
+        store.optimize()  # merge the segments the writes left, as the engine's optimizer does in the background
     started = time.perf_counter()
     warmed = index.warm()  # codes into memory, as a service would at start-up (PLAID loads its whole index)
     warm_seconds = time.perf_counter() - started
@@ -82,6 +86,8 @@ def colbert_store_system(data: BenchData, store_kind: str, nbits: int, sweep: bo
         codes_bytes_per_token=store.size_bytes(SCIFACT_INDEX) / data.n_tokens,
         n_centroids=index.codec.n_centroids if index.codec else None,
         settings=asdict(index.settings.search),
+        rankings=rankings,
+        seconds=seconds,
     )
     if sweep:
         row["sweep"] = [_sweep_point(data, index, params) for params in SWEEP]
@@ -103,16 +109,6 @@ def plaid_system(data: BenchData) -> dict[str, Any]:
     return row
 
 
-def _open_store(kind: str, folder: Path) -> Any:
-    if kind == "lancedb":
-        from colbert_store.adapters.lancedb import LanceDBStore
-
-        return LanceDBStore(folder)
-    from colbert_store.adapters.qdrant import QdrantStore
-
-    return QdrantStore(folder)
-
-
 def _sweep_point(data: BenchData, index: cs.Index, params: dict[str, Any]) -> dict[str, Any]:
     queries = data.queries[: data.sweep_queries]
     rankings, seconds = time_searches(index, queries, data.k, warmup=10, **params)
@@ -122,11 +118,13 @@ def _sweep_point(data: BenchData, index: cs.Index, params: dict[str, Any]) -> di
 def system_runners() -> dict[str, Callable[[BenchData], dict[str, Any]]]:
     """Every system by name, in the order ``benchmarks.run`` measures them (``exact`` first)."""
     runners: dict[str, Callable[[BenchData], dict[str, Any]]] = {"exact": exact_system}
-    for store_kind in ("lancedb", "qdrant"):
+    for store_kind in ("lancedb", "qdrant", "qdrant-edge"):
         for nbits in (1, 2, 4):
             runners[f"colbert-store-{store_kind}-nbits{nbits}"] = (
                 lambda data, s=store_kind, b=nbits: colbert_store_system(data, s, b, sweep=s == "lancedb" and b != 1)
             )
+    runners["edge-native-float32"] = lambda data: edge_native(data, "float32")
+    runners["edge-native-float16"] = lambda data: edge_native(data, "float16")
     runners["qdrant-native"] = qdrant_native
     runners["lancedb-native-flat"] = lambda data: lancedb_native(data, indexed=False)
     runners["lancedb-native-indexed"] = lambda data: lancedb_native(data, indexed=True)

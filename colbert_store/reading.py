@@ -53,11 +53,12 @@ class DocumentSource:
     def candidates(self, centroid_ids: np.ndarray, where: Filter | None) -> np.ndarray:
         """Revisions of the documents holding any of ``centroid_ids`` and matching ``where``."""
         live = self._current() if where is None else None
-        if live is None:
-            return self.store.candidates(self.name, centroid_ids, where)
-        docs, _ = self.cache.lookup(live.revisions[:0])  # the snapshot, holding every live document
-        held = docs.batch.revisions[docs.slots_holding(centroid_ids)]
-        return held[_contains(live.revisions, held)]
+        if live is not None:
+            docs, _ = self.cache.lookup(live.revisions[:0])  # the current snapshot
+            if self.cache.epoch == live.epoch:  # not emptied since the live set was read: it holds every one
+                held = docs.batch.revisions[docs.slots_holding(centroid_ids)]
+                return held[_contains(live.revisions, held)]
+        return self.store.candidates(self.name, centroid_ids, where)
 
     def everything(self, where: Filter | None) -> np.ndarray:
         """Revisions of every document matching ``where``."""

@@ -23,6 +23,21 @@ def folder_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def open_store(kind: str, folder: Path) -> Any:
+    """colbert-store's store of ``kind`` ("lancedb", "qdrant" local mode or "qdrant-edge") in ``folder``."""
+    if kind == "lancedb":
+        from colbert_store.adapters.lancedb import LanceDBStore
+
+        return LanceDBStore(folder)
+    if kind == "qdrant-edge":
+        from colbert_store.adapters.qdrant_edge import QdrantEdgeStore
+
+        return QdrantEdgeStore(folder)
+    from colbert_store.adapters.qdrant import QdrantStore
+
+    return QdrantStore(folder)
+
+
 @dataclass
 class BenchData:
     """What every system gets: the vectors, the queries it evaluates and the exact rankings to score against.

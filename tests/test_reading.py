@@ -1,0 +1,34 @@
+"""What a search reads: candidates from the warm cache answer exactly as the store would, on every
+store, whether the cache holds every document or cannot."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from colbert_store.cache import CachedDocuments, DocumentCache
+from colbert_store.reading import DocumentSource
+from tests.conftest import make_corpus
+from tests.test_index import build
+
+
+def test_candidates_from_the_cache_equal_the_stores_before_and_after_writes(store):
+    corpus = make_corpus(n_docs=80)
+    index = build(store, corpus)
+    everything = np.sort(store.candidates("papers", None, None))
+    first = next(iter(store.scan("papers")))
+    roomy = DocumentSource(store, "papers", DocumentCache())
+    cramped = DocumentSource(store, "papers", DocumentCache(max_bytes=CachedDocuments(first).nbytes // 2))
+
+    def assert_both_answer_as_the_store() -> None:
+        for probes in (np.array([0, 3, 7]), np.arange(40, 64), np.array([5])):
+            expected = set(store.candidates("papers", probes, None).tolist())
+            for source in (roomy, cramped):
+                assert set(source.candidates(probes, None).tolist()) == expected
+                assert set(source.everything(None).tolist()) == set(store.candidates("papers", None, None).tolist())
+
+    assert_both_answer_as_the_store()
+    assert set(roomy.everything(None).tolist()) == set(everything.tolist())
+    index.delete(corpus.ids[:10])
+    index.add([corpus.ids[10]], [corpus.embeddings[11]], metadata=[{"replaced": True}])
+    assert_both_answer_as_the_store()
+    assert len(roomy.everything(None)) == 70
