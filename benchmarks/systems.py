@@ -69,6 +69,7 @@ def colbert_store_system(data: BenchData, store_kind: str, nbits: int, sweep: bo
     index = cs.Index.create(store, SCIFACT_INDEX, dim=data.vectors.dim, nbits=nbits)
     index.add(data.vectors.doc_ids, data.docs, queries=data.vectors.pseudo_query_vectors)  # trains the codec
     build_seconds = time.perf_counter() - started
+    bytes_before_optimize = folder_bytes(data.workdir)
     if store_kind == "lancedb":
         store.optimize(SCIFACT_INDEX, cleanup_older_than=timedelta(0))  # drop the table versions the writes left behind
     elif store_kind == "qdrant-edge":
@@ -83,6 +84,7 @@ def colbert_store_system(data: BenchData, store_kind: str, nbits: int, sweep: bo
         warm_seconds=warm_seconds,
         warmed_documents=warmed,
         bytes_per_token=folder_bytes(data.workdir) / data.n_tokens,
+        bytes_per_token_before_optimize=bytes_before_optimize / data.n_tokens,
         codes_bytes_per_token=store.size_bytes(SCIFACT_INDEX) / data.n_tokens,
         n_centroids=index.codec.n_centroids if index.codec else None,
         settings=asdict(index.settings.search),
