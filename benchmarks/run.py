@@ -84,8 +84,17 @@ def run_system(system: str, args: argparse.Namespace, exact_path: Path, keep_ind
         raise SystemExit(f"{system} failed with exit code {child.returncode}")
     row = json.loads(out.read_text())
     row.update(peak_rss_mib=usage.ru_maxrss / 1024, wall_seconds=time.perf_counter() - started)  # KiB on Linux
+    out.write_text(json.dumps(without_per_query(row), indent=2))
     print(f"   {row['recall_at_10_vs_exact']:.3f} recall, p50 {row['p50_ms']:.1f} ms, {row['wall_seconds']:.0f} s", flush=True)
     return row
+
+
+PER_QUERY = ("rankings", "seconds")
+"""Row fields with one entry per query: used by the checks, left out of the saved results."""
+
+
+def without_per_query(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in row.items() if key not in PER_QUERY}
 
 
 def run_scale(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -309,7 +318,8 @@ def main(argv: list[str] | None = None) -> None:
     scale = run_scale(args) if args.scale_tokens else []
 
     checks = target_checks(rows, paired)
-    results = {"rows": rows, "paired": paired, "scale": scale, "checks": checks, "cpu_count": os.cpu_count()}
+    saved_rows = {system: without_per_query(row) for system, row in rows.items()}
+    results = {"rows": saved_rows, "paired": paired, "scale": scale, "checks": checks, "cpu_count": os.cpu_count()}
     (args.results / "run_scifact.json").write_text(json.dumps(results, indent=2))
     table = markdown(rows, scale, paired)
     (args.results / "run_scifact.md").write_text(table + "\n")
