@@ -116,7 +116,7 @@ def edge_native(data: BenchData, datatype: str) -> dict[str, Any]:
         batch_note="qps_batch is the sequential single-query pass",
         build_seconds=build_seconds,
         bytes_per_token=size / data.n_tokens,
-        storage=f"Qdrant Edge {edge.__name__}: {datatype} multivector, HNSW m=0 (exact scan)",
+        storage=f"Qdrant Edge shard: {datatype} multivector, HNSW m=0 (exact scan)",
     )
 
 

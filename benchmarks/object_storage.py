@@ -28,7 +28,7 @@ import numpy as np
 import colbert_store as cs
 from benchmarks.lib.paths import RESULTS_DIR
 from benchmarks.lib.report import markdown_table, save_results
-from benchmarks.lib.timing import latency_summary, use_search_threads
+from benchmarks.lib.timing import latency_summary, time_each, use_search_threads
 from colbert_store.adapters.lancedb import LanceDBStore
 from tests import s3
 
@@ -38,8 +38,8 @@ INTERVALS: dict[str, timedelta | None] = {"0": timedelta(0), "1 s": timedelta(se
                                           "never": None}
 
 
-def synthetic_corpus(docs: int, seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
-    """Documents of 40-200 unit tokens around 256 topic directions, and the topics' directions."""
+def synthetic_corpus(docs: int, seed: int = 0) -> list[np.ndarray]:
+    """Documents of 40-200 unit tokens around 256 topic directions."""
     rng = np.random.default_rng(seed)
     topics = rng.standard_normal((256, DIM)).astype(np.float32)
     corpus = []
@@ -48,7 +48,7 @@ def synthetic_corpus(docs: int, seed: int = 0) -> tuple[list[np.ndarray], np.nda
         tokens = chosen[rng.integers(3, size=int(rng.integers(40, 200)))]
         tokens = tokens + 0.6 * rng.standard_normal(tokens.shape).astype(np.float32)
         corpus.append(tokens / np.linalg.norm(tokens, axis=1, keepdims=True))
-    return corpus, topics
+    return corpus
 
 
 def build(store: LanceDBStore, corpus: list[np.ndarray]) -> None:
@@ -62,10 +62,8 @@ def measure(open_store: Any, interval: timedelta | None, queries: list[np.ndarra
     store = open_store(read_consistency_interval=interval)
     index = cs.Index.open(store, NAME)
     index.warm()
-    for query in queries[:20]:
-        index.search(query, k=10)
-    plain = [_timed(lambda q=query: index.search(q, k=10)) for query in queries]
-    filtered = [_timed(lambda q=query: index.search(q, k=10, filter={"shard": 1})) for query in queries]
+    _, plain = time_each(lambda query: index.search(query, k=10), queries, warmup=20)
+    _, filtered = time_each(lambda query: index.search(query, k=10, filter={"shard": 1}), queries, warmup=0)
     probe = queries[0]
     victim = index.search(probe, k=1)[0].id
     writer = open_store(read_consistency_interval=timedelta(0))
@@ -81,12 +79,6 @@ def measure(open_store: Any, interval: timedelta | None, queries: list[np.ndarra
     return {"plain": latency_summary(plain), "filtered": latency_summary(filtered), "write_seen_after_s": seen_after}
 
 
-def _timed(call: Any) -> float:
-    started = time.perf_counter()
-    call()
-    return time.perf_counter() - started
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--docs", type=int, default=3000)
@@ -94,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "object_storage.json")
     args = parser.parse_args(argv)
     use_search_threads()
-    corpus, _ = synthetic_corpus(args.docs)
+    corpus = synthetic_corpus(args.docs)
     rng = np.random.default_rng(1)
     queries = [corpus[int(i)][rng.choice(len(corpus[int(i)]), size=32)] for i in rng.integers(len(corpus), size=args.queries)]
     folder = Path(tempfile.mkdtemp(prefix="object-storage-"))

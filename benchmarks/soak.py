@@ -26,10 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from benchmarks.lib.paths import RESULTS_DIR
 from benchmarks.lib.report import markdown_table, save_results
+from benchmarks.lib.timing import latency_summary
 from tests import s3
 from tests.concurrency.checker import read_events, summary
 from tests.concurrency.harness import run_processes, run_threads
@@ -58,13 +57,13 @@ def soak(kind: str, folder: Path, args: argparse.Namespace) -> dict[str, Any]:
             spec = {"kind": "lancedb", "uri": f"s3://{s3.bucket_for(folder)}/index", "storage_options": s3.storage_options()}
         report = run_processes(spec, logs, kills=args.kills, **workers)
     searches = [event for event in read_events(sorted(logs.glob("searcher-*.log"))) if event["event"] == "search"]
-    latencies = np.array([event["end"] - event["start"] for event in searches], dtype=np.float64) / 1e6
+    latencies = latency_summary([(event["end"] - event["start"]) / 1e9 for event in searches]) if searches else None
     return {
         **summary(report),
         "wall_seconds": time.perf_counter() - started,
         "searches_per_second": len(searches) / args.seconds,
-        "search_p50_ms": float(np.median(latencies)) if len(latencies) else None,
-        "search_p95_ms": float(np.percentile(latencies, 95)) if len(latencies) else None,
+        "search_p50_ms": latencies["p50_ms"] if latencies else None,
+        "search_p95_ms": latencies["p95_ms"] if latencies else None,
         "first_errors": report["errors"][:5],
     }
 
