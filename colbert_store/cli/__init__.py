@@ -2,7 +2,7 @@
 
 Commands::
 
-    colbert-store index SOURCE --store DIR --name NAME [--model PATH_OR_NAME] [--doc-maxlen N] [--nbits 1|2|4]
+    colbert-store index SOURCE --store DIR --name NAME [--model PATH_OR_NAME] [--doc-maxlen N] [--nbits 1|2|4] [--pool-factor N]
                                [--batch-size N]
     colbert-store search "QUERY" --store DIR --name NAME [-k 10] [--filter JSON] [--json] [--model PATH_OR_NAME]
     colbert-store info --store DIR --name NAME
@@ -112,6 +112,9 @@ def _add_index_command(commands: Any) -> None:
                         help="document length in tokens for a new index (default: the model's)")
     parser.add_argument("--nbits", type=int, choices=(1, 2, 4),
                         help=f"bits per residual dimension for a new index (default {DEFAULT_NBITS})")
+    parser.add_argument("--pool-factor", type=int, metavar="N",
+                        help="for a new index, store about one vector per N document tokens by clustering "
+                             "similar tokens (default 1: every token)")
     parser.add_argument("--batch-size", type=int, default=256, metavar="N", help="texts encoded per step (default 256)")
     parser.set_defaults(handler=cmd_index)
 

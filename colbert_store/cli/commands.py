@@ -24,6 +24,10 @@ CHUNK_DOCS = 10_000
 
 def cmd_index(args: argparse.Namespace) -> int:
     """``colbert-store index``: add the documents of SOURCE to an index."""
+    if args.pool_factor is not None:
+        from colbert_store.settings import check_pool_factor
+
+        check_pool_factor(args.pool_factor)  # before the source is read and the model loaded
     documents, total = open_source(Path(args.source))
     chunks = _chunks(documents, max(CHUNK_DOCS, args.batch_size))
     first = next(chunks, None)
@@ -31,7 +35,9 @@ def cmd_index(args: argparse.Namespace) -> int:
         raise CliError(f"no documents found in {args.source}")
     started = time.perf_counter()
     with opened_store(args.store, args.backend, must_exist=False) as store:
-        retriever = open_writable_retriever(store, args.name, model=args.model, doc_maxlen=args.doc_maxlen, nbits=args.nbits)
+        retriever = open_writable_retriever(
+            store, args.name, model=args.model, doc_maxlen=args.doc_maxlen, nbits=args.nbits, pool_factor=args.pool_factor
+        )
         added = _add_chunks(retriever, itertools.chain([first], chunks), total, args.batch_size)
         print(f"indexed {added} documents into {args.name!r} ({len(retriever)} in total) "
               f"in {time.perf_counter() - started:.1f} s")

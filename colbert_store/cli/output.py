@@ -58,6 +58,7 @@ def _info_rows(stats: Mapping[str, Any], location: str, backend: str) -> list[tu
         ("tokens", str(stats["tokens"])),
         ("dim", str(stats["dim"])),
         ("nbits", str(stats["nbits"])),
+        ("pooling", _pooling(stats.get("pool_factor", 1))),
         ("centroids", "untrained" if stats.get("centroids") is None else str(stats["centroids"])),
     ]
     if bytes_per_token:
@@ -68,6 +69,13 @@ def _info_rows(stats: Mapping[str, Any], location: str, backend: str) -> list[tu
     encoder = stats.get("encoder")
     rows.append(("encoder", ", ".join(f"{k}={v}" for k, v in encoder.items()) if encoder else "not recorded"))
     return rows
+
+
+def _pooling(pool_factor: int) -> str:
+    """The ``pool_factor`` setting in words."""
+    if pool_factor == 1:
+        return "none (one vector per token)"
+    return f"factor {pool_factor} (about one stored vector per {pool_factor} document tokens)"
 
 
 def _health_rows(health: IndexHealth | None) -> list[tuple[str, str]]:

@@ -87,7 +87,13 @@ def open_index(store: Store, name: str, location: str) -> Index:
 
 
 def open_writable_retriever(
-    store: Store, name: str, *, model: str | None, doc_maxlen: int | None, nbits: int | None
+    store: Store,
+    name: str,
+    *,
+    model: str | None,
+    doc_maxlen: int | None,
+    nbits: int | None,
+    pool_factor: int | None = None,
 ) -> Retriever:
     """A retriever over index ``name``: opened (encoder checked) if it exists, else created.
 
@@ -97,6 +103,7 @@ def open_writable_retriever(
         model: ``--model``, see :func:`load_encoder`.
         doc_maxlen: ``--doc-maxlen``, see :func:`load_encoder`.
         nbits: ``--nbits`` for a new index (``None``: the default); an existing index keeps its own.
+        pool_factor: ``--pool-factor`` for a new index, likewise.
     """
     from colbert_store.index import Index
     from colbert_store.retriever import Retriever
@@ -105,8 +112,12 @@ def open_writable_retriever(
         index = Index.open(store, name)
         if nbits is not None and nbits != index.settings.nbits:
             logger.warning("index %r exists with nbits=%d; --nbits %d is ignored", name, index.settings.nbits, nbits)
+        if pool_factor is not None and pool_factor != index.settings.pool_factor:
+            logger.warning("index %r exists with pool_factor=%d; --pool-factor %d is ignored",
+                           name, index.settings.pool_factor, pool_factor)
         return Retriever(index, load_encoder(model, index.settings.encoder, doc_maxlen))
-    retriever = Retriever.create(store, name, load_encoder(model, None, doc_maxlen), nbits=nbits or DEFAULT_NBITS)
+    settings = {} if pool_factor is None else {"pool_factor": pool_factor}
+    retriever = Retriever.create(store, name, load_encoder(model, None, doc_maxlen), nbits=nbits or DEFAULT_NBITS, **settings)
     logger.info("created index %r (%s)", name, retriever.index.settings)
     return retriever
 
