@@ -106,6 +106,26 @@ def search_one(
     return ScoredDocuments(docs.batch, rows[best], scores[best], undecodable)
 
 
+def score_exactly(
+    source: DocumentSource, codecs: Mapping[int, ResidualCodec], query: np.ndarray, revisions: np.ndarray
+) -> ScoredDocuments:
+    """Exact MaxSim of the query against the documents with these revisions that are still stored, in no
+    particular order (the other stages skipped: a hybrid search scores every fused candidate)."""
+    docs, slots = source.documents(revisions)
+    generations = revision_generations(docs.batch.revisions[slots])
+    rows, scores, undecodable = [slots[:0]], [np.empty(0, np.float32)], 0
+    for generation in np.unique(generations):
+        group = slots[generations == generation]
+        codec = codecs.get(int(generation))
+        if codec is None:
+            undecodable += len(group)
+            continue
+        view = _QueryView.of(codec, query, nprobe=1)
+        rows.append(group)
+        scores.append(_exact_scores(docs, group, codec, view.query, view.centroid_scores).numpy())
+    return ScoredDocuments(docs.batch, np.concatenate(rows), np.concatenate(scores), undecodable)
+
+
 @dataclass(frozen=True)
 class _QueryView:
     """A query as one codec sees it: rotated into the codec's space, its scores against every centroid
