@@ -5,7 +5,7 @@ only the lexical leg's own documents have a BM25 score; a document it did not re
 lexically unmatched. Two methods:
 
 - ``"rrf"``, reciprocal-rank fusion: ``1 / (rrf_k + dense rank) + 1 / (rrf_k + lexical rank)``, ranks
-  from 1, the lexical term absent for unmatched documents;
+  from 1 (equal scores share the best of their ranks), the lexical term absent for unmatched documents;
 - ``"weighted"``: ``weight * dense + (1 - weight) * lexical``, each leg's scores min-max normalised over
   the candidates it scored (unmatched documents get lexical 0).
 
@@ -92,10 +92,13 @@ def fuse(dense: np.ndarray, lexical: np.ndarray, fusion: Fusion) -> tuple[np.nda
 
 
 def _ranks(scores: np.ndarray) -> np.ndarray:
-    """1-based rank of each score, best first (ties by position)."""
-    ranks = np.empty(len(scores))
-    ranks[np.argsort(-scores, kind="stable")] = np.arange(1, len(scores) + 1)
-    return ranks
+    """1-based rank of each score, best first; equal scores share the best of their ranks.
+
+    >>> _ranks(np.array([0.5, 2.0, 0.5, 1.0])).tolist()
+    [3.0, 1.0, 3.0, 2.0]
+    """
+    descending = np.sort(-scores)
+    return (np.searchsorted(descending, -scores, side="left") + 1).astype(np.float64)
 
 
 def _min_max(scores: np.ndarray) -> np.ndarray:
