@@ -1,19 +1,20 @@
 """Fusing the dense (MaxSim) and lexical (BM25) rankings of a hybrid search.
 
-Every fused candidate has an exact MaxSim score (the lexical leg's documents are scored too), while
-only the lexical leg's own documents have a BM25 score; a document it did not return counts as
-lexically unmatched. Two methods:
+A hybrid search scores every fused candidate by exact MaxSim (the lexical leg's documents too), while
+only the lexical leg's own documents have a BM25 score; a document a leg did not return counts as
+unmatched by it. Two methods:
 
 - ``"rrf"``, reciprocal-rank fusion: ``1 / (rrf_k + dense rank) + 1 / (rrf_k + lexical rank)``, ranks
-  from 1 (equal scores share the best of their ranks), the lexical term absent for unmatched documents;
+  from 1 (equal scores share the best of their ranks), a leg's term absent where it did not match;
 - ``"weighted"``: ``weight * dense + (1 - weight) * lexical``, each leg's scores min-max normalised over
-  the candidates it scored (unmatched documents get lexical 0).
+  the candidates it scored (0 where it did not match).
 
 Ties keep the higher MaxSim first.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -36,7 +37,7 @@ class Fusion:
     """
 
     method: str = "weighted"
-    weight: float = 0.6
+    weight: float = 0.8
     rrf_k: float = 60.0
     depth: int = 100
 
@@ -70,7 +71,7 @@ def fuse(dense: np.ndarray, lexical: np.ndarray, fusion: Fusion) -> tuple[np.nda
     """Order and fused scores of the candidates, best first.
 
     Args:
-        dense: ``(n,)`` exact MaxSim score of every candidate.
+        dense: ``(n,)`` MaxSim score of each candidate, NaN where the dense leg did not score it.
         lexical: ``(n,)`` BM25 score, NaN where the lexical leg did not return the candidate.
         fusion: the method and its parameters.
 
@@ -78,17 +79,21 @@ def fuse(dense: np.ndarray, lexical: np.ndarray, fusion: Fusion) -> tuple[np.nda
     >>> order.tolist(), scores.round(3).tolist()
     ([2, 0, 1], [1.333, 1.0, 1.0])
     """
-    matched = ~np.isnan(lexical)
     if fusion.method == "rrf":
-        fused = 1.0 / (fusion.rrf_k + _ranks(dense))
-        lexical_ranks = _ranks(np.where(matched, lexical, -np.inf))
-        fused += np.where(matched, 1.0 / (fusion.rrf_k + lexical_ranks), 0.0)
+        fused = _leg(dense, lambda scores: 1.0 / (fusion.rrf_k + _ranks(scores)))
+        fused += _leg(lexical, lambda scores: 1.0 / (fusion.rrf_k + _ranks(scores)))
     else:
-        lexical_part = np.zeros(len(lexical))
-        lexical_part[matched] = _min_max(lexical[matched])
-        fused = fusion.weight * _min_max(dense) + (1 - fusion.weight) * lexical_part
-    order = np.lexsort((-dense, -fused))
+        fused = fusion.weight * _leg(dense, _min_max) + (1 - fusion.weight) * _leg(lexical, _min_max)
+    order = np.lexsort((-np.nan_to_num(dense, nan=-np.inf), -fused))
     return order, fused[order]
+
+
+def _leg(scores: np.ndarray, term: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """One leg's part of the fused score: ``term`` of the scores it has, 0 where it has none."""
+    part = np.zeros(len(scores))
+    present = ~np.isnan(scores)
+    part[present] = term(scores[present])
+    return part
 
 
 def _ranks(scores: np.ndarray) -> np.ndarray:

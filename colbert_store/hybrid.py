@@ -4,7 +4,8 @@ joined and fused (:mod:`colbert_store.fusion`).
 The lexical leg is a store query that mostly waits on the store, so it runs on a worker thread while
 the dense leg computes. Its revisions go through the same reads as the dense leg's candidates: a
 revision no longer stored (its document replaced or deleted since) drops out. Every fused candidate
-is scored by exact MaxSim, so the dense ranking covers the lexical leg's documents too.
+is scored by exact MaxSim, so the dense ranking covers the lexical leg's documents too (measured:
+``benchmarks/README.md#hybrid-search``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from colbert_store.codec import ResidualCodec
 from colbert_store.filters import Filter
 from colbert_store.fusion import Fusion, fuse
 from colbert_store.reading import DocumentSource
-from colbert_store.search import ScoredDocuments, SearchParams, score_exactly, search_one
+from colbert_store.search import ScoredDocuments, SearchParams, query_views, score_exactly, search_views
 
 Lexical = tuple[np.ndarray, np.ndarray]
 """The lexical leg's answer: revisions and BM25 scores, best first."""
@@ -51,19 +52,26 @@ def search_hybrid(
     """The top ``k`` of the fused ranking, with their fused scores.
 
     The dense leg keeps its best ``max(k, fusion.depth)`` documents; ``lexical()`` gives the lexical
-    leg's answer (its limit chosen by the caller). The union is scored by exact MaxSim and fused.
+    leg's answer (its limit chosen by the caller), whose documents the dense leg did not keep are scored
+    by exact MaxSim with the same query views. The cache only appends between two of its emptyings, so
+    one snapshot read last holds every candidate; one emptied meanwhile drops from this answer.
     """
-    dense = search_one(source, codecs, query, max(k, fusion.depth), where, params)
+    views = query_views(codecs, query, params.nprobe)
+    dense = search_views(source, views, max(k, fusion.depth), where, params)
+    dense_revisions = dense.batch.revisions[dense.rows]
     lexical_revisions, lexical_scores = lexical()
-    candidates = np.union1d(dense.batch.revisions[dense.rows], lexical_revisions)
-    scored = score_exactly(source, codecs, query, candidates)
-    revisions = scored.batch.revisions[scored.rows]
+    extra = score_exactly(source, views, lexical_revisions[~np.isin(lexical_revisions, dense_revisions)])
+    revisions = np.concatenate([dense_revisions, extra.batch.revisions[extra.rows]])
+    scores = np.concatenate([dense.scores, extra.scores])
+    docs, slots = source.cache.lookup(revisions)
+    kept = np.flatnonzero(slots >= 0)
+    revisions, scores, slots = revisions[kept], scores[kept], slots[kept]
     matched = np.full(len(revisions), np.nan)
     order = np.argsort(lexical_revisions)
-    at = np.searchsorted(lexical_revisions, revisions, sorter=order).clip(max=max(len(order) - 1, 0))
     if len(order):
+        at = np.searchsorted(lexical_revisions, revisions, sorter=order).clip(max=len(order) - 1)
         found = lexical_revisions[order[at]] == revisions
         matched[found] = lexical_scores[order[at[found]]]
-    ranked, fused = fuse(scored.scores, matched, fusion)
+    ranked, fused = fuse(scores, matched, fusion)
     top = ranked[:k]
-    return ScoredDocuments(scored.batch, scored.rows[top], fused[:k].astype(np.float32), scored.undecodable + dense.undecodable)
+    return ScoredDocuments(docs.batch, slots[top], fused[:k].astype(np.float32), dense.undecodable + extra.undecodable)

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from colbert_store._optional import require
 from colbert_store.adapters.lancedb.catalogue import Catalogue
-from colbert_store.adapters.lancedb.connection import connect
+from colbert_store.adapters.lancedb.connection import TEXT_COLUMN, connect
 from colbert_store.adapters.lancedb.failures import translated
 from colbert_store.adapters.lancedb.filters import condition, sql_string
 from colbert_store.adapters.lancedb.records import (
@@ -42,7 +42,6 @@ from colbert_store.validation import check_index_name
 
 _IN_LIST_CHUNK = 4096
 _REINDEX_FRACTION = 0.1
-_TEXT_COLUMN = "text"
 
 
 class LanceDBStore(Store):
@@ -195,17 +194,19 @@ class LanceDBStore(Store):
         The query is a match query, tokenised like the documents and never parsed as query syntax.
         Rows written since the index was last built are searched too (unindexed rows are scanned).
         """
-        lancedb_query = require("lancedb.query", "lancedb")
         table = self._table(name)
         if not self._has_text_index(table):
             raise LexicalSearchUnavailableError(
                 name, "its documents table has no full-text index on the text column (built by an add, or by store.settle(name))"
             )
-        query = table.search(lancedb_query.MatchQuery(text, _TEXT_COLUMN), query_type="fts").select(["rev", "_score"])
-        predicate = condition(None, where, table.schema) if where is not None else None
-        if predicate:
-            query = query.where(predicate, prefilter=True)
-        found = query.limit(limit).to_arrow()
+        reads = self._reads  # read once: close() may run meanwhile
+        if reads is not None:
+            found = reads.text_search(table.name, text, limit, where)
+        else:
+            lancedb_query = require("lancedb.query", "lancedb")
+            query = table.search(lancedb_query.MatchQuery(text, TEXT_COLUMN), query_type="fts").select(["rev", "_score"])
+            predicate = condition(None, where, table.schema) if where is not None else None
+            found = (query.where(predicate, prefilter=True) if predicate else query).limit(limit).to_arrow()
         if not found.num_rows and self._holds_no_text(table):
             raise LexicalSearchUnavailableError(name, "its documents were stored without text")
         revisions = found.column("rev").to_numpy().astype(np.int64, copy=False)
@@ -273,7 +274,7 @@ class LanceDBStore(Store):
         """Whether the documents table has its full-text index (remembered once seen: it is only ever replaced)."""
         if table.name in self._text_indexed:
             return True
-        if any(_TEXT_COLUMN in index.columns and index.index_type == "FTS" for index in table.list_indices()):
+        if any(TEXT_COLUMN in index.columns and index.index_type == "FTS" for index in table.list_indices()):
             self._text_indexed.add(table.name)
             return True
         return False
@@ -281,7 +282,7 @@ class LanceDBStore(Store):
     @staticmethod
     def _holds_no_text(table: Any) -> bool:
         """Whether the table holds documents but none with text."""
-        return bool(table.count_rows()) and not table.count_rows(f"{_TEXT_COLUMN} IS NOT NULL")
+        return bool(table.count_rows()) and not table.count_rows(f"{TEXT_COLUMN} IS NOT NULL")
 
     @staticmethod
     def _metadata_columns(table: Any, batch: DocumentBatch) -> dict[str, Any]:
@@ -308,7 +309,7 @@ class LanceDBStore(Store):
             "centroids": lancedb_index.LabelList,
             "id": lancedb_index.BTree,
             "rev": lancedb_index.BTree,
-            _TEXT_COLUMN: lancedb_index.FTS,
+            TEXT_COLUMN: lancedb_index.FTS,
         }
         existing = {index.columns[0]: index.name for index in table.list_indices()}
         for column, config in configs.items():
