@@ -5,10 +5,10 @@
 Per store (LanceDB, Qdrant Edge, qdrant-client's local mode) the whole corpus is indexed with its text
 at nbits=2 (the codec trained with the cached pseudo-queries, as in ``benchmarks.systems``), then:
 
-1. sweep (untimed): per query, the hybrid candidates (dense top 100 and the store's BM25 top 100, every
-   one scored by exact MaxSim) and each leg's answer are kept, and every fusion setting of
-   :data:`SWEEP` is applied to them offline, both with the lexical leg's documents scored by MaxSim
-   (what the library does) and without (a document only the lexical leg returned gets no dense part);
+1. sweep (untimed): per query, each leg's top 100 (colbert-store's exact scores, the store's BM25) is
+   kept, and every fusion setting of :data:`SWEEP` is applied to them offline, each leg cut to the
+   setting's depth: as the library fuses (a document only the lexical leg returned has no dense part),
+   and with those documents given their MaxSim over decoded vectors (a second exact pass);
 2. timed: for each query in turn, BM25 alone (``store.text_search``), colbert-store alone, hybrid with
    reciprocal-rank fusion and hybrid with the weighted sum (the library's default settings for each),
    after 50 untimed rounds; nDCG@10 and p50/p95 latency of each.
@@ -35,12 +35,16 @@ from benchmarks.lib.report import markdown_table, save_results
 from benchmarks.lib.scifact import QRELS_SPLIT, add_scifact_arguments, load_scifact_vectors
 from benchmarks.lib.timing import WARMUP, latency_summary, use_search_threads
 from colbert_store.fusion import Fusion, fuse
+from colbert_store.maxsim import maxsim
 
 K = 10
 DEPTH = 100
-SWEEP = [Fusion("rrf", rrf_k=rrf_k) for rrf_k in (5, 10, 20, 40, 60, 100)] + [
-    Fusion("weighted", weight=weight) for weight in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-]
+SWEEP = (
+    [Fusion("rrf", rrf_k=rrf_k) for rrf_k in (5, 10, 20, 40, 60, 100)]
+    + [Fusion("weighted", weight=weight) for weight in (0.2, 0.3, 0.4, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9)]
+    + [Fusion("rrf", depth=depth) for depth in (20, 50)]
+    + [Fusion("weighted", weight=weight, depth=depth) for weight in (0.6, 0.7) for depth in (20, 50)]
+)
 SYSTEMS = ("BM25 (store)", "colbert-store", "hybrid rrf", "hybrid weighted")
 
 
@@ -106,27 +110,31 @@ def run_store(kind: str, folder: Path, corpus: Corpus) -> dict[str, Any]:
 
 
 def run_sweep(index: cs.Index, store: cs.Store, names: dict[int, str], corpus: Corpus) -> list[dict[str, Any]]:
-    """nDCG@10 of every :data:`SWEEP` setting, fused offline from each query's legs, with and without MaxSim
-    scores for the documents only the lexical leg returned."""
+    """nDCG@10 of every :data:`SWEEP` setting, fused offline from each query's two legs: as the library
+    fuses (a document only the lexical leg returned has no dense score), and with those documents scored
+    by MaxSim over their decoded vectors (what a second exact pass would give)."""
+    assert index.codec is not None
     legs = []
     for query, text in zip(corpus.queries, corpus.query_texts):
-        # weight 1: the fused scores are the min-max normalised MaxSim of every candidate
-        union = index.search(query, k=4 * DEPTH, text=text, fusion=Fusion(weight=1.0, depth=DEPTH))
         dense = {hit.id: hit.score for hit in index.search(query, k=DEPTH)}
         revisions, scores = store.text_search(SCIFACT_INDEX, text, DEPTH, None)
-        ids = [hit.id for hit in union]
         lexical = dict(zip((names[int(rev)] for rev in revisions), scores.tolist()))
-        legs.append((ids, np.array([hit.score for hit in union]),
-                     np.array([dense.get(doc, np.nan) for doc in ids]),
-                     np.array([lexical.get(doc, np.nan) for doc in ids])))
+        only_lexical = store.fetch(SCIFACT_INDEX, revisions[[names[int(rev)] not in dense for rev in revisions]])
+        vectors = index.codec.decompress(only_lexical.centroid_ids, only_lexical.residuals)
+        rescored = dict(zip(only_lexical.ids, maxsim(query, vectors, only_lexical.token_offsets).tolist()))
+        legs.append((dense, lexical, rescored))
     points = []
     for fusion in SWEEP:
         point: dict[str, Any] = asdict(fusion)
-        for label, column in (("ndcg_at_10", 1), ("ndcg_at_10_lexical_unscored", 2)):
+        for label, rescore in (("ndcg_at_10", False), ("ndcg_at_10_lexical_rescored", True)):
             rankings = []
-            for leg in legs:
-                order, _ = fuse(leg[column], leg[3], fusion)
-                rankings.append([leg[0][i] for i in order[:K]])
+            for dense, lexical, rescored in legs:
+                dense_top = dict(list(dense.items())[: fusion.depth])
+                lexical_top = dict(list(lexical.items())[: fusion.depth])
+                ids = list(dense_top.keys() | lexical_top.keys())
+                dense_scores = [dense_top.get(doc, rescored.get(doc, np.nan) if rescore else np.nan) for doc in ids]
+                order, _ = fuse(np.array(dense_scores), np.array([lexical_top.get(doc, np.nan) for doc in ids]), fusion)
+                rankings.append([ids[i] for i in order[:K]])
             point[label] = corpus.ndcg(rankings)
         points.append(point)
         print(point, flush=True)

@@ -1,8 +1,7 @@
 """Fusing the dense (MaxSim) and lexical (BM25) rankings of a hybrid search.
 
-A hybrid search scores every fused candidate by exact MaxSim (the lexical leg's documents too), while
-only the lexical leg's own documents have a BM25 score; a document a leg did not return counts as
-unmatched by it. Two methods:
+Each leg scores the documents it returned (the dense leg by exact MaxSim, the lexical leg by BM25); a
+document a leg did not return counts as unmatched by it. Two methods:
 
 - ``"rrf"``, reciprocal-rank fusion: ``1 / (rrf_k + dense rank) + 1 / (rrf_k + lexical rank)``, ranks
   from 1 (equal scores share the best of their ranks), a leg's term absent where it did not match;
@@ -37,7 +36,7 @@ class Fusion:
     """
 
     method: str = "weighted"
-    weight: float = 0.8
+    weight: float = 0.6
     rrf_k: float = 60.0
     depth: int = 100
 

@@ -3,9 +3,9 @@ joined and fused (:mod:`colbert_store.fusion`).
 
 The lexical leg is a store query that mostly waits on the store, so it runs on a worker thread while
 the dense leg computes. Its revisions go through the same reads as the dense leg's candidates: a
-revision no longer stored (its document replaced or deleted since) drops out. Every fused candidate
-is scored by exact MaxSim, so the dense ranking covers the lexical leg's documents too (measured:
-``benchmarks/README.md#hybrid-search``).
+revision no longer stored (its document replaced or deleted since) drops out. A document only the
+lexical leg returned has no dense score in the fusion: scoring it by exact MaxSim as well cost a
+second exact pass and did not rank better (``benchmarks/README.md#hybrid-search``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from colbert_store.codec import ResidualCodec
 from colbert_store.filters import Filter
 from colbert_store.fusion import Fusion, fuse
 from colbert_store.reading import DocumentSource
-from colbert_store.search import ScoredDocuments, SearchParams, query_views, score_exactly, search_views
+from colbert_store.search import ScoredDocuments, SearchParams, search_one
 
 Lexical = tuple[np.ndarray, np.ndarray]
 """The lexical leg's answer: revisions and BM25 scores, best first."""
@@ -52,26 +52,26 @@ def search_hybrid(
     """The top ``k`` of the fused ranking, with their fused scores.
 
     The dense leg keeps its best ``max(k, fusion.depth)`` documents; ``lexical()`` gives the lexical
-    leg's answer (its limit chosen by the caller), whose documents the dense leg did not keep are scored
-    by exact MaxSim with the same query views. The cache only appends between two of its emptyings, so
-    one snapshot read last holds every candidate; one emptied meanwhile drops from this answer.
+    leg's answer (its limit chosen by the caller). The documents of the top ``k`` that only the lexical
+    leg returned are read like any candidate: one replaced or deleted since drops out. The cache only
+    appends between two of its emptyings, so the snapshot read last holds every document of the answer;
+    one emptied meanwhile drops them from this answer.
     """
-    views = query_views(codecs, query, params.nprobe)
-    dense = search_views(source, views, max(k, fusion.depth), where, params)
+    dense = search_one(source, codecs, query, max(k, fusion.depth), where, params)
     dense_revisions = dense.batch.revisions[dense.rows]
     lexical_revisions, lexical_scores = lexical()
-    extra = score_exactly(source, views, lexical_revisions[~np.isin(lexical_revisions, dense_revisions)])
-    revisions = np.concatenate([dense_revisions, extra.batch.revisions[extra.rows]])
-    scores = np.concatenate([dense.scores, extra.scores])
-    docs, slots = source.cache.lookup(revisions)
+    revisions = np.union1d(dense_revisions, lexical_revisions)
+    dense_scores = _aligned(revisions, dense_revisions, dense.scores)
+    ranked, fused = fuse(dense_scores, _aligned(revisions, lexical_revisions, lexical_scores), fusion)
+    top = revisions[ranked[:k]]
+    source.documents(top[~np.isin(top, dense_revisions)])
+    docs, slots = source.cache.lookup(top)
     kept = np.flatnonzero(slots >= 0)
-    revisions, scores, slots = revisions[kept], scores[kept], slots[kept]
-    matched = np.full(len(revisions), np.nan)
-    order = np.argsort(lexical_revisions)
-    if len(order):
-        at = np.searchsorted(lexical_revisions, revisions, sorter=order).clip(max=len(order) - 1)
-        found = lexical_revisions[order[at]] == revisions
-        matched[found] = lexical_scores[order[at[found]]]
-    ranked, fused = fuse(scores, matched, fusion)
-    top = ranked[:k]
-    return ScoredDocuments(docs.batch, slots[top], fused[:k].astype(np.float32), dense.undecodable + extra.undecodable)
+    return ScoredDocuments(docs.batch, slots[kept], fused[:k][kept].astype(np.float32), dense.undecodable)
+
+
+def _aligned(revisions: np.ndarray, leg_revisions: np.ndarray, leg_scores: np.ndarray) -> np.ndarray:
+    """The leg's score of each of ``revisions`` (sorted), NaN where the leg did not return it."""
+    scores = np.full(len(revisions), np.nan)
+    scores[np.searchsorted(revisions, leg_revisions)] = leg_scores
+    return scores

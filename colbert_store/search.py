@@ -82,18 +82,7 @@ def search_one(
     codec). Candidates come from the store for the probes of every codec; each codec's documents are
     ranked by its own pipeline, and the exact scores, comparable across codecs, are merged.
     """
-    return search_views(source, query_views(codecs, query, params.nprobe), k, where, params)
-
-
-def query_views(codecs: Mapping[int, ResidualCodec], query: np.ndarray, nprobe: int) -> dict[int, QueryView]:
-    """The query as each codec generation sees it (see :func:`search_one`)."""
-    return {generation: QueryView.of(codec, query, nprobe) for generation, codec in codecs.items()}
-
-
-def search_views(
-    source: DocumentSource, views: Mapping[int, QueryView], k: int, where: Filter | None, params: SearchParams
-) -> ScoredDocuments:
-    """:func:`search_one` with the query views already made."""
+    views = {generation: _QueryView.of(codec, query, params.nprobe) for generation, codec in codecs.items()}
     probes = np.unique(np.concatenate([view.probes for view in views.values()]))
     candidates = source.candidates(probes, where)
     if len(candidates) < k:  # too few share a probed centroid (e.g. a selective filter)
@@ -117,25 +106,8 @@ def search_views(
     return ScoredDocuments(docs.batch, rows[best], scores[best], undecodable)
 
 
-def score_exactly(source: DocumentSource, views: Mapping[int, QueryView], revisions: np.ndarray) -> ScoredDocuments:
-    """Exact MaxSim of the query against the documents with these revisions that are still stored, in no
-    particular order (the other stages skipped: a hybrid search scores the lexical leg's documents)."""
-    docs, slots = source.documents(revisions)
-    generations = revision_generations(docs.batch.revisions[slots])
-    rows, scores, undecodable = [slots[:0]], [np.empty(0, np.float32)], 0
-    for generation in np.unique(generations):
-        group = slots[generations == generation]
-        view = views.get(int(generation))
-        if view is None:
-            undecodable += len(group)
-            continue
-        rows.append(group)
-        scores.append(_exact_scores(docs, group, view.codec, view.query, view.centroid_scores).numpy())
-    return ScoredDocuments(docs.batch, np.concatenate(rows), np.concatenate(scores), undecodable)
-
-
 @dataclass(frozen=True)
-class QueryView:
+class _QueryView:
     """A query as one codec sees it: rotated into the codec's space, its scores against every centroid
     ``(n_centroids, n_query_tokens)`` (contiguous: the stages gather whole rows) and its probes."""
 
@@ -145,8 +117,7 @@ class QueryView:
     probes: np.ndarray
 
     @classmethod
-    def of(cls, codec: ResidualCodec, query: np.ndarray, nprobe: int) -> QueryView:
-        """The view of ``query`` under ``codec``, probing ``nprobe`` centroids per query token."""
+    def of(cls, codec: ResidualCodec, query: np.ndarray, nprobe: int) -> _QueryView:
         rotated = torch.from_numpy(codec.rotate(query))
         centroid_scores = codec.centroids_tensor @ rotated.T
         probes = centroid_scores.topk(min(nprobe, codec.n_centroids), dim=0).indices.unique().numpy()
@@ -154,7 +125,7 @@ class QueryView:
 
 
 def _rank(
-    docs: CachedDocuments, slots: np.ndarray, view: QueryView, k: int, params: SearchParams
+    docs: CachedDocuments, slots: np.ndarray, view: _QueryView, k: int, params: SearchParams
 ) -> tuple[np.ndarray, np.ndarray]:
     """The top ``k`` of ``slots`` (documents of ``view``'s codec) and their exact scores, best first."""
     # Stages 2 and 3 only choose whom to score exactly: half precision halves their memory traffic

@@ -40,46 +40,52 @@ def decoded_maxsim(index: cs.Index, query: np.ndarray) -> dict[str, float]:
     return dict(zip(stored, brute_force_maxsim(query, list(stored.values()))))
 
 
-def reference_fusion(dense: dict[str, float], lexical: dict[str, float], fusion: Fusion) -> list[tuple[str, float]]:
-    """The fused ranking, one document at a time, from each document's two scores."""
+def reference_fusion(
+    dense: dict[str, float], lexical: dict[str, float], fusion: Fusion, tie_order: dict[str, int]
+) -> list[tuple[str, float]]:
+    """The fused ranking, one document at a time, from the scores each leg gave (ties: higher MaxSim,
+    then ``tie_order``)."""
+
     def rank(scores: dict[str, float], doc: str) -> int:  # equal scores share the best rank
         return 1 + sum(other > scores[doc] for other in scores.values())
 
+    def normalised(scores: dict[str, float], doc: str) -> float:
+        low, high = min(scores.values()), max(scores.values())
+        return (scores[doc] - low) / (high - low)
+
     fused = {}
-    for doc in dense:
-        if fusion.method == "rrf":
-            score = 1 / (fusion.rrf_k + rank(dense, doc))
-            if doc in lexical:
-                score += 1 / (fusion.rrf_k + rank(lexical, doc))
-        else:
-            low, high = min(dense.values()), max(dense.values())
-            score = fusion.weight * (dense[doc] - low) / (high - low)
-            if doc in lexical:
-                low, high = min(lexical.values()), max(lexical.values())
-                score += (1 - fusion.weight) * (lexical[doc] - low) / (high - low)
+    for doc in set(dense) | set(lexical):
+        score = 0.0
+        for scores, weight in ((dense, fusion.weight), (lexical, 1 - fusion.weight)):
+            if doc in scores:
+                score += 1 / (fusion.rrf_k + rank(scores, doc)) if fusion.method == "rrf" else weight * normalised(scores, doc)
         fused[doc] = score
-    return sorted(fused.items(), key=lambda item: (-item[1], -dense[item[0]]))
+    return sorted(fused.items(), key=lambda item: (-item[1], -dense.get(item[0], -np.inf), tie_order[item[0]]))
 
 
 def ids_by_revision(index: cs.Index) -> dict[int, str]:
     return {int(rev): doc_id for batch in index.documents() for rev, doc_id in zip(batch.revisions, batch.ids)}
 
 
-@pytest.mark.parametrize("fusion", [Fusion("rrf"), Fusion("weighted", weight=0.3), Fusion("rrf", rrf_k=5)])
+@pytest.mark.parametrize(
+    "fusion", [Fusion("rrf"), Fusion("weighted", weight=0.3), Fusion("rrf", rrf_k=5, depth=4), Fusion(depth=4)]
+)
 @pytest.mark.parametrize("where", [None, {"lang": {"$ne": "de"}}])
 def test_fused_ranking_equals_a_brute_force_fusion_of_the_two_legs(store, fusion, where):
     corpus = worded_corpus()
     index = build(store, corpus)
-    query, text = corpus.query(2), "kinase receptor binding signal"
+    query, text, k = corpus.query(2), "kinase receptor binding signal", 6
     allowed = {doc_id for doc_id, meta in zip(corpus.ids, corpus.metadata) if where is None or meta["lang"] != "de"}
-    hits = index.search(query, k=10, filter=where, text=text, fusion=fusion, ncandidates=N_DOCS, nrerank=N_DOCS)
+    hits = index.search(query, k=k, filter=where, text=text, fusion=fusion, nprobe=32, ncandidates=N_DOCS, nrerank=N_DOCS)
 
-    dense = {doc: score for doc, score in decoded_maxsim(index, query).items() if doc in allowed}
-    revisions, scores = store.text_search("hybrid", text, N_DOCS, cs.filters.parse_filter(where))
+    depth = max(k, fusion.depth)  # each leg's share; every centroid probed, so the dense leg ranks every document
+    exact = {doc: score for doc, score in decoded_maxsim(index, query).items() if doc in allowed}
+    dense = dict(sorted(exact.items(), key=lambda item: -item[1])[:depth])
+    revisions, scores = store.text_search("hybrid", text, depth, cs.filters.parse_filter(where))
     names = ids_by_revision(index)
     lexical = {names[int(rev)]: float(score) for rev, score in zip(revisions, scores)}
-    assert lexical and set(lexical) <= allowed and len(lexical) < len(dense)
-    reference = reference_fusion(dense, lexical, fusion)[:10]
+    assert lexical and set(lexical) <= allowed and (set(lexical) - set(dense) if depth < N_DOCS else len(lexical) < len(dense))
+    reference = reference_fusion(dense, lexical, fusion, {doc: rev for rev, doc in names.items()})[:k]
     assert [hit.id for hit in hits] == [doc for doc, _ in reference]
     np.testing.assert_allclose([hit.score for hit in hits], [score for _, score in reference], rtol=1e-4, atol=1e-6)
 
@@ -176,14 +182,15 @@ def test_fusion_of_overrides_and_refuses_unknown_names():
 @pytest.mark.parametrize("method", ["rrf", "weighted"])
 def test_fuse_matches_the_reference_on_random_scores(method):
     rng = np.random.default_rng(11)
-    dense = rng.standard_normal(40)
-    lexical = np.where(rng.random(40) < 0.4, rng.random(40) * 9, np.nan)
+    dense = np.where(rng.random(40) < 0.7, rng.standard_normal(40), np.nan)
+    lexical = np.where(np.isnan(dense) | (rng.random(40) < 0.4), rng.random(40) * 9, np.nan)
     fusion = Fusion(method, weight=0.35)
     order, scores = fuse(dense, lexical, fusion)
     reference = reference_fusion(
-        {str(i): float(d) for i, d in enumerate(dense)},
+        {str(i): float(d) for i, d in enumerate(dense) if not np.isnan(d)},
         {str(i): float(s) for i, s in enumerate(lexical) if not np.isnan(s)},
         fusion,
+        {str(i): i for i in range(40)},
     )
     assert [str(i) for i in order] == [doc for doc, _ in reference]
     np.testing.assert_allclose(scores, [score for _, score in reference], rtol=1e-9)
