@@ -37,7 +37,7 @@ class Fusion:
 
     method: str = "weighted"
     weight: float = 0.6
-    rrf_k: float = 60.0
+    rrf_k: float = 5.0
     depth: int = 100
 
     def __post_init__(self) -> None:

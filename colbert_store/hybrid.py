@@ -1,18 +1,17 @@
 """Hybrid search: the dense leg (the PLAID pipeline) and the lexical leg (the store's BM25) of one query,
 joined and fused (:mod:`colbert_store.fusion`).
 
-The lexical leg is a store query that mostly waits on the store, so it runs on a worker thread while
-the dense leg computes. Its revisions go through the same reads as the dense leg's candidates: a
-revision no longer stored (its document replaced or deleted since) drops out. A document only the
-lexical leg returned has no dense score in the fusion: scoring it by exact MaxSim as well cost a
-second exact pass and did not rank better (``benchmarks/README.md#hybrid-search``).
+The lexical leg's revisions go through the same reads as the dense leg's candidates: a revision no
+longer stored (its document replaced or deleted since) drops out. A document only the lexical leg
+returned has no dense score in the fusion: scoring it by exact MaxSim as well cost a second exact pass
+and did not rank better. The legs run one after the other: on a machine whose cores are busy, running
+the store's query on a thread of its own beside the dense leg's torch threads was no faster
+(``benchmarks/README.md#hybrid-search``).
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -22,28 +21,12 @@ from colbert_store.fusion import Fusion, fuse
 from colbert_store.reading import DocumentSource
 from colbert_store.search import ScoredDocuments, SearchParams, search_one
 
-Lexical = tuple[np.ndarray, np.ndarray]
-"""The lexical leg's answer: revisions and BM25 scores, best first."""
-
-_LEXICAL_WORKERS = 4
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def start_lexical(source: DocumentSource, text: str, limit: int, where: Filter | None) -> Future[Lexical]:
-    """Start the lexical leg on a worker thread (shared by every index of the process)."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(_LEXICAL_WORKERS, thread_name_prefix="colbert-store-lexical")
-    return _pool.submit(source.text_search, text, limit, where)
-
 
 def search_hybrid(
     source: DocumentSource,
     codecs: Mapping[int, ResidualCodec],
     query: np.ndarray,
-    lexical: Callable[[], Lexical],
+    text: str,
     k: int,
     where: Filter | None,
     params: SearchParams,
@@ -51,15 +34,15 @@ def search_hybrid(
 ) -> ScoredDocuments:
     """The top ``k`` of the fused ranking, with their fused scores.
 
-    The dense leg keeps its best ``max(k, fusion.depth)`` documents; ``lexical()`` gives the lexical
-    leg's answer (its limit chosen by the caller). The documents of the top ``k`` that only the lexical
+    Each leg keeps its best ``max(k, fusion.depth)`` documents (the lexical leg first, so an index that
+    cannot serve it raises before any other work). The documents of the top ``k`` that only the lexical
     leg returned are read like any candidate: one replaced or deleted since drops out. The cache only
     appends between two of its emptyings, so the snapshot read last holds every document of the answer;
     one emptied meanwhile drops them from this answer.
     """
+    lexical_revisions, lexical_scores = source.text_search(text, max(k, fusion.depth), where)
     dense = search_one(source, codecs, query, max(k, fusion.depth), where, params)
     dense_revisions = dense.batch.revisions[dense.rows]
-    lexical_revisions, lexical_scores = lexical()
     revisions = np.union1d(dense_revisions, lexical_revisions)
     dense_scores = _aligned(revisions, dense_revisions, dense.scores)
     ranked, fused = fuse(dense_scores, _aligned(revisions, lexical_revisions, lexical_scores), fusion)

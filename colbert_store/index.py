@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,7 @@ from colbert_store.errors import InvalidInputError, NotTrainedError, WriteConfli
 from colbert_store.filters import Filter, parse_filter
 from colbert_store.fitting import fit_first_codec
 from colbert_store.fusion import Fusion
-from colbert_store.hybrid import Lexical, search_hybrid, start_lexical
+from colbert_store.hybrid import search_hybrid
 from colbert_store.maintenance import IndexHealth, TextEncoder, measure_health
 from colbert_store.reading import DocumentSource
 from colbert_store.retraining import RetrainOptions, retrain
@@ -241,16 +241,10 @@ class Index:
         if hybrid is None:
             return [_hits(self._search_one(q, k, where, search_params)) for q in matrices]
         checked_texts, fusion_params = hybrid
-        limit = max(k, fusion_params.depth)
-        legs = [start_lexical(self._source, text, limit, where) for text in checked_texts]
-        try:
-            return [
-                _hits(self._search_one(q, k, where, search_params, (fusion_params, leg.result)))
-                for q, leg in zip(matrices, legs)
-            ]
-        finally:
-            for leg in legs:
-                leg.cancel()
+        return [
+            _hits(self._search_one(q, k, where, search_params, (fusion_params, text)))
+            for q, text in zip(matrices, checked_texts)
+        ]
 
     def warm(self) -> int:
         """Read stored documents into the in-memory cache until it is full, so that first searches, like
@@ -344,16 +338,16 @@ class Index:
     # -- internals ----------------------------------------------------------------------------
     def _search_one(
         self, query: np.ndarray, k: int, where: Filter | None, params: SearchParams,
-        hybrid: tuple[Fusion, Callable[[], Lexical]] | None = None,
+        hybrid: tuple[Fusion, str] | None = None,
     ) -> ScoredDocuments:
-        """One query (fused with its lexical leg with ``hybrid``); run again with the codecs read anew if a
+        """One query (with ``hybrid``, fused with the lexical leg for that text); run again with the codecs read anew if a
         candidate was encoded by a codec this object had not loaded yet (a retrain in another process)."""
 
         def run(state: LoadedState) -> ScoredDocuments:
             if hybrid is None:
                 return search_one(self._source, state.by_generation(), query, k, where, params)
-            fusion, lexical = hybrid
-            return search_hybrid(self._source, state.by_generation(), query, lexical, k, where, params, fusion)
+            fusion, text = hybrid
+            return search_hybrid(self._source, state.by_generation(), query, text, k, where, params, fusion)
 
         state = self._state
         result = run(state)

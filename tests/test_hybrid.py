@@ -68,7 +68,7 @@ def ids_by_revision(index: cs.Index) -> dict[int, str]:
 
 
 @pytest.mark.parametrize(
-    "fusion", [Fusion("rrf"), Fusion("weighted", weight=0.3), Fusion("rrf", rrf_k=5, depth=4), Fusion(depth=4)]
+    "fusion", [Fusion("rrf"), Fusion("weighted", weight=0.3), Fusion("rrf", rrf_k=60, depth=4), Fusion(depth=4)]
 )
 @pytest.mark.parametrize("where", [None, {"lang": {"$ne": "de"}}])
 def test_fused_ranking_equals_a_brute_force_fusion_of_the_two_legs(store, fusion, where):
