@@ -49,7 +49,7 @@ if TYPE_CHECKING:  # the encoder needs the ``encoder`` extra; only its type is n
 
 __all__ = ["ColbertStoreRetriever", "hit_to_document"]
 
-SEARCH_KEYS = frozenset({"k", "filter"} | {field.name for field in fields(SearchParams)})
+SEARCH_KEYS = frozenset({"k", "filter", "hybrid", "fusion"} | {field.name for field in fields(SearchParams)})
 """Keys accepted in ``search_kwargs`` and as per-call keyword arguments."""
 
 
@@ -71,12 +71,15 @@ class ColbertStoreRetriever(BaseRetriever):
         retriever: The colbert-store retriever (index + encoder) to search.
         k: Documents per query (LangChain's usual default, 4).
         filter: Metadata filter (see :mod:`colbert_store.filters`), or ``None``.
-        search_kwargs: Further defaults: ``k``, ``filter`` or search knobs.
+        hybrid: Fuse the MaxSim ranking with the store's BM25 ranking of the query (``fusion`` in
+            ``search_kwargs`` or per call chooses how; see :meth:`colbert_store.Index.search`).
+        search_kwargs: Further defaults: ``k``, ``filter``, ``hybrid``, ``fusion`` or search knobs.
     """
 
     retriever: Retriever
     k: int = Field(default=4, ge=1)
     filter: dict[str, Any] | None = None
+    hybrid: bool = False
     search_kwargs: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("search_kwargs")
@@ -174,11 +177,11 @@ class ColbertStoreRetriever(BaseRetriever):
     def _settings(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
         """This call's ``k``, ``filter`` and knobs: fields, then ``search_kwargs``, then ``overrides``."""
         _check_keys(overrides, "search arguments")
-        return {"k": self.k, "filter": self.filter, **self.search_kwargs, **overrides}
+        return {"k": self.k, "filter": self.filter, "hybrid": self.hybrid, **self.search_kwargs, **overrides}
 
     def _run(self, query: str, settings: dict[str, Any]) -> list[Document]:
-        knobs = {name: value for name, value in settings.items() if name not in ("k", "filter")}
-        hits = self.retriever.search(query, k=settings["k"], filter=settings["filter"], **knobs)
+        knobs = {name: value for name, value in settings.items() if name not in ("k", "filter", "hybrid")}
+        hits = self.retriever.search(query, k=settings["k"], filter=settings["filter"], hybrid=settings["hybrid"], **knobs)
         return [hit_to_document(hit) for hit in hits]
 
 

@@ -71,7 +71,10 @@ class ColbertStoreLlamaIndexRetriever(BaseRetriever):
         similarity_top_k: Nodes per query.
         filters: A colbert-store filter dict (see :mod:`colbert_store.filters`) or LlamaIndex
             ``MetadataFilters`` using the operators ``== != > >= < <= in nin`` (others raise ``FilterError``).
-        search_params: :class:`~colbert_store.SearchParams` overrides for every search (``nprobe``...).
+        search_params: :class:`~colbert_store.SearchParams` overrides for every search (``nprobe``...),
+            and ``fusion`` for hybrid searches.
+        hybrid: Fuse the MaxSim ranking with the store's BM25 ranking of the query
+            (see :meth:`colbert_store.Index.search`).
         callback_manager: LlamaIndex callback manager.
         verbose: LlamaIndex's verbose flag.
     """
@@ -83,6 +86,7 @@ class ColbertStoreLlamaIndexRetriever(BaseRetriever):
         similarity_top_k: int = DEFAULT_SIMILARITY_TOP_K,
         filters: MetadataFilters | Mapping[str, Any] | None = None,
         search_params: Mapping[str, Any] | None = None,
+        hybrid: bool = False,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
     ) -> None:
@@ -94,6 +98,9 @@ class ColbertStoreLlamaIndexRetriever(BaseRetriever):
         self._top_k = similarity_top_k
         self._filter = metadata_filters_to_dict(filters) if isinstance(filters, MetadataFilters) else filters
         self._search_params = dict(search_params or {})
+        if not isinstance(hybrid, bool):
+            raise InvalidInputError(f"hybrid must be True or False, got {hybrid!r}")
+        self._hybrid = hybrid
         super().__init__(callback_manager=callback_manager, verbose=verbose)
 
     @classmethod
@@ -135,7 +142,9 @@ class ColbertStoreLlamaIndexRetriever(BaseRetriever):
         return self._top_k
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        hits = self._retriever.search(query_bundle.query_str, k=self._top_k, filter=self._filter, **self._search_params)
+        hits = self._retriever.search(
+            query_bundle.query_str, k=self._top_k, filter=self._filter, hybrid=self._hybrid, **self._search_params
+        )
         return [hit_to_node(hit) for hit in hits]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:

@@ -17,11 +17,13 @@ from colbert_store.errors import (
     IndexExistsError,
     IndexNotFoundError,
     InvalidInputError,
+    LexicalSearchUnavailableError,
     MissingDependencyError,
     NotTrainedError,
     StoreUnavailableError,
     WriteConflictError,
 )
+from colbert_store.fusion import Fusion
 from colbert_store.index import Hit, Index
 from colbert_store.maintenance import IndexHealth
 from colbert_store.maxsim import maxsim
@@ -38,6 +40,7 @@ __all__ = [
     "ColBERTEncoder",
     "ColbertStoreError",
     "FilterError",
+    "Fusion",
     "Hit",
     "IncompatibleIndexError",
     "Index",
@@ -47,6 +50,7 @@ __all__ = [
     "IndexNotFoundError",
     "IndexSettings",
     "InvalidInputError",
+    "LexicalSearchUnavailableError",
     "MissingDependencyError",
     "NotTrainedError",
     "ResidualCodec",

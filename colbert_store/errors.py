@@ -64,3 +64,13 @@ class NotTrainedError(ColbertStoreError):
 
 class MissingDependencyError(ColbertStoreError, ImportError):
     """An optional integration was used without its extra installed."""
+
+
+class LexicalSearchUnavailableError(ColbertStoreError):
+    """A hybrid search asked for the lexical leg where the index cannot serve it: its documents were
+    stored without text, or its store holds no full-text index for them. ``reason`` says which."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"index {name!r} cannot run a full-text search: {reason}")
+        self.name = name
+        self.reason = reason

@@ -16,6 +16,8 @@ from colbert_store.codec import ResidualCodec, centroid_id_dtype, query_second_m
 from colbert_store.errors import InvalidInputError, NotTrainedError, WriteConflictError
 from colbert_store.filters import Filter, parse_filter
 from colbert_store.fitting import fit_first_codec
+from colbert_store.fusion import Fusion
+from colbert_store.hybrid import search_hybrid
 from colbert_store.maintenance import IndexHealth, TextEncoder, measure_health
 from colbert_store.pooling import pool_documents, pooling_encoder
 from colbert_store.reading import DocumentSource
@@ -194,6 +196,8 @@ class Index:
         query: np.ndarray,
         k: int = 10,
         filter: Mapping[str, Any] | None = None,
+        text: str | None = None,
+        fusion: Fusion | str | None = None,
         **params: Any,
     ) -> list[Hit]:
         """Top ``k`` documents for one ``(n_query_tokens, dim)`` query by exact MaxSim after PLAID pruning.
@@ -202,17 +206,29 @@ class Index:
 
         ``filter`` is a metadata filter (see :mod:`colbert_store.filters`); ``params`` override
         :class:`SearchParams` for this call only.
+
+        With ``text`` the search is hybrid: the store's full-text engine ranks the documents by BM25
+        for ``text`` (the filter applied there too), and the two rankings are fused as ``fusion`` says
+        (a :class:`~colbert_store.fusion.Fusion`, a method name, ``"weighted"`` or ``"rrf"``, or
+        ``None`` for the defaults); hit scores are then the fused scores.
+
+        Raises:
+            LexicalSearchUnavailableError: ``text`` was given, but the index cannot run a full-text
+                search (its documents were stored without text, or its store lacks the index).
         """
-        return self.search_batch([query], k=k, filter=filter, **params)[0]
+        texts = None if text is None else [text]
+        return self.search_batch([query], k=k, filter=filter, texts=texts, fusion=fusion, **params)[0]
 
     def search_batch(
         self,
         queries: Sequence[np.ndarray],
         k: int = 10,
         filter: Mapping[str, Any] | None = None,
+        texts: Sequence[str] | None = None,
+        fusion: Fusion | str | None = None,
         **params: Any,
     ) -> list[list[Hit]]:
-        """:meth:`search` for many queries with the same ``k``, filter and knobs."""
+        """:meth:`search` for many queries with the same ``k``, filter and knobs (``texts``: one per query)."""
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
         where = parse_filter(filter)
@@ -222,11 +238,20 @@ class Index:
         matrices = [
             normalise_rows(check_matrix(q, self.settings.dim, f"query[{i}]"), f"query[{i}]") for i, q in enumerate(queries)
         ]
+        hybrid = None if texts is None else (_check_texts(texts, len(matrices)), Fusion.of(fusion))
+        if hybrid is None and fusion is not None:
+            raise InvalidInputError("fusion applies to hybrid search only: pass text (texts) too")
         if time.monotonic() - self._checked > MANIFEST_CHECK_SECONDS or self._state.current is None:
             self._reload()  # a new codec, or a first add made here or by another process
         if self._state.current is None:
             return [[] for _ in matrices]
-        return [_hits(self._search_one(q, k, where, search_params)) for q in matrices]
+        if hybrid is None:
+            return [_hits(self._search_one(q, k, where, search_params)) for q in matrices]
+        checked_texts, fusion_params = hybrid
+        return [
+            _hits(self._search_one(q, k, where, search_params, (fusion_params, text)))
+            for q, text in zip(matrices, checked_texts)
+        ]
 
     def warm(self) -> int:
         """Read stored documents into the in-memory cache until it is full, so that first searches, like
@@ -323,13 +348,23 @@ class Index:
         return self._store.scan(self._name, batch_size)
 
     # -- internals ----------------------------------------------------------------------------
-    def _search_one(self, query: np.ndarray, k: int, where: Filter | None, params: SearchParams) -> ScoredDocuments:
-        """One query; run again with the codecs read anew if a candidate was encoded by a codec this
-        object had not loaded yet (a retrain in another process)."""
+    def _search_one(
+        self, query: np.ndarray, k: int, where: Filter | None, params: SearchParams,
+        hybrid: tuple[Fusion, str] | None = None,
+    ) -> ScoredDocuments:
+        """One query (with ``hybrid``, fused with the lexical leg for that text); run again with the codecs read anew if a
+        candidate was encoded by a codec this object had not loaded yet (a retrain in another process)."""
+
+        def run(state: LoadedState) -> ScoredDocuments:
+            if hybrid is None:
+                return search_one(self._source, state.by_generation(), query, k, where, params)
+            fusion, text = hybrid
+            return search_hybrid(self._source, state.by_generation(), query, text, k, where, params, fusion)
+
         state = self._state
-        result = search_one(self._source, state.by_generation(), query, k, where, params)
+        result = run(state)
         if result.undecodable and self._reload() is not state:
-            result = search_one(self._source, self._state.by_generation(), query, k, where, params)
+            result = run(self._state)
         return result
 
     def _current_health(self) -> IndexHealth | None:
@@ -389,6 +424,18 @@ class Index:
         if not listed:
             raise InvalidInputError(f"{what} is empty")
         return [normalise_rows(check_matrix(m, self.settings.dim, f"{what}[{i}]"), f"{what}[{i}]") for i, m in enumerate(listed)]
+
+
+def _check_texts(texts: Sequence[str], n_queries: int) -> list[str]:
+    """The query texts of a hybrid search: one string per query."""
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise InvalidInputError(f"texts must be a list of strings, one per query, got {type(texts).__name__}")
+    if len(texts) != n_queries:
+        raise InvalidInputError(f"got {n_queries} queries but {len(texts)} texts")
+    for position, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InvalidInputError(f"text[{position}] must be a string, got {type(text).__name__}")
+    return list(texts)
 
 
 def _hits(result: ScoredDocuments) -> list[Hit]:

@@ -50,6 +50,11 @@ class DocumentSource:
             docs, slots = self.cache.lookup(revisions)
         return docs, slots[slots >= 0]
 
+    def text_search(self, text: str, limit: int, where: Filter | None) -> tuple[np.ndarray, np.ndarray]:
+        """Revisions and BM25 scores of the best ``limit`` documents for ``text`` matching ``where``,
+        answered by the store's full-text engine (always the store: the cache holds no text index)."""
+        return self.store.text_search(self.name, text, limit, where)
+
     def candidates(self, centroid_ids: np.ndarray, where: Filter | None) -> np.ndarray:
         """Revisions of the documents holding any of ``centroid_ids`` and matching ``where``."""
         live = self._current() if where is None else None

@@ -36,6 +36,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from colbert_store.errors import IncompatibleIndexError, InvalidInputError
+from colbert_store.fusion import Fusion
 from colbert_store.index import Hit, Index
 from colbert_store.pseudo_queries import sample_sentences
 from colbert_store.storage import Store
@@ -242,13 +243,19 @@ class Retriever:
         self._index.retrain(encode_texts=self._encoder.encode_documents, queries=vectors, **options)
 
     # -- searching ----------------------------------------------------------------------------
-    def search(self, query: str, k: int = 10, filter: Mapping[str, Any] | None = None, **params: Any) -> list[Hit]:
+    def search(
+        self, query: str, k: int = 10, filter: Mapping[str, Any] | None = None, hybrid: bool = False,
+        fusion: Fusion | str | None = None, **params: Any,
+    ) -> list[Hit]:
         """Top ``k`` documents for one query string.
 
         Args:
             query: The query text.
             k: Number of hits.
             filter: Metadata filter (see :mod:`colbert_store.filters`).
+            hybrid: Also rank the documents by the store's BM25 for ``query`` and fuse the two rankings
+                (see :meth:`colbert_store.Index.search`); hit scores are then the fused scores.
+            fusion: With ``hybrid``, how to fuse (a :class:`~colbert_store.Fusion` or a method name).
             **params: :class:`~colbert_store.search.SearchParams` overrides for this call.
 
         Returns:
@@ -256,19 +263,24 @@ class Retriever:
 
         Raises:
             InvalidInputError: A non-string or blank query, bad ``k``, filter or parameters.
+            LexicalSearchUnavailableError: ``hybrid`` on an index whose store cannot run a full-text search.
         """
         if not isinstance(query, str):
             raise InvalidInputError(f"query must be a string, got {type(query).__name__}; use search_batch for many")
-        return self.search_batch([query], k=k, filter=filter, **params)[0]
+        return self.search_batch([query], k=k, filter=filter, hybrid=hybrid, fusion=fusion, **params)[0]
 
     def search_batch(
-        self, queries: Sequence[str], k: int = 10, filter: Mapping[str, Any] | None = None, **params: Any
+        self, queries: Sequence[str], k: int = 10, filter: Mapping[str, Any] | None = None, hybrid: bool = False,
+        fusion: Fusion | str | None = None, **params: Any,
     ) -> list[list[Hit]]:
         """:meth:`search` for many query strings with the same ``k``, filter and parameters."""
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        if not isinstance(hybrid, bool):
+            raise InvalidInputError(f"hybrid must be True or False, got {hybrid!r}")
         vectors = self._encoder.encode_queries(queries)
-        return self._index.search_batch(vectors, k=k, filter=filter, **params)
+        texts = list(queries) if hybrid else None
+        return self._index.search_batch(vectors, k=k, filter=filter, texts=texts, fusion=fusion, **params)
 
 
 # ---------------------------------------------------------------------------------------------- helpers

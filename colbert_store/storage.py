@@ -159,6 +159,16 @@ class Store(ABC):
         """
 
     @abstractmethod
+    def text_search(self, name: str, text: str, limit: int, where: Filter | None) -> tuple[np.ndarray, np.ndarray]:
+        """The lexical leg of a hybrid search, answered by the store's own full-text engine (BM25): revisions
+        (int64) and scores (float32) of at most ``limit`` documents matching ``where``, best first.
+
+        Raises:
+            LexicalSearchUnavailableError: the index cannot serve it (its documents hold no text, or the
+                store has no full-text index for them).
+        """
+
+    @abstractmethod
     def fetch(self, name: str, revisions: np.ndarray) -> DocumentBatch:
         """The stored documents with these revisions (those no longer stored are left out), any order."""
 

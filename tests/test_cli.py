@@ -250,3 +250,9 @@ def test_demo_on_a_few_docstrings(tmp_path: Path) -> None:
     again = run("demo", "--store", tmp_path / "demo")
     assert "reusing the demo index" in again.stdout and again.stdout.count("\nQ: ") == 6
     assert_user_error(run("demo", "--limit", "0"), "--limit must be a positive integer")
+
+
+def test_search_hybrid(built: Path) -> None:
+    result = run("search", "Everest", "--store", built, "--name", "notes", "-k", "2", "--hybrid", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[0])["id"] == "everest.txt"

@@ -204,3 +204,12 @@ def test_add_delete_and_constructors(encoder: ColBERTEncoder, tmp_path: Path) ->
     assert summary(reopened.invoke("lava and ice")) == expected
     assert summary(from_index.invoke("lava and ice")) == expected
     store.close()
+
+
+def test_hybrid_field_and_fusion_pass_through(lance_retriever: ColbertStoreRetriever) -> None:
+    query = "Vienna 1806 violin"
+    hybrid = lance_retriever.model_copy(update={"hybrid": True})
+    expected = lance_retriever.retriever.search(query, k=4, hybrid=True)
+    assert summary(hybrid.invoke(query)) == [(hit.id, hit.score) for hit in expected]
+    rrf = lance_retriever.retriever.search(query, k=2, hybrid=True, fusion="rrf")
+    assert summary(lance_retriever.invoke(query, k=2, hybrid=True, fusion="rrf")) == [(hit.id, hit.score) for hit in rrf]

@@ -124,3 +124,15 @@ def test_aretrieve_does_not_block_the_event_loop(lance_retriever: ColbertStoreLl
     results, turns = asyncio.run(run())
     assert results[0].node.id_ == "radiator"
     assert turns > 100, f"the event loop only turned {turns} times while the search ran"
+
+
+def test_hybrid_passes_through(lance_retriever: ColbertStoreLlamaIndexRetriever) -> None:
+    core = lance_retriever.retriever
+    hybrid = ColbertStoreLlamaIndexRetriever(core, similarity_top_k=3, hybrid=True, search_params={"fusion": "rrf"})
+    query = "which mountain is the highest?"
+    nodes = hybrid.retrieve(query)
+    assert [(node.node.id_, node.score) for node in nodes] == [
+        (hit.id, hit.score) for hit in core.search(query, k=3, hybrid=True, fusion="rrf")
+    ]
+    with pytest.raises(cs.InvalidInputError):
+        ColbertStoreLlamaIndexRetriever(core, hybrid=1)

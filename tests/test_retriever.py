@@ -373,3 +373,17 @@ def test_import_works_without_transformers() -> None:
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
     assert 'pip install "colbert-store[encoder]"' in done.stdout
+
+
+def test_hybrid_search_passes_the_query_text_to_the_lexical_leg(retriever: cs.Retriever) -> None:
+    query = "Vienna 1806 violin"
+    hits = retriever.search(query, k=3, hybrid=True, fusion="rrf")
+    index_hits = retriever.index.search(retriever.encoder.encode_queries([query])[0], k=3, text=query, fusion="rrf")
+    assert hits == index_hits and hits[0].id == "doc-6"
+    assert retriever.search_batch([query, TEXTS[2]], k=2, hybrid=True) == [
+        retriever.search(query, k=2, hybrid=True), retriever.search(TEXTS[2], k=2, hybrid=True)
+    ]
+    only_de = retriever.search(query, k=8, filter={"lang": "de"}, hybrid=True)
+    assert only_de and all(hit.metadata["lang"] == "de" for hit in only_de)
+    with pytest.raises(cs.InvalidInputError):
+        retriever.search(query, hybrid="yes")  # type: ignore[arg-type]

@@ -18,6 +18,9 @@ from colbert_store.adapters.lancedb.failures import unavailable
 from colbert_store.adapters.lancedb.filters import condition
 from colbert_store.filters import Filter
 
+TEXT_COLUMN = "text"
+"""The documents table's text column, which the full-text index covers."""
+
 # ``lancedb.connect`` arguments that ``lancedb.connect_async`` takes too.
 _ASYNC_CONNECT_ARGUMENTS = frozenset(
     {"api_key", "region", "host_override", "read_consistency_interval", "client_config", "storage_options", "session"}
@@ -69,6 +72,11 @@ class AsyncReads:
         """The ``rev`` column of the rows of ``table_name`` holding any of ``centroid_ids`` and meeting ``where``."""
         return self._run(self._revisions(table_name, centroid_ids, where))
 
+    def text_search(self, table_name: str, text: str, limit: int, where: Filter | None) -> pa.Table:
+        """``rev`` and ``_score`` of the best ``limit`` rows of ``table_name`` for a BM25 match query on
+        ``text`` among those meeting ``where``."""
+        return self._run(self._text_search(table_name, text, limit, where))
+
     def version(self, table_name: str) -> int:
         """The version of ``table_name`` that this connection's next query reads (checked for a newer one
         at the connection's consistency interval)."""
@@ -83,6 +91,13 @@ class AsyncReads:
         predicate = condition(centroid_ids, where, await table.schema() if where is not None else None)
         query = table.query().select(["rev"])
         return (await (query.where(predicate) if predicate else query).to_arrow()).column("rev")
+
+    async def _text_search(self, table_name: str, text: str, limit: int, where: Filter | None) -> pa.Table:
+        lancedb_query = require("lancedb.query", "lancedb")
+        table = await self._open(table_name)
+        query = table.query().nearest_to_text(lancedb_query.MatchQuery(text, TEXT_COLUMN)).select(["rev", "_score"])
+        predicate = condition(None, where, await table.schema()) if where is not None else None
+        return await (query.where(predicate) if predicate else query).limit(limit).to_arrow()
 
     async def _version(self, table_name: str) -> int:
         return await (await self._open(table_name)).version()

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from colbert_store._optional import require
 from colbert_store.adapters.lancedb.catalogue import Catalogue
-from colbert_store.adapters.lancedb.connection import connect
+from colbert_store.adapters.lancedb.connection import TEXT_COLUMN, connect
 from colbert_store.adapters.lancedb.failures import translated
 from colbert_store.adapters.lancedb.filters import condition, sql_string
 from colbert_store.adapters.lancedb.records import (
@@ -35,7 +35,7 @@ from colbert_store.adapters.lancedb.records import (
     metadata_columns,
 )
 from colbert_store.adapters.lancedb.retries import is_retryable, retrying
-from colbert_store.errors import IndexExistsError, IndexNotFoundError
+from colbert_store.errors import IndexExistsError, IndexNotFoundError, LexicalSearchUnavailableError
 from colbert_store.filters import Filter
 from colbert_store.storage import DocumentBatch, Store
 from colbert_store.validation import check_index_name
@@ -64,6 +64,7 @@ class LanceDBStore(Store):
         self._db, self._reads = connect(uri_or_connection, connect_kwargs)
         self._catalogue = Catalogue(self._db)
         self._tables: dict[str, Any] = {}  # index name -> its documents table
+        self._text_indexed: set[str] = set()  # documents tables known to have their full-text index
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -187,6 +188,31 @@ class LanceDBStore(Store):
         return revisions.to_numpy().astype(np.int64, copy=False)
 
     @translated
+    def text_search(self, name: str, text: str, limit: int, where: Filter | None) -> tuple[np.ndarray, np.ndarray]:
+        """BM25 from Lance's full-text index on ``text``, the filter applied before ranking.
+
+        The query is a match query, tokenised like the documents and never parsed as query syntax.
+        Rows written since the index was last built are searched too (unindexed rows are scanned).
+        """
+        table = self._table(name)
+        if not self._has_text_index(table):
+            raise LexicalSearchUnavailableError(
+                name, "its documents table has no full-text index on the text column (built by an add, or by store.settle(name))"
+            )
+        reads = self._reads  # read once: close() may run meanwhile
+        if reads is not None:
+            found = reads.text_search(table.name, text, limit, where)
+        else:
+            lancedb_query = require("lancedb.query", "lancedb")
+            query = table.search(lancedb_query.MatchQuery(text, TEXT_COLUMN), query_type="fts").select(["rev", "_score"])
+            predicate = condition(None, where, table.schema) if where is not None else None
+            found = (query.where(predicate, prefilter=True) if predicate else query).limit(limit).to_arrow()
+        if not found.num_rows and self._holds_no_text(table):
+            raise LexicalSearchUnavailableError(name, "its documents were stored without text")
+        revisions = found.column("rev").to_numpy().astype(np.int64, copy=False)
+        return revisions, found.column("_score").to_numpy().astype(np.float32, copy=False)
+
+    @translated
     def fetch(self, name: str, revisions: np.ndarray) -> DocumentBatch:
         table = self._table(name)
         parts = []
@@ -244,6 +270,20 @@ class LanceDBStore(Store):
             table = self._tables[name] = self._db.open_table(docs)
         return table
 
+    def _has_text_index(self, table: Any) -> bool:
+        """Whether the documents table has its full-text index (remembered once seen: it is only ever replaced)."""
+        if table.name in self._text_indexed:
+            return True
+        if any(TEXT_COLUMN in index.columns and index.index_type == "FTS" for index in table.list_indices()):
+            self._text_indexed.add(table.name)
+            return True
+        return False
+
+    @staticmethod
+    def _holds_no_text(table: Any) -> bool:
+        """Whether the table holds documents but none with text."""
+        return bool(table.count_rows()) and not table.count_rows(f"{TEXT_COLUMN} IS NOT NULL")
+
     @staticmethod
     def _metadata_columns(table: Any, batch: DocumentBatch) -> dict[str, Any]:
         """The batch's typed metadata columns, adding to the table the ones for keys it has not seen."""
@@ -253,29 +293,35 @@ class LanceDBStore(Store):
         return columns
 
     def _refresh_indexes(self, table: Any) -> None:
-        """Build the scalar indexes on first data, and rebuild them once unindexed rows pass a tenth.
+        """Build each index on first data (or where missing), and rebuild it once its unindexed rows pass a tenth.
 
         Each rebuild leaves the replaced index files on disk until :meth:`optimize` deletes old
         versions, so indexes are refreshed once per call (:meth:`settle`), not after every batch.
 
-        A rebuild reads only the small indexed columns. ``table.optimize()`` would fold the new rows
-        in too, but it also compacts the data files, rewriting every packed residual on each write,
-        which makes adds slower and their memory grow with the corpus. Compaction is left to
-        :meth:`optimize`. The indexes only speed queries up (unindexed rows are still searched), so a
-        rebuild that a concurrent writer's rebuild preempts is left to that writer.
+        A rebuild reads only the indexed column. ``table.optimize()`` would fold the new rows in too, but
+        it also compacts the data files, rewriting every packed residual on each write, which makes adds
+        slower and their memory grow with the corpus. Compaction is left to :meth:`optimize`. The
+        indexes only speed queries up (unindexed rows are still searched: scanned, for the full-text
+        index), so a rebuild that a concurrent writer's rebuild preempts is left to that writer.
         """
         lancedb_index = require("lancedb.index", "lancedb")
-        if table.list_indices():
-            stats = table.index_stats("centroids_idx")
-            if stats is None or stats.num_unindexed_rows <= _REINDEX_FRACTION * stats.num_indexed_rows:
-                return
-        try:
-            table.create_index("centroids", config=lancedb_index.LabelList(), replace=True)
-            table.create_index("id", config=lancedb_index.BTree(), replace=True)
-            table.create_index("rev", config=lancedb_index.BTree(), replace=True)
-        except Exception as error:
-            if not is_retryable(error):
-                raise
+        configs = {
+            "centroids": lancedb_index.LabelList,
+            "id": lancedb_index.BTree,
+            "rev": lancedb_index.BTree,
+            TEXT_COLUMN: lancedb_index.FTS,
+        }
+        existing = {index.columns[0]: index.name for index in table.list_indices()}
+        for column, config in configs.items():
+            if column in existing:
+                stats = table.index_stats(existing[column])
+                if stats is None or stats.num_unindexed_rows <= _REINDEX_FRACTION * stats.num_indexed_rows:
+                    continue
+            try:
+                table.create_index(column, config=config(), replace=True)
+            except Exception as error:
+                if not is_retryable(error):
+                    raise
 
 
 def _merge(table: Any, data: pa.Table, condition: str | None) -> Any:

@@ -15,6 +15,8 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from colbert_store.adapters.qdrant.client import (
     forget_local_table,
     is_local,
@@ -36,6 +38,14 @@ class WriteMode(enum.Enum):
     UPSERT = "upsert"
     INSERT_ONLY = "insert_only"
     UPDATE_ONLY = "update_only"
+
+
+SPARSE_VECTOR = "bm25"
+"""The sparse vector every documents collection declares, with Qdrant's IDF modifier: each document's
+BM25 term weights (:mod:`colbert_store.lexical`), the lexical leg of a hybrid search."""
+
+Terms = tuple[np.ndarray, np.ndarray]
+"""A sparse vector: ascending uint32 term ids and their float32 weights."""
 
 
 @dataclass(frozen=True)
@@ -61,18 +71,30 @@ class PointsEngine(ABC):
     def collection_exists(self, collection: str) -> bool: ...
 
     @abstractmethod
-    def create_collection(self, collection: str, integer_indexes: Sequence[str]) -> None:
-        """Create a collection with integer lookup indexes on these payload fields."""
+    def drop_collection(self, collection: str) -> None: ...
 
     @abstractmethod
-    def drop_collection(self, collection: str) -> None: ...
+    def create_collection(self, collection: str, integer_indexes: Sequence[str]) -> None:
+        """Create a collection with integer lookup indexes on these payload fields and the
+        :data:`SPARSE_VECTOR` sparse vector (IDF modifier)."""
 
     @abstractmethod
     def upsert(
         self, collection: str, points: Sequence[tuple[str, dict[str, Any]]], *,
-        condition: Condition | None = None, mode: WriteMode = WriteMode.UPSERT,
+        terms: Sequence[Terms | None] | None = None, condition: Condition | None = None,
+        mode: WriteMode = WriteMode.UPSERT,
     ) -> None:
-        """Write points; with ``condition``, an existing point is overwritten only if it matches it."""
+        """Write points (with ``terms``, each point's :data:`SPARSE_VECTOR`, ``None`` for none); with
+        ``condition``, an existing point is overwritten only if it matches it."""
+
+    @abstractmethod
+    def has_sparse_vector(self, collection: str) -> bool:
+        """Whether the collection declares :data:`SPARSE_VECTOR`."""
+
+    @abstractmethod
+    def sparse_search(self, collection: str, query: Terms, limit: int, condition: Condition | None) -> list[tuple[int, float]]:
+        """``(rev, score)`` of the best ``limit`` points matching ``condition`` by :data:`SPARSE_VECTOR`
+        dot product with ``query`` (IDF-weighted), best first."""
 
     @abstractmethod
     def retrieve(self, collection: str, ids: Sequence[str], fields: Sequence[str] | None) -> list[Record]:
@@ -126,6 +148,7 @@ class ClientEngine(PointsEngine):
         self._collection_options = collection_options
         self._lock: AbstractContextManager[Any] = nullcontext() if self.indexes_payload else local_lock(client)
         self._closed = False
+        self._sparse: set[str] = set()  # collections known to declare the sparse vector
 
     def lock(self) -> AbstractContextManager[Any]:
         return self._lock
@@ -136,8 +159,10 @@ class ClientEngine(PointsEngine):
     def create_collection(self, collection: str, integer_indexes: Sequence[str]) -> None:
         m = models()
         try:
+            sparse = {SPARSE_VECTOR: m.SparseVectorParams(modifier=m.Modifier.IDF)}
             self.client.create_collection(
-                collection, vectors_config={}, **{"on_disk_payload": True, **self._collection_options}
+                collection, vectors_config={}, sparse_vectors_config=sparse,
+                **{"on_disk_payload": True, **self._collection_options},
             )
         except Exception:  # another process created it first
             if not self.client.collection_exists(collection):
@@ -154,13 +179,34 @@ class ClientEngine(PointsEngine):
 
     def upsert(
         self, collection: str, points: Sequence[tuple[str, dict[str, Any]]], *,
-        condition: Condition | None = None, mode: WriteMode = WriteMode.UPSERT,
+        terms: Sequence[Terms | None] | None = None, condition: Condition | None = None,
+        mode: WriteMode = WriteMode.UPSERT,
     ) -> None:
         m = models()
-        structs = [m.PointStruct(id=point_id, vector={}, payload=payload) for point_id, payload in points]
+        vectors = [_client_vector(vector) for vector in terms] if terms is not None else [{}] * len(points)
+        structs = [
+            m.PointStruct(id=point_id, vector=vector, payload=payload) for (point_id, payload), vector in zip(points, vectors)
+        ]
         update_filter = None if condition is None else _as_filter(condition)
         update_mode = None if mode is WriteMode.UPSERT else m.UpdateMode(mode.value)
         self.client.upsert(collection, structs, wait=True, update_filter=update_filter, update_mode=update_mode)
+
+    def has_sparse_vector(self, collection: str) -> bool:
+        if collection not in self._sparse:
+            sparse = self.client.get_collection(collection).config.params.sparse_vectors or {}
+            if SPARSE_VECTOR not in sparse:
+                return False
+            self._sparse.add(collection)
+        return True
+
+    def sparse_search(self, collection: str, query: Terms, limit: int, condition: Condition | None) -> list[tuple[int, float]]:
+        m = models()
+        found = self.client.query_points(
+            collection, query=m.SparseVector(indices=query[0].tolist(), values=query[1].tolist()), using=SPARSE_VECTOR,
+            query_filter=None if condition is None else _as_filter(condition), limit=limit, with_payload=["rev"],
+            with_vectors=False,
+        )
+        return [((point.payload or {})["rev"], float(point.score)) for point in found.points]
 
     def retrieve(self, collection: str, ids: Sequence[str], fields: Sequence[str] | None) -> list[Record]:
         found = self.client.retrieve(
@@ -216,6 +262,12 @@ class ClientEngine(PointsEngine):
         with self._lock:
             if self._path is None or release_path_client(self._path):
                 self.client.close()
+
+
+def _client_vector(terms: Terms | None) -> dict[str, Any]:
+    if terms is None or not len(terms[0]):
+        return {}
+    return {SPARSE_VECTOR: models().SparseVector(indices=terms[0].tolist(), values=terms[1].tolist())}
 
 
 def _as_filter(condition: Condition) -> Any:

@@ -17,6 +17,7 @@ meta        the metadata dict as JSON text (an engine may not give a JSON float 
 filter      what metadata filters read (see :mod:`colbert_store.adapters.qdrant.filters`)
 ==========  ===========================================================================
 
+The point's one vector is sparse: ``bm25``, the BM25 term weights of its text (none without text).
 The payload is plain JSON, the same for every engine that speaks Qdrant's data model.
 """
 
@@ -30,7 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from colbert_store.adapters.qdrant.engine import Terms
 from colbert_store.adapters.qdrant.filters import filter_fields
+from colbert_store.lexical import document_vector
 from colbert_store.storage import DocumentBatch
 
 STORED_FIELDS = ["doc_id", "rev", "n_tokens", "sq_error", "codes", "residuals", "text", "meta"]
@@ -46,8 +49,9 @@ def point_id(doc_id: str) -> str:
     return str(uuid.uuid5(_DOC_NAMESPACE, doc_id))
 
 
-def document_payloads(batch: DocumentBatch) -> tuple[list[str], list[dict[str, Any]], list[int]]:
-    """Each document's point id and payload, and each point's approximate request size in bytes."""
+def document_payloads(batch: DocumentBatch) -> tuple[list[str], list[dict[str, Any]], list[Terms | None], list[int]]:
+    """Each document's point id, payload and BM25 term weights (``None`` without text), and each point's
+    approximate request size in bytes."""
     n_docs = len(batch)
     offsets = np.asarray(batch.token_offsets, dtype=np.int64)
     codes = np.asarray(batch.centroid_ids)
@@ -64,7 +68,7 @@ def document_payloads(batch: DocumentBatch) -> tuple[list[str], list[dict[str, A
     metadata = batch.metadata or [{}] * n_docs
     revisions = np.asarray(batch.revisions, dtype=np.int64).tolist()
     sq_errors = None if batch.sq_errors is None else np.asarray(batch.sq_errors, dtype=np.float64).tolist()
-    ids, payloads, sizes = [], [], []
+    ids, payloads, terms, sizes = [], [], [], []
     for i, doc_id in enumerate(batch.ids):
         start, end = int(offsets[i]), int(offsets[i + 1])
         payload: dict[str, Any] = {
@@ -81,13 +85,16 @@ def document_payloads(batch: DocumentBatch) -> tuple[list[str], list[dict[str, A
         fields = filter_fields(metadata[i])
         if fields:
             payload["filter"] = fields
+        text = texts[i]
+        vector = None if text is None else document_vector(text)
         ids.append(point_id(doc_id))
         payloads.append(payload)
+        terms.append(vector)
         sizes.append(
             len(payload["codes"]) + len(payload["residuals"]) + 4 * len(texts[i] or "")
-            + 12 * len(payload["centroids"]) + 2 * len(payload["meta"]) + 256
+            + 12 * len(payload["centroids"]) + 2 * len(payload["meta"]) + 24 * (len(vector[0]) if vector else 0) + 256
         )
-    return ids, payloads, sizes
+    return ids, payloads, terms, sizes
 
 
 def request_chunks(items: Sequence[Any], sizes: Sequence[int]) -> Iterator[list[Any]]:

@@ -1,9 +1,10 @@
 """The Qdrant store: one documents collection per index plus a catalogue collection, on any engine
 that speaks Qdrant's data model (:class:`PointsStore`), and :class:`QdrantStore` on qdrant-client.
 
-Collections hold no vectors at all: every document is one payload-only point (see
-:mod:`colbert_store.adapters.qdrant.records`), its id derived from the document id, so writing a
-document again overwrites its point atomically. Candidates are one filtered scroll over an integer
+Every document is one point (see :mod:`colbert_store.adapters.qdrant.records`), its id derived from
+the document id, so writing a document again overwrites its point atomically: a payload, and one
+sparse vector, the BM25 term weights of its text (:mod:`colbert_store.lexical`), which Qdrant's IDF
+modifier turns into BM25 scores for the lexical leg of a hybrid search. Candidates are one filtered scroll over an integer
 payload index on ``centroids``; a fetch by revision, one over an index on ``rev``. qdrant-client's
 local mode has no payload indexes and evaluates filters point by point in Python, so there centroid
 lookups and fetches by revision are answered from a
@@ -35,8 +36,9 @@ from colbert_store.adapters.qdrant.records import (
     point_id,
     request_chunks,
 )
-from colbert_store.errors import IndexExistsError, IndexNotFoundError, InvalidInputError
+from colbert_store.errors import IndexExistsError, IndexNotFoundError, InvalidInputError, LexicalSearchUnavailableError
 from colbert_store.filters import Filter
+from colbert_store.lexical import query_vector
 from colbert_store.storage import DocumentBatch, Store
 from colbert_store.validation import check_index_name
 
@@ -117,13 +119,17 @@ class PointsStore(Store):
         ``replacing``, update-only and only where the stored ``rev`` is one of those revisions."""
         if not len(batch):
             return
-        ids, payloads, sizes = document_payloads(batch)
+        ids, payloads, terms, sizes = document_payloads(batch)
         condition = None
         if replacing is not None:
             condition = self._engine.conditions.match_any("rev", np.asarray(replacing, dtype=np.int64).tolist())
         mode = WriteMode.UPSERT if replacing is None else WriteMode.UPDATE_ONLY
-        for chunk in request_chunks(list(zip(ids, payloads)), sizes):
-            self._run(name, partial(self._engine.upsert, points=chunk, condition=condition, mode=mode), writing=True)
+        for chunk in request_chunks(list(zip(ids, payloads, terms)), sizes):
+            write = partial(
+                self._engine.upsert, points=[(point, payload) for point, payload, _ in chunk],
+                terms=[vector for _, _, vector in chunk], condition=condition, mode=mode,
+            )
+            self._run(name, write, writing=True)
 
     def delete(self, name: str, ids: Sequence[str]) -> None:
         point_ids = [point_id(doc_id) for doc_id in ids]
@@ -173,6 +179,30 @@ class PointsStore(Store):
             return table.revisions[rows]
 
         return self._run(name, answer)
+
+    def text_search(self, name: str, text: str, limit: int, where: Filter | None) -> tuple[np.ndarray, np.ndarray]:
+        """BM25: the query's terms against each document's BM25 term weights (the ``bm25`` sparse vector),
+        weighted by Qdrant's IDF modifier, with the translated filter in the same query."""
+        build = self._engine.conditions
+        query = query_vector(text)
+        condition = all_of([translate_filter(where, build)], build) if where is not None else True
+
+        def search(docs: str) -> list[tuple[int, float]]:
+            if not self._engine.has_sparse_vector(docs):
+                raise LexicalSearchUnavailableError(
+                    name, "its collection has no bm25 sparse vector (written by an older colbert-store: "
+                    "copy_index it into a new index to add one)"
+                )
+            found = []
+            if len(query[0]) and condition is not False:
+                found = self._engine.sparse_search(docs, query, limit, None if condition is True else condition)
+            if not found and self._holds_no_text(docs):
+                raise LexicalSearchUnavailableError(name, "its documents were stored without text")
+            return found
+
+        found = self._run(name, search)
+        revisions = np.fromiter((rev for rev, _ in found), np.int64, len(found))
+        return revisions, np.fromiter((score for _, score in found), np.float32, len(found))
 
     def fetch(self, name: str, revisions: np.ndarray) -> DocumentBatch:
         """Scroll by ``rev`` (integer payload index), 2048 revisions a query; without payload indexes,
@@ -232,6 +262,12 @@ class PointsStore(Store):
                     if writing:
                         self._engine.written(docs)
         raise AssertionError("unreachable")
+
+    def _holds_no_text(self, collection: str) -> bool:
+        """Whether the collection holds documents but none with text."""
+        with_text = self._engine.conditions.filter(must_not=[self._engine.conditions.is_empty("text")])
+        page, _ = self._engine.scroll(collection, with_text, ["rev"], 1, None)
+        return not page and bool(self._engine.count(collection))
 
     def _scroll_all(self, collection: str, condition: Any, fields: list[str]) -> list[Record]:
         records: list[Record] = []

@@ -1,8 +1,8 @@
 """Qdrant Edge shards as a :class:`~colbert_store.adapters.qdrant.engine.PointsEngine`.
 
 Each collection is one Edge shard, a folder under the store's root: its segments, write-ahead log
-and payload indexes are Qdrant's own. Edge requires a vector configuration, so every shard declares
-one sparse vector (``bm25``, with the IDF modifier) that documents may leave empty. A shard is opened
+and payload indexes are Qdrant's own. Every shard declares one sparse vector (``bm25``, with the IDF
+modifier): each document's BM25 term weights, empty for a document without text. A shard is opened
 by one process at a time (its write-ahead log is locked); within the process, calls to a shard are
 serialised by a lock.
 """
@@ -19,11 +19,10 @@ from types import ModuleType
 from typing import Any
 
 from colbert_store._optional import require
-from colbert_store.adapters.qdrant.engine import PointsEngine, Record, WriteMode
+from colbert_store.adapters.qdrant.engine import SPARSE_VECTOR, PointsEngine, Record, Terms, WriteMode
 from colbert_store.adapters.qdrant.filters import Condition
 from colbert_store.errors import ColbertStoreError
 
-SPARSE_VECTOR = "bm25"
 _CONFIG_FILE = "edge_config.json"
 
 
@@ -94,16 +93,31 @@ class EdgeEngine(PointsEngine):
 
     def upsert(
         self, collection: str, points: Sequence[tuple[str, dict[str, Any]]], *,
-        condition: Condition | None = None, mode: WriteMode = WriteMode.UPSERT,
+        terms: Sequence[Terms | None] | None = None, condition: Condition | None = None,
+        mode: WriteMode = WriteMode.UPSERT,
     ) -> None:
         e = edge()
         update_mode = {WriteMode.UPSERT: None, WriteMode.INSERT_ONLY: e.UpdateMode.InsertOnly,
                        WriteMode.UPDATE_ONLY: e.UpdateMode.UpdateOnly}[mode]
-        structs = [e.Point(point_id, {}, payload) for point_id, payload in points]
+        vectors = [_edge_vector(vector) for vector in terms] if terms is not None else [{}] * len(points)
+        structs = [e.Point(point_id, vector, payload) for (point_id, payload), vector in zip(points, vectors)]
         with self._lock:
             self._shard(collection).update(
                 e.UpdateOperation.upsert_points(structs, condition=_as_filter(condition), update_mode=update_mode)
             )
+
+    def has_sparse_vector(self, collection: str) -> bool:
+        return True  # every Edge shard colbert-store creates declares it
+
+    def sparse_search(self, collection: str, query: Terms, limit: int, condition: Condition | None) -> list[tuple[int, float]]:
+        e = edge()
+        nearest = e.Query.Nearest(e.SparseVector(query[0].tolist(), query[1].tolist()), using=SPARSE_VECTOR)
+        request = e.QueryRequest(
+            limit=limit, query=nearest, filter=_as_filter(condition), with_payload=["rev"], with_vector=False
+        )
+        with self._lock:
+            found = self._shard(collection).query(request)
+        return [(dict(point.payload or {})["rev"], float(point.score)) for point in found]
 
     def retrieve(self, collection: str, ids: Sequence[str], fields: Sequence[str] | None) -> list[Record]:
         if not ids:
@@ -178,6 +192,12 @@ def _open_error(path: Path, error: Exception) -> ColbertStoreError:
             "(serve the index from one process, with threads)"
         )
     return ColbertStoreError(f"cannot open the Qdrant Edge shard {path}: {error}")
+
+
+def _edge_vector(terms: Terms | None) -> dict[str, Any]:
+    if terms is None or not len(terms[0]):
+        return {}
+    return {SPARSE_VECTOR: edge().SparseVector(terms[0].tolist(), terms[1].tolist())}
 
 
 def _as_filter(condition: Condition | None) -> Any:

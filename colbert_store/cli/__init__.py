@@ -4,7 +4,7 @@ Commands::
 
     colbert-store index SOURCE --store DIR --name NAME [--model PATH_OR_NAME] [--doc-maxlen N] [--nbits 1|2|4] [--pool-factor N]
                                [--batch-size N]
-    colbert-store search "QUERY" --store DIR --name NAME [-k 10] [--filter JSON] [--json] [--model PATH_OR_NAME]
+    colbert-store search "QUERY" --store DIR --name NAME [-k 10] [--filter JSON] [--hybrid] [--json] [--model PATH_OR_NAME]
     colbert-store info --store DIR --name NAME
     colbert-store retrain --store DIR --name NAME [--from-vectors] [--queries FILE] [--model PATH_OR_NAME]
     colbert-store demo [--store DIR] [--limit N] [--model PATH_OR_NAME]
@@ -128,6 +128,8 @@ def _add_search_command(commands: Any) -> None:
     _add_model_argument(parser)
     parser.add_argument("-k", type=int, default=10, help="number of hits (default 10)")
     parser.add_argument("--filter", metavar="JSON", help='metadata filter, e.g. \'{"year": {"$gte": 2020}}\'')
+    parser.add_argument("--hybrid", action="store_true",
+                        help="fuse with the store's BM25 ranking of QUERY (the index must hold the documents' text)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per hit instead of a table")
     parser.set_defaults(handler=cmd_search)
 

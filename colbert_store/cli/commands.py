@@ -78,7 +78,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         from colbert_store.retriever import Retriever
 
         retriever = Retriever(index, load_encoder(args.model, index.settings.encoder, None))
-        hits = retriever.search(args.query, k=args.k, filter=where)
+        hits = retriever.search(args.query, k=args.k, filter=where, hybrid=args.hybrid)
     if args.json:
         print_hits_json(hits)
     else:
