@@ -45,18 +45,20 @@ def pool_documents(documents: Sequence[np.ndarray], pool_factor: int) -> list[np
     The clustering runs per document (scipy's linkage, in C); the group means of the whole batch are
     computed in one pass.
     """
-    if pool_factor == 1:
+    if pool_factor == 1 or not len(documents):
         return list(documents)
     lengths = np.array([len(d) for d in documents], dtype=np.int64)
-    labels = np.concatenate([_group_labels(d, pooled_length(len(d), pool_factor)) for d in documents])
     kept = np.array([pooled_length(int(n), pool_factor) for n in lengths], dtype=np.int64)
-    first_group = np.concatenate([[0], np.cumsum(kept)[:-1]])
-    groups = labels + np.repeat(first_group, lengths)
+    labels = np.concatenate([_group_labels(d, int(n)) for d, n in zip(documents, kept)])
+    groups = labels + np.repeat(np.cumsum(kept) - kept, lengths)
     order = np.argsort(groups, kind="stable")
     vectors = np.concatenate(documents)[order]
     starts = np.flatnonzero(np.diff(groups[order], prepend=-1))
     means = np.add.reduceat(vectors, starts, axis=0)
-    means /= np.linalg.norm(means, axis=1, keepdims=True)
+    norms = np.linalg.norm(means, axis=1)
+    cancelled = norms == 0  # a group of opposite vectors: keep its first one
+    means[cancelled], norms[cancelled] = vectors[starts[cancelled]], 1.0
+    means /= norms[:, None]
     return np.split(means.astype(np.float32, copy=False), np.cumsum(kept)[:-1])
 
 

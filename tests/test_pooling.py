@@ -79,6 +79,15 @@ def test_pooled_vectors_are_unit_length_means_of_similar_tokens() -> None:
     np.testing.assert_allclose(pooled, means[matched], atol=1e-6)
 
 
+def test_edge_cases_of_pooling_a_batch() -> None:
+    """No documents pool to none; a group whose vectors cancel out keeps one of them, still unit length."""
+    assert pool_documents([], 2) == []
+    opposite = np.zeros((8, DIM), np.float32)
+    opposite[:4, 0], opposite[4:, 0] = 1.0, -1.0
+    (pooled,) = pool_documents([opposite], 8)
+    assert pooled.shape == (1, DIM) and abs(abs(pooled[0, 0]) - 1.0) < 1e-6
+
+
 def test_identical_tokens_still_pool_into_the_promised_number_of_vectors() -> None:
     """Tied merge heights (repeated tokens) must not merge more than n - ceil(n / pool_factor) times."""
     rng = np.random.default_rng(3)
