@@ -31,6 +31,7 @@ from colbert_store.validation import (
     check_ids,
     check_index_name,
     check_matrix,
+    check_query_texts,
     normalise_rows,
 )
 from colbert_store.versions import CodecRef, CodecState, LoadedState, Manifest, commit, load_state
@@ -238,20 +239,17 @@ class Index:
         matrices = [
             normalise_rows(check_matrix(q, self.settings.dim, f"query[{i}]"), f"query[{i}]") for i, q in enumerate(queries)
         ]
-        hybrid = None if texts is None else (_check_texts(texts, len(matrices)), Fusion.of(fusion))
-        if hybrid is None and fusion is not None:
+        if texts is None and fusion is not None:
             raise InvalidInputError("fusion applies to hybrid search only: pass text (texts) too")
+        per_query: list[tuple[Fusion, str] | None] = [None] * len(matrices)
+        if texts is not None:
+            checked, fusion_params = check_query_texts(texts, len(matrices)), Fusion.of(fusion)
+            per_query = [(fusion_params, text) for text in checked]
         if time.monotonic() - self._checked > MANIFEST_CHECK_SECONDS or self._state.current is None:
             self._reload()  # a new codec, or a first add made here or by another process
         if self._state.current is None:
             return [[] for _ in matrices]
-        if hybrid is None:
-            return [_hits(self._search_one(q, k, where, search_params)) for q in matrices]
-        checked_texts, fusion_params = hybrid
-        return [
-            _hits(self._search_one(q, k, where, search_params, (fusion_params, text)))
-            for q, text in zip(matrices, checked_texts)
-        ]
+        return [_hits(self._search_one(q, k, where, search_params, h)) for q, h in zip(matrices, per_query)]
 
     def warm(self) -> int:
         """Read stored documents into the in-memory cache until it is full, so that first searches, like
@@ -424,18 +422,6 @@ class Index:
         if not listed:
             raise InvalidInputError(f"{what} is empty")
         return [normalise_rows(check_matrix(m, self.settings.dim, f"{what}[{i}]"), f"{what}[{i}]") for i, m in enumerate(listed)]
-
-
-def _check_texts(texts: Sequence[str], n_queries: int) -> list[str]:
-    """The query texts of a hybrid search: one string per query."""
-    if isinstance(texts, str) or not isinstance(texts, Sequence):
-        raise InvalidInputError(f"texts must be a list of strings, one per query, got {type(texts).__name__}")
-    if len(texts) != n_queries:
-        raise InvalidInputError(f"got {n_queries} queries but {len(texts)} texts")
-    for position, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise InvalidInputError(f"text[{position}] must be a string, got {type(text).__name__}")
-    return list(texts)
 
 
 def _hits(result: ScoredDocuments) -> list[Hit]:

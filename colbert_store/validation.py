@@ -126,6 +126,18 @@ def check_texts(texts: Any, ids: Sequence[str]) -> list[str | None]:
     return list(texts)
 
 
+def check_query_texts(texts: Sequence[str], n_queries: int) -> list[str]:
+    """The query texts of a hybrid search: one string per query."""
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise InvalidInputError(f"texts must be a list of strings, one per query, got {type(texts).__name__}")
+    if len(texts) != n_queries:
+        raise InvalidInputError(f"got {n_queries} queries but {len(texts)} texts")
+    for position, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InvalidInputError(f"text[{position}] must be a string, got {type(text).__name__}")
+    return list(texts)
+
+
 def check_metadata(metadata: Any, ids: Sequence[str]) -> list[dict[str, Any]]:
     """One JSON-like dict per id (``None`` counts as empty), returned as JSON would give it back
     (tuples become lists), so every store stores and returns the same values."""
