@@ -50,7 +50,7 @@ _TOP_CENTROID_FRACTION = 0.01
 
 
 def default_centroid_count(n_tokens: int, n_sample: int | None = None) -> int:
-    """A power of two near ``16 * sqrt(n_tokens)`` (ColBERTv2's rule), at least 16, and at most one
+    """The largest power of two at most ``16 * sqrt(n_tokens)`` (ColBERTv2's rule), at least 16, and at most one
     centroid per 8 training vectors when ``n_sample`` is given (so residuals stay worth quantizing).
 
     >>> default_centroid_count(1_200_000)
@@ -59,7 +59,7 @@ def default_centroid_count(n_tokens: int, n_sample: int | None = None) -> int:
     8
     """
     target = 16 * math.sqrt(max(n_tokens, 1))
-    count = max(16, 2 ** round(math.log2(target)))
+    count = max(16, 2 ** math.floor(math.log2(target)))
     if n_sample is not None:
         count = min(count, 2 ** max(0, int(math.log2(max(n_sample // _VECTORS_PER_CENTROID, 1)))))
     return count

@@ -29,8 +29,13 @@ def test_unpack_reads_codes_first_in_the_high_bits(nbits):
 def test_centroid_ids_use_the_narrowest_type():
     assert centroid_id_dtype(65_536) == np.uint16
     assert centroid_id_dtype(65_537) == np.uint32
-    assert default_centroid_count(1_200_000) == 16_384
     assert default_centroid_count(1) == 16
+
+
+def test_centroid_count_is_the_power_of_two_at_or_below_sixteen_root_n():
+    assert default_centroid_count(1_200_000) == 16_384  # 16 * sqrt(n) = 17,527
+    assert default_centroid_count(740_000) == 8_192  # 16 * sqrt(n) = 13,764: rounds down, as ColBERTv2 does
+    assert default_centroid_count(1_048_576) == 16_384  # exactly a power of two
 
 
 @pytest.fixture(scope="module")
