@@ -122,9 +122,13 @@ def cmd_retrain(args: argparse.Namespace) -> int:
             encoder = load_encoder(args.model, index.settings.encoder, None)
         before = index.health()
         started = time.perf_counter()
+        from colbert_store.retriever import recorded_identity
+
+        reencode = encoder is not None and not args.from_vectors
         index.retrain(
-            encode_texts=encoder.encode_documents if encoder and not args.from_vectors else None,
+            encode_texts=encoder.encode_documents if encoder and reencode else None,
             queries=encoder.encode_queries(asked) if encoder and asked else None,
+            encoder=recorded_identity(encoder) if encoder and reencode else None,
         )
         after = index.health()
     print(f"retrained {after.documents} documents in {time.perf_counter() - started:.1f} s: "
