@@ -31,7 +31,10 @@ class TrainingConfig:
         max_grad_norm: Gradients are clipped to this norm (``None``: not clipped).
         in_batch_negatives: Also score each query against the other groups' passages of its forward pass
             (the cross-entropy then runs over all of them).
-        frozen_layers: Keep the embeddings and this many lowest transformer layers as they are (cheaper steps).
+        frozen_layers: Keep the embeddings and this many lowest transformer layers as they are, without dropout
+            (cheaper steps).
+        doc_maxlen: Truncate passages to this many tokens while training (ColBERT trains on shorter passages
+            than it indexes); ``None``: the encoder's ``doc_maxlen``, which the saved checkpoint keeps either way.
         checkpoint_every: Save the run's state every this many steps (and at the end), for resuming.
         max_minutes: Stop (after saving) once the run has trained this long; ``None``: run all ``steps``.
         seed: Seed of the data order, the negatives drawn and dropout.
@@ -48,6 +51,7 @@ class TrainingConfig:
     max_grad_norm: float | None = 2.0
     in_batch_negatives: bool = False
     frozen_layers: int = 0
+    doc_maxlen: int | None = None
     checkpoint_every: int = 100
     max_minutes: float | None = None
     seed: int = 0
@@ -64,6 +68,9 @@ class TrainingConfig:
             raise InvalidInputError(
                 f"negatives_depth={self.negatives_depth} mines fewer negatives than a group of n_way={self.n_way} needs"
             )
+        if self.doc_maxlen is not None and (isinstance(self.doc_maxlen, bool) or not isinstance(self.doc_maxlen, int)
+                                            or self.doc_maxlen < 4):
+            raise InvalidInputError(f"doc_maxlen must be an integer of at least 4 or None, got {self.doc_maxlen!r}")
         for name in ("warmup_steps", "frozen_layers", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

@@ -65,13 +65,13 @@ def check_examples(examples: Sequence[TrainingExample], config: TrainingConfig) 
     misaligned = [e.query_id for e in listed if len(e.passage_ids) != len(e.passages) or not e.passage_ids]
     if misaligned:
         raise InvalidInputError(f"examples of queries {misaligned[:_QUOTED]} have passage ids and texts of different lengths")
-    empty = [e.query_id for e in listed if e.n_negatives == 0]
+    empty = list(dict.fromkeys(e.query_id for e in listed if e.n_negatives == 0))
     if empty:
         raise InvalidInputError(
-            f"{len(empty)} training groups are empty (no negative passage: every search result was a positive, or the "
-            f"filter left none), e.g. queries {empty[:_QUOTED]}"
+            f"the training groups of {len(empty)} queries are empty (no negative passage: every search result was a "
+            f"positive, or the filter left none), e.g. {empty[:_QUOTED]}"
         )
-    short = [f"{e.query_id!r} ({e.n_negatives})" for e in listed if e.n_negatives < config.n_way - 1]
+    short = list(dict.fromkeys(f"{e.query_id!r} ({e.n_negatives})" for e in listed if e.n_negatives < config.n_way - 1))
     if short:
         raise InvalidInputError(
             f"{len(short)} queries have fewer negatives than a group of n_way={config.n_way} needs ({config.n_way - 1}), "
@@ -118,8 +118,10 @@ def fit(
     run = RunFolder(out)
     base = recorded_identity(encoder)
     student = copy.deepcopy(encoder)
+    if config.doc_maxlen is not None:
+        student.checkpoint.doc_maxlen = min(config.doc_maxlen, encoder.doc_maxlen)
     network = student.network
-    _freeze(network["model"], config.frozen_layers)
+    frozen = _frozen_modules(network["model"], config.frozen_layers)
     run.begin(config, base, listed)
     parameters = [p for p in network.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -132,6 +134,8 @@ def fit(
         else:
             torch.manual_seed(config.seed)
         network.train()
+        for module in frozen:
+            module.eval()
         with tqdm(total=config.steps, initial=step, desc="Training", unit="step", disable=show_progress is False) as bar:
             while step < config.steps:
                 rate = config.learning_rate_at(step)
@@ -159,6 +163,7 @@ def fit(
                     logger.warning("stopped after %d of %d steps: max_minutes=%s reached", step, config.steps, config.max_minutes)
                     break
     network.eval()
+    student.checkpoint.doc_maxlen = encoder.doc_maxlen
     provenance = {"base_encoder": base, "config": config.to_json(), "steps_done": step, "examples": len(listed)}
     save_checkpoint(student, out, extra={"colbert_store_training": provenance})
     return ColBERTEncoder.from_pretrained(out, str(encoder.device))
@@ -213,14 +218,16 @@ def _loss(student: ColBERTEncoder, groups: list[Group], config: TrainingConfig) 
     return loss
 
 
-def _freeze(model: Any, layers: int) -> None:
-    """Keep the embeddings and the ``layers`` lowest transformer layers of ``model`` as they are."""
+def _frozen_modules(model: Any, layers: int) -> list[torch.nn.Module]:
+    """Freeze the embeddings and the ``layers`` lowest transformer layers of ``model``; return those modules."""
     if not layers:
-        return
+        return []
     count = int(getattr(model.config, "num_hidden_layers", 0))
     blocks = next((m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == count), None)
     if blocks is None or layers > count:
         raise InvalidInputError(f"frozen_layers={layers}, but the model has {count} transformer layers")
     embeddings = getattr(model, "embeddings", None) or model.get_input_embeddings()
-    for module in (embeddings, *list(blocks)[:layers]):
+    frozen = [embeddings, *list(blocks)[:layers]]
+    for module in frozen:
         module.requires_grad_(False)
+    return frozen
