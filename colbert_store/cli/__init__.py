@@ -7,6 +7,8 @@ Commands::
     colbert-store search "QUERY" --store DIR --name NAME [-k 10] [--filter JSON] [--hybrid] [--json] [--model PATH_OR_NAME]
     colbert-store info --store DIR --name NAME
     colbert-store retrain --store DIR --name NAME [--from-vectors] [--queries FILE] [--model PATH_OR_NAME]
+    colbert-store train QUERIES --store DIR --name NAME --out DIR [--qrels FILE] [--split train] [--teacher PATH]
+                        [--filter JSON] [--model PATH_OR_NAME] [--n-way N] [--steps N] [--learning-rate X] ...
     colbert-store demo [--store DIR] [--limit N] [--model PATH_OR_NAME]
 
 Every command but ``demo`` also takes ``--backend lancedb|qdrant|qdrant-edge`` (default ``lancedb``); ``-v``/``-vv`` before the
@@ -31,6 +33,7 @@ from colbert_store.cli.commands import cmd_index, cmd_info, cmd_retrain, cmd_sea
 from colbert_store.cli.demo import cmd_demo
 from colbert_store.cli.errors import EXIT_USAGE, PROG, CliError
 from colbert_store.cli.resources import DEFAULT_NBITS
+from colbert_store.cli.training import add_config_arguments, cmd_train
 
 __all__ = ["build_parser", "main"]
 
@@ -79,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_search_command(commands)
     _add_info_command(commands)
     _add_retrain_command(commands)
+    _add_train_command(commands)
     _add_demo_command(commands)
     return parser
 
@@ -159,6 +163,31 @@ def _add_retrain_command(commands: Any) -> None:
                         help="a UTF-8 text file of queries, one per line (e.g. what users asked): the new codec "
                              "weighs its errors by them instead of the old codec's weighting (needs the encoder)")
     parser.set_defaults(handler=cmd_retrain)
+
+
+def _add_train_command(commands: Any) -> None:
+    parser = commands.add_parser(
+        "train", help="fine-tune the index's encoder on judged queries, hard negatives mined from the index",
+        description="Fine-tune the encoder of index NAME the ColBERTv2 way: each judged query's top search results "
+                    "that are not its positives become hard negatives; groups of a positive and negatives are trained "
+                    "with cross-entropy on the positive (plus KL to a cross-encoder --teacher's scores). QUERIES is a "
+                    "BEIR folder (queries.jsonl, qrels/SPLIT.tsv) or a JSONL file of queries with --qrels. The model "
+                    "is saved to --out in the Stanford ColBERT layout; rerun the same command after a kill to resume. "
+                    "Then re-encode the index with `retrain --model OUT`.",
+    )
+    parser.add_argument("source", metavar="QUERIES", help="BEIR folder, or JSONL file of queries (id or _id, text)")
+    parser.add_argument("--name", required=True, help="index name")
+    _add_store_arguments(parser)
+    _add_model_argument(parser)
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder of the trained model and its run state")
+    parser.add_argument("--qrels", type=Path, metavar="FILE",
+                        help="judgements: tab-separated query id, document id, score (default: the BEIR folder's)")
+    parser.add_argument("--split", default="train", help="which qrels/SPLIT.tsv of a BEIR folder (default train)")
+    parser.add_argument("--teacher", type=Path, metavar="PATH",
+                        help="folder of a transformers sequence-classification cross-encoder to distil from")
+    parser.add_argument("--filter", metavar="JSON", help="metadata filter for the mining searches")
+    add_config_arguments(parser)
+    parser.set_defaults(handler=cmd_train)
 
 
 def _add_demo_command(commands: Any) -> None:
