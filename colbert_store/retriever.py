@@ -240,7 +240,8 @@ class Retriever:
         errors by, in place of the sentences the first add encoded as queries.
         ``encoder``: move the index to another encoder of the same dimension (e.g. one fine-tuned by
         :func:`colbert_store.training.train`): the texts are re-encoded by it, the index records its
-        identity, and this retriever uses it from then on.
+        identity, and this retriever uses it from then on. Pass ``queries`` with it, so that the new
+        codec is weighed by the new encoder's queries rather than by the old codec's weighting.
 
         Raises:
             IncompatibleIndexError: ``encoder`` makes vectors of another dimension than the index's.

