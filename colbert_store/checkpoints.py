@@ -5,7 +5,9 @@ The layout is detected from the files in the checkpoint folder:
 ``stanford``
     The ``colbert-ir/colbertv2.0`` layout: a BERT ``config.json``, weights whose BERT part sits under the
     ``bert.`` prefix next to a bias-free ``linear.weight`` projection, tokenizer files and an
-    ``artifact.metadata`` JSON file (markers, lengths, ``mask_punctuation``, ``attend_to_mask_tokens``).
+    ``artifact.metadata`` JSON file (markers, lengths, ``mask_punctuation``, ``attend_to_mask_tokens``, and
+    ``query_expansion`` where a checkpoint saved by :mod:`colbert_store.training` turns it off; a ``null`` marker
+    means none).
 ``pylate``
     A PyLate / sentence-transformers ColBERT: ``modules.json`` listing a Transformer module and one or more
     Dense modules, plus ``config_sentence_transformers.json`` (prefixes, lengths, skiplist).
@@ -16,8 +18,8 @@ The layout is detected from the files in the checkpoint folder:
     ColBERT's ``mask_punctuation``).
 
 Query expansion (padding every query with ``[MASK]`` to ``query_maxlen`` and keeping those vectors) is a
-ColBERT training device: on by default for Stanford checkpoints, as PyLate's ``do_query_expansion`` says
-(default on) for PyLate models, and off for plain encoders.
+ColBERT training device: on by default for Stanford checkpoints (unless ``artifact.metadata`` says otherwise), as
+PyLate's ``do_query_expansion`` says (default on) for PyLate models, and off for plain encoders.
 
 Finding the folder and reading its weights and JSON files is :mod:`colbert_store.checkpoint_files`'s job
 (weights are never unpickled).
@@ -204,7 +206,7 @@ def _load_stanford(folder: Path) -> LoadedCheckpoint:
     tokenizer = _load_tokenizer(folder)
     query_marker, query_marker_id = _resolve_marker(tokenizer, meta.get("query_token_id", "[unused0]"), folder)
     doc_marker, doc_marker_id = _resolve_marker(tokenizer, meta.get("doc_token_id", "[unused1]"), folder)
-    skiplist = _punctuation_ids(tokenizer) if meta.get("mask_punctuation", True) else []
+    skiplist = punctuation_ids(tokenizer) if meta.get("mask_punctuation", True) else []
     return LoadedCheckpoint(
         layout="stanford",
         folder=folder,
@@ -218,7 +220,7 @@ def _load_stanford(folder: Path) -> LoadedCheckpoint:
         query_maxlen=int(meta.get("query_maxlen", DEFAULT_QUERY_MAXLEN)),
         doc_maxlen=int(meta.get("doc_maxlen", STANFORD_DEFAULT_DOC_MAXLEN)),
         max_positions=_max_positions(model, tokenizer),
-        query_expansion=True,
+        query_expansion=bool(meta.get("query_expansion", True)),
         attend_to_mask_tokens=bool(meta.get("attend_to_mask_tokens", False)),
         skiplist_ids=skiplist,
     )
@@ -272,7 +274,7 @@ def _load_plain(folder: Path) -> LoadedCheckpoint:
         max_positions=max_positions,
         query_expansion=False,
         attend_to_mask_tokens=False,
-        skiplist_ids=_punctuation_ids(tokenizer),
+        skiplist_ids=punctuation_ids(tokenizer),
     )
 
 
@@ -358,7 +360,7 @@ def _build_backbone(folder: Path, weights: dict[str, torch.Tensor]) -> PreTraine
     model_class: Any = MODEL_MAPPING.get(type(config), None)
     if model_class is None:
         raise ColbertStoreError(f"{folder}: unsupported model type {config.model_type!r}")
-    with _quiet_transformers():
+    with quiet_transformers():
         model = model_class.from_pretrained(None, config=config, state_dict=weights, dtype=torch.float32)
     return model.eval()
 
@@ -389,7 +391,7 @@ def _resolve_marker(tokenizer: PreTrainedTokenizerBase, marker: str | int | None
     raise ColbertStoreError(f"{folder}: marker {marker!r} is not a token of the tokenizer")
 
 
-def _punctuation_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+def punctuation_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """ColBERT's ``mask_punctuation``: the first token id of every ASCII punctuation character."""
     ids: set[int] = set()
     for symbol in string.punctuation:
@@ -412,7 +414,7 @@ def _max_positions(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -
 
 
 @contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     """Silence transformers' weight-loading progress bar and load report for one call."""
     bar_was_enabled = hf_logging.is_progress_bar_enabled()
     verbosity = hf_logging.get_verbosity()

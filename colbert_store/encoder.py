@@ -79,6 +79,7 @@ class ColBERTEncoder:
         self._head = torch.nn.Sequential(*head).to(self._device).eval()
         model: torch.nn.Module = checkpoint.model
         self._model = model.to(self._device).eval()
+        self._network = torch.nn.ModuleDict({"model": self._model, "head": self._head})
         tokenizer = checkpoint.tokenizer
         self._pad_id = int(tokenizer.pad_token_id)
         self._mask_id = int(tokenizer.mask_token_id)
@@ -185,6 +186,17 @@ class ColBERTEncoder:
         return self._device
 
     @property
+    def checkpoint(self) -> LoadedCheckpoint:
+        """The loaded checkpoint: tokenizer, markers, lengths and skiplist (its modules are :attr:`network`'s)."""
+        return self._checkpoint
+
+    @property
+    def network(self) -> torch.nn.ModuleDict:
+        """The modules that make the vectors: the transformer (``"model"``) and the projection head (``"head"``,
+        the checkpoint's layers then the ``projection`` if one was given). Training updates them in place."""
+        return self._network
+
+    @property
     def identity(self) -> dict[str, Any]:
         """JSON-serialisable description of what determines the vectors; equal across loads of one model.
 
@@ -247,6 +259,26 @@ class ColBERTEncoder:
         """
         return self._encode(_check_texts(texts), is_query=False, show_progress=show_progress)
 
+    def token_vectors(self, texts: Sequence[str], *, is_query: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch through the encoder's own tokenisation and forward pass, differentiable, for training.
+
+        Runs under the caller's grad mode and :attr:`network`'s train/eval mode.
+
+        Args:
+            texts: Queries or documents, one batch.
+            is_query: Encode them as queries (marker, expansion) rather than documents.
+
+        Returns:
+            ``(n, length, dim)`` L2-normalised token vectors and the ``(n, length)`` bool mask of the tokens
+            :meth:`encode_queries` / :meth:`encode_documents` keep (no padding, no skiplist tokens in documents).
+
+        Raises:
+            InvalidInputError: ``texts`` is not a sequence of non-blank strings.
+        """
+        token_ids = self._tokenize(_check_texts(texts), is_query=is_query)
+        input_ids, attention = self._collate(token_ids, is_query=is_query)
+        return self._vectors(input_ids, attention), self._kept(input_ids, attention, is_query=is_query)
+
     def _encode(self, texts: list[str], *, is_query: bool, show_progress: bool | None) -> list[np.ndarray]:
         """Tokenise in windows, run length-sorted batches, and return outputs in input order."""
         outputs: list[np.ndarray] = [np.empty((0, self._dim), np.float32)] * len(texts)
@@ -287,15 +319,26 @@ class ColBERTEncoder:
         return encoded["input_ids"]
 
     def _encode_batch(self, token_ids: list[list[int]], *, is_query: bool) -> list[np.ndarray]:
-        """Run one padded batch through the model and head; split the rows per text."""
+        """Run one padded batch through the model and head; split the kept rows per text."""
         input_ids, attention = self._collate(token_ids, is_query=is_query)
-        hidden = self._model(input_ids=input_ids, attention_mask=attention).last_hidden_state
-        vectors = F.normalize(self._head(hidden.float()), p=2, dim=-1)
+        vectors = self._vectors(input_ids, attention)
         if is_query and self._checkpoint.query_expansion:
             return list(vectors.cpu().numpy())
-        keep = attention.bool() if is_query else attention.bool() & ~torch.isin(input_ids, self._skip_ids)
+        keep = self._kept(input_ids, attention, is_query=is_query)
         flat = vectors[keep].cpu().numpy()
         return np.split(flat, np.cumsum(keep.sum(dim=1).cpu().numpy())[:-1])
+
+    def _vectors(self, input_ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+        """``last hidden state -> head -> L2 norm`` for a collated batch: ``(n, length, dim)``."""
+        hidden = self._model(input_ids=input_ids, attention_mask=attention).last_hidden_state
+        return F.normalize(self._head(hidden.float()), p=2, dim=-1)
+
+    def _kept(self, input_ids: torch.Tensor, attention: torch.Tensor, *, is_query: bool) -> torch.Tensor:
+        """Which positions of a collated batch have an output vector: every one of an expanded query, else the
+        attended ones, minus a document's skiplist tokens."""
+        if is_query and self._checkpoint.query_expansion:
+            return torch.ones_like(attention, dtype=torch.bool)
+        return attention.bool() if is_query else attention.bool() & ~torch.isin(input_ids, self._skip_ids)
 
     def _collate(self, token_ids: list[list[int]], *, is_query: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Pad (expanded queries: with ``[MASK]`` to ``query_maxlen``), insert the marker, build the attention mask."""

@@ -291,6 +291,7 @@ class Index:
         sample_tokens: int | None = None,
         n_centroids: int | None = None,
         queries: Sequence[np.ndarray] | np.ndarray | None = None,
+        encoder: Mapping[str, Any] | None = None,
     ) -> None:
         """Fit a new codec on documents drawn at random from the index and re-encode them all, in place.
 
@@ -309,15 +310,24 @@ class Index:
             n_centroids: centroid count (default: the index setting, else chosen from the token count).
             queries: query token vectors (as in :meth:`train`, e.g. queries users have since asked)
                 to weigh the new codec's errors by, in place of the old codec's weighting (if any).
+            encoder: identity of the encoder behind ``encode_texts`` when it is not the one the index
+                records (e.g. one fine-tuned by :mod:`colbert_store.training`): recorded as the index's
+                encoder together with the new codec, so the index moves to it in one commit.
 
         Raises:
             NotTrainedError: the index has no codec yet.
             IndexChangedError: another process retrained the index at the same time (nothing done).
+            InvalidInputError: ``encoder`` without ``encode_texts``, or of another dimension.
         """
+        if encoder is not None and (encode_texts is None or encoder.get("dim", self.settings.dim) != self.settings.dim):
+            raise InvalidInputError(
+                f"retrain(encoder=...) needs encode_texts and an encoder of the index's {self.settings.dim} dimensions, "
+                f"got encode_texts={encode_texts!r} and an encoder of dim {encoder.get('dim')}"
+            )
         pool_factor = self.settings.pool_factor
         if encode_texts is not None and pool_factor > 1:
             encode_texts = pooling_encoder(encode_texts, pool_factor, self.settings.dim)
-        options = RetrainOptions(encode_texts, sample_tokens, n_centroids, self._query_moment(queries))
+        options = RetrainOptions(encode_texts, sample_tokens, n_centroids, self._query_moment(queries), encoder)
         with self._write_lock:
             retrain(self._store, self._name, self._reload, options)
 

@@ -38,3 +38,27 @@ def segment_max_sum(token_scores: torch.Tensor, doc_offsets: np.ndarray) -> torc
     best.scatter_reduce_(0, owner[:, None].expand_as(token_scores), token_scores, reduce="amax")
     best[lengths == 0] = 0.0
     return best.sum(dim=1)
+
+
+def grouped_maxsim(
+    queries: torch.Tensor, query_mask: torch.Tensor, docs: torch.Tensor, doc_mask: torch.Tensor
+) -> torch.Tensor:
+    """MaxSim of each query against its own group of documents, on padded batches (differentiable; training).
+
+    Args:
+        queries: ``(b, query_len, dim)`` token vectors.
+        query_mask: ``(b, query_len)`` bool, the query tokens that count.
+        docs: ``(b, n, doc_len, dim)``: the ``n`` documents of each query's group.
+        doc_mask: ``(b, n, doc_len)`` bool, the document tokens that count (at least one per document).
+
+    Returns:
+        ``(b, n)`` scores.
+
+    >>> q = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [9.0, 9.0]]])            # its 3rd token is padding
+    >>> d = torch.tensor([[[[0.6, 0.8], [1.0, 0.0]], [[0.0, -1.0], [5.0, 5.0]]]])  # 2nd document: one token
+    >>> grouped_maxsim(q, torch.tensor([[True, True, False]]), d, torch.tensor([[[True, True], [True, False]]]))
+    tensor([[ 1.8000, -1.0000]])
+    """
+    token_scores = torch.einsum("bid,bntd->bnit", queries, docs)
+    best = token_scores.masked_fill(~doc_mask[:, :, None, :], -torch.inf).amax(dim=-1)
+    return torch.where(query_mask[:, None, :], best, 0.0).sum(dim=-1)

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +33,8 @@ class RetrainOptions:
     sample_tokens: int | None = None
     n_centroids: int | None = None
     query_moment: np.ndarray | None = None
+    encoder: Mapping[str, Any] | None = None
+    """Identity of the encoder behind ``encode_texts``, recorded in the settings with the new codec."""
 
 
 def retrain(store: Store, name: str, reload: Callable[[], LoadedState], options: RetrainOptions) -> LoadedState:
@@ -59,7 +62,8 @@ def retrain(store: Store, name: str, reload: Callable[[], LoadedState], options:
     new = CodecRef(old.generation + 1, uuid.uuid4().hex)
     store.write_codec(name, new.codec_id, codec.to_bytes())
     codecs = state.manifest.codecs
-    if commit(store, name, state, CodecState(current=new, retiring=old, retired=codecs.retired)) is None:
+    recorded = None if options.encoder is None else replace(settings, encoder=dict(options.encoder))
+    if commit(store, name, state, CodecState(current=new, retiring=old, retired=codecs.retired), recorded) is None:
         store.delete_codecs(name, [new.codec_id])
         raise IndexChangedError(f"index {name!r} was retrained by another process meanwhile; this retrain did nothing")
     return finish_transition(store, name, reload, reload(), options.encode_texts)

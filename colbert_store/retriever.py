@@ -135,9 +135,7 @@ class Retriever:
         """
         if "dim" in index_settings:
             raise InvalidInputError("the index takes dim from the encoder; do not pass it")
-        identity = encoder.identity
-        identity["name_or_path"] = _normalised("name_or_path", identity["name_or_path"])
-        index = Index.create(store, name, dim=encoder.dim, nbits=nbits, encoder=identity, **index_settings)
+        index = Index.create(store, name, dim=encoder.dim, nbits=nbits, encoder=recorded_identity(encoder), **index_settings)
         return cls(index, encoder)
 
     @classmethod
@@ -233,14 +231,31 @@ class Retriever:
         """Delete documents by id; unknown ids are ignored."""
         self._index.delete(ids)
 
-    def retrain(self, queries: Sequence[str] | None = None, **options: Any) -> None:
+    def retrain(
+        self, queries: Sequence[str] | None = None, *, encoder: ColBERTEncoder | None = None, **options: Any
+    ) -> None:
         """Refit the codec and re-encode the stored texts with this encoder (see :meth:`Index.retrain`).
 
         ``queries``: query texts (e.g. a few hundred that users asked) to weigh the new codec's
         errors by, in place of the sentences the first add encoded as queries.
+        ``encoder``: move the index to another encoder of the same dimension (e.g. one fine-tuned by
+        :func:`colbert_store.training.train`): the texts are re-encoded by it, the index records its
+        identity, and this retriever uses it from then on. Pass ``queries`` with it, so that the new
+        codec is weighed by the new encoder's queries rather than by the old codec's weighting.
+
+        Raises:
+            IncompatibleIndexError: ``encoder`` makes vectors of another dimension than the index's.
         """
-        vectors = None if queries is None else self._encoder.encode_queries(queries)
-        self._index.retrain(encode_texts=self._encoder.encode_documents, queries=vectors, **options)
+        if encoder is not None and encoder.dim != self._index.settings.dim:
+            raise IncompatibleIndexError(
+                f"index {self._index.name!r} holds {self._index.settings.dim}-d vectors; the new encoder makes "
+                f"{encoder.dim}-d ones"
+            )
+        new = encoder or self._encoder
+        vectors = None if queries is None else new.encode_queries(queries)
+        identity = None if encoder is None else recorded_identity(encoder)
+        self._index.retrain(encode_texts=new.encode_documents, queries=vectors, encoder=identity, **options)
+        self._encoder = new
 
     # -- searching ----------------------------------------------------------------------------
     def search(
@@ -369,6 +384,13 @@ def check_compatible(index: Index, encoder: ColBERTEncoder) -> None:
     query_side = [field for field in QUERY_ONLY_FIELDS if recorded.get(field) != current.get(field)]
     if query_side:
         logger.info("encoder differs from index %r in query-side settings only: %s", index.name, query_side)
+
+
+def recorded_identity(encoder: ColBERTEncoder) -> dict[str, Any]:
+    """``encoder.identity`` as an index records it: a local folder by its resolved path."""
+    identity = encoder.identity
+    identity["name_or_path"] = _normalised("name_or_path", identity["name_or_path"])
+    return identity
 
 
 def _normalised(field: str, value: Any) -> Any:

@@ -115,9 +115,9 @@ class Manifest:
             )
         return cls(IndexSettings.from_json(values["settings"]), CodecState.from_json(values["codecs"]), int(values["version"]))
 
-    def next(self, codecs: CodecState) -> Manifest:
-        """The manifest that commits ``codecs`` (one version later)."""
-        return replace(self, codecs=codecs, version=self.version + 1)
+    def next(self, codecs: CodecState, settings: IndexSettings | None = None) -> Manifest:
+        """The manifest that commits ``codecs`` (and ``settings``, when given) one version later."""
+        return replace(self, codecs=codecs, settings=settings or self.settings, version=self.version + 1)
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,9 @@ def load_state(store: Store, name: str, previous: LoadedState | None = None) -> 
     raise ColbertStoreError(f"the codecs of index {name!r} kept changing while being read; try again")
 
 
-def commit(store: Store, name: str, state: LoadedState, codecs: CodecState) -> Manifest | None:
-    """Commit ``codecs`` over ``state``'s manifest; ``None`` when another process committed first."""
-    manifest = state.manifest.next(codecs)
+def commit(
+    store: Store, name: str, state: LoadedState, codecs: CodecState, settings: IndexSettings | None = None
+) -> Manifest | None:
+    """Commit ``codecs`` (and new ``settings``) over ``state``'s manifest; ``None`` when another process committed first."""
+    manifest = state.manifest.next(codecs, settings)
     return manifest if store.replace_manifest(name, manifest.to_json(), expected_version=state.manifest.version) else None

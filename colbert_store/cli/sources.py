@@ -1,7 +1,9 @@
-"""Reading the SOURCE of ``colbert-store index``: a folder of text files, a JSONL file or a BEIR corpus folder."""
+"""Reading the SOURCE of ``colbert-store index`` (a folder of text files, a JSONL file or a BEIR corpus folder) and of
+``colbert-store train`` (a BEIR folder's queries and qrels, or a JSONL file of queries and a qrels file)."""
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import logging
@@ -14,6 +16,7 @@ from colbert_store.cli.errors import CliError
 
 TEXT_SUFFIXES = (".txt", ".md")
 BEIR_CORPUS_FILES = ("corpus.jsonl", "corpus.jsonl.gz")
+BEIR_QUERY_FILES = ("queries.jsonl", "queries.jsonl.gz")
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".ndjson")
 
 logger = logging.getLogger(__name__)
@@ -127,3 +130,69 @@ def _jsonl_document(line: str, where: str) -> SourceDocument | None:
         logger.warning("%s: skipping document %r without text", where, doc_id)
         return None
     return SourceDocument(str(doc_id), text, {**({"title": title} if title else {}), **metadata})
+
+
+def open_judged_queries(
+    source: Path, qrels: Path | None = None, split: str = "train"
+) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """The judged queries of a ``train`` SOURCE and each one's relevant document ids.
+
+    Args:
+        source: A BEIR folder (``queries.jsonl[.gz]``, ``qrels/<split>.tsv``) or a JSONL file of queries
+            (``id``/``_id`` and ``text`` per line).
+        qrels: The judgements (needed with a JSONL file; overrides the BEIR folder's): tab-separated
+            ``query-id corpus-id score`` lines (TREC's four columns too), with or without a header.
+        split: Which ``qrels/<split>.tsv`` of a BEIR folder.
+
+    Returns:
+        Query id -> text for every judged query, and query id -> ids judged with a positive score (empty for a
+        query judged only irrelevant: the training refuses it, naming it).
+
+    Raises:
+        CliError: A missing or malformed file, or a judged query absent from the queries.
+    """
+    if not source.exists():
+        raise CliError(f"source {str(source)!r} does not exist")
+    if source.is_dir():
+        found = [source / name for name in BEIR_QUERY_FILES if (source / name).is_file()]
+        if not found:
+            raise CliError(f"{str(source)!r} holds no queries.jsonl: expected a BEIR folder")
+        queries_path, qrels = found[0], qrels or source / "qrels" / f"{split}.tsv"
+    elif source.name.endswith(JSONL_SUFFIXES):
+        if qrels is None:
+            raise CliError("a JSONL file of queries needs --qrels FILE")
+        queries_path = source
+    else:
+        raise CliError(f"unsupported source {str(source)!r}: expected a BEIR folder or a .jsonl[.gz] file of queries")
+    judgements = read_qrels(qrels)
+    texts = {document.id: document.text for document in _jsonl_documents(queries_path) if document.id in judgements}
+    missing = sorted(set(judgements) - set(texts))
+    if missing:
+        raise CliError(f"{len(missing)} judged queries are not in {queries_path}, e.g. {missing[:5]}")
+    return texts, {query: [doc for doc, score in docs.items() if score > 0] for query, docs in judgements.items()}
+
+
+def read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    """Judgements ``query id -> {document id: score}`` from a tab-separated qrels file (BEIR's three columns with
+    their header, or TREC's four).
+
+    Raises:
+        CliError: The file is missing or a line is malformed.
+    """
+    if not path.is_file():
+        raise CliError(f"qrels file {str(path)!r} does not exist")
+    judgements: dict[str, dict[str, int]] = {}
+    with _open_text(path) as handle:
+        for number, row in enumerate(csv.reader(handle, delimiter="\t"), start=1):
+            if not row or number == 1 and row[0].strip().lower() in ("query-id", "query_id", "qid"):
+                continue
+            if len(row) not in (3, 4):
+                raise CliError(f"{path}:{number}: expected 3 tab-separated fields (query id, document id, score), got {row}")
+            try:
+                score = int(row[-1])
+            except ValueError:
+                raise CliError(f"{path}:{number}: the score {row[-1]!r} is not an integer") from None
+            judgements.setdefault(row[0].strip(), {})[row[-2].strip()] = score
+    if not judgements:
+        raise CliError(f"{path} holds no judgements")
+    return judgements
