@@ -3,6 +3,7 @@ reader errors, and no document is returned by a search that started after its de
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -20,10 +21,11 @@ def test_reader_processes_never_see_a_deleted_document(tmp_path: Path) -> None:
     corpus = make_corpus()
     index = cs.Index.create(STORE_FACTORIES["lancedb"](tmp_path), "shared", dim=corpus.embeddings[0].shape[1])
     index.add(corpus.ids, corpus.embeddings)
+    outputs = [tmp_path / f"reader-{number}.jsonl" for number in range(READERS)]
     readers = [
-        subprocess.Popen([sys.executable, "-m", "tests.search_reader", str(tmp_path), str(SECONDS)], cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(READERS)
+        subprocess.Popen([sys.executable, "-m", "tests.search_reader", str(tmp_path), str(SECONDS), str(output)],
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for output in outputs
     ]
     for reader in readers:
         assert reader.stdout is not None and reader.stdout.readline().strip() == "ready"
@@ -38,12 +40,13 @@ def test_reader_processes_never_see_a_deleted_document(tmp_path: Path) -> None:
         time.sleep(SECONDS / 200)
 
     searches = 0
-    for reader in readers:
-        output, errors = reader.communicate(timeout=120)
+    for reader, output in zip(readers, outputs):
+        _, errors = reader.communicate(timeout=120)
         assert reader.returncode == 0, errors
-        for line in output.splitlines():
-            started, *hit_ids = line.split()
+        for line in output.read_text(encoding="utf-8").splitlines():
+            search = json.loads(line)
+            started, hit_ids = search["started"], search["ids"]
             searches += 1
-            stale = [hit for hit in hit_ids if deleted_at.get(hit, float("inf")) < float(started)]
+            stale = [hit for hit in hit_ids if deleted_at.get(hit, float("inf")) < started]
             assert not stale, f"a search started at {started} returned deleted documents {stale}"
     assert searches > READERS * 10

@@ -179,7 +179,7 @@ def test_codec_is_trained_on_the_held_back_batches(minilm: ColBERTEncoder, lance
     retriever.add_texts(TEXTS[:5], ids=IDS[:5], batch_size=2, progress=seen.append)
     assert seen == [2, 2, 1]
     assert len(retriever) == 5
-    vectors = [vector for start in range(0, 5, 2) for vector in minilm.encode_documents(TEXTS[start : start + 2])]
+    vectors = [vector for start in range(0, 5, 2) for vector in minilm.encode_documents(TEXTS[start : min(start + 2, 5)])]
     held_back = _documents_until(vectors, batch_size=2, tokens=sample_tokens)
     reference = cs.Index.create(lance, "reference", dim=minilm.dim, sample_tokens=sample_tokens)
     reference.add(IDS[:held_back], vectors[:held_back])
