@@ -39,14 +39,14 @@ from benchmarks.lib.report import markdown_table, save_results
 from benchmarks.lib.timing import latency_summary, time_searches, use_search_threads
 from colbert_store.adapters.lancedb import LanceDBStore
 from colbert_store.codec import default_centroid_count
-from colbert_store.index import _HOLDOUT_TOKENS
+from colbert_store.fitting import HOLDOUT_TOKENS
 
 NAME = "scale"
 DIM = 128
 NBITS = 2
 K = 10
 QUERY_TOKENS = 32
-TRAIN_TOKENS = cs.IndexSettings(dim=DIM).sample_tokens + _HOLDOUT_TOKENS  # what train() uses: k-means sample + held out
+TRAIN_TOKENS = cs.IndexSettings(dim=DIM).sample_tokens + HOLDOUT_TOKENS  # what train() uses: k-means sample + held out
 
 
 @dataclass(frozen=True)
