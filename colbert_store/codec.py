@@ -286,14 +286,14 @@ class ResidualCodec:
         return torch.arange(self.packed_bytes_per_token, dtype=torch.int32) * 256
 
     def to_bytes(self) -> bytes:
-        """Serialise to an ``.npz`` payload (plain arrays, no pickle)."""
+        """Serialise to a compressed ``.npz`` payload (plain arrays, no pickle)."""
         buffer = io.BytesIO()
         weighting: dict[str, Any] = {
             key: value
             for key, value in (("residual_basis", self.residual_basis), ("query_moment", self.query_moment))
             if value is not None
         }
-        np.savez(
+        np.savez_compressed(
             buffer,
             centroids=_compact(self.centroids),
             codebooks=self.codebooks,

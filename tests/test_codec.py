@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import zipfile
 from dataclasses import replace
 
 import numpy as np
@@ -74,6 +75,7 @@ def test_serialisation_round_trip_without_pickle(real_tokens):
     payload = codec.to_bytes()
     with np.load(io.BytesIO(payload), allow_pickle=False) as arrays:
         assert arrays["centroids"].dtype == np.float16  # the fitted centroids travel as float16
+    assert {entry.compress_type for entry in zipfile.ZipFile(io.BytesIO(payload)).infolist()} == {zipfile.ZIP_DEFLATED}
     restored = cs.ResidualCodec.from_bytes(payload)
     for name in ("centroids", "codebooks", "rotation"):
         np.testing.assert_array_equal(getattr(restored, name), getattr(codec, name))

@@ -1,16 +1,20 @@
-"""LanceDB-specific behaviour: typed metadata columns and the scalar index that serves candidates."""
+"""LanceDB-specific behaviour: typed metadata columns, the scalar index that serves candidates and the
+files one add leaves."""
 
 from __future__ import annotations
 
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import lancedb
+import numpy as np
 import pytest
 
 import colbert_store as cs
+from colbert_store import writing
 from colbert_store.adapters.lancedb import LanceDBStore
-from tests.conftest import make_corpus
+from tests.conftest import DIM, make_corpus
 from tests.test_index import build, ranked
 
 
@@ -32,6 +36,34 @@ def test_candidates_are_served_by_a_label_list_index(tmp_path):
     table = db.open_table(docs)
     index_types = {index.columns[0]: index.index_type for index in table.list_indices()}
     assert index_types.get("centroids") == "LabelList"
+
+
+def test_one_add_compresses_in_parts_but_writes_one_fragment_and_one_copy_of_each_index(tmp_path, monkeypatch):
+    """Each write is a fragment of its own, and the label-list index grows with the fragments it spans."""
+    monkeypatch.setattr(writing, "TOKENS_PER_ENCODE", 100)  # the corpus compresses in dozens of parts
+    corpus = make_corpus(n_docs=200)
+    index = build(LanceDBStore(tmp_path), corpus)
+    folder = _documents_folder(tmp_path)
+    assert len(list((folder / "data").iterdir())) == 1
+    assert len(list((folder / "_indices").iterdir())) == 4  # centroids, id, rev, text: each built once
+    stored = {doc_id: n for batch in index.documents() for doc_id, n in zip(batch.ids, np.diff(batch.token_offsets))}
+    assert stored == {doc_id: len(m) for doc_id, m in zip(corpus.ids, corpus.embeddings)}
+
+
+def test_an_add_over_the_write_size_is_split_into_as_few_even_writes_as_fit(tmp_path, monkeypatch):
+    corpus = make_corpus(n_docs=200)
+    encoded = sum(len(m) for m in corpus.embeddings) * (DIM * 2 // 8 + 2)  # nbits=2 residuals and uint16 ids
+    monkeypatch.setattr(writing, "BYTES_PER_WRITE", encoded // 3 + 1)
+    build(LanceDBStore(tmp_path), corpus)
+    sizes = sorted(f.stat().st_size for f in (_documents_folder(tmp_path) / "data").iterdir())
+    assert len(sizes) == 3
+    assert sizes[-1] < 1.2 * sizes[0]
+
+
+def _documents_folder(folder: Path) -> Path:
+    """The folder of index ``papers``'s documents table."""
+    docs = lancedb.connect(folder).open_table("_colbert_store_indexes").search().where("name = 'papers'").to_arrow()["docs"][0]
+    return folder / f"{docs.as_py()}.lance"
 
 
 def test_a_connection_passed_in_and_a_closed_store_answer_like_an_opened_path(tmp_path):
