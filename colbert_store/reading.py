@@ -3,8 +3,10 @@ say cheaply that its documents have not changed, from the document cache's inver
 candidates' encoded documents, from the cache (fetched from the store first where missing).
 
 The store stays the source of truth: the cache answers only for a store version whose set of live
-revisions it has read from the store (once per version), and only when every live document is cached;
-a search with a metadata filter always asks the store, which evaluates the filter.
+revisions it has read from the store, and only when every live document is cached; a search with a
+metadata filter always asks the store, which evaluates the filter. A search never fetches more than
+its own candidates: the cache fills as searches go (or all at once by ``Index.warm``), and the live set
+is read again when the version changes, or when the cache has come to hold as many documents as it.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from colbert_store.storage import Store
 @dataclass(frozen=True)
 class _Live:
     """The revisions stored at one store version and whether, as of a cache epoch, the cache holds them
-    all (when it cannot, the store answers every search of that version)."""
+    all (while it does not, the store answers every search of that version); ``held``: how many
+    documents the cache held when that was checked."""
 
     version: int
     revisions: np.ndarray  # sorted
     epoch: int
+    held: int
     cached: bool
 
 
@@ -71,31 +75,30 @@ class DocumentSource:
         return self.store.candidates(self.name, None, where) if live is None else live.revisions
 
     def _current(self) -> _Live | None:
-        """The live set of the store's current version if the cache holds all of it (read now when the
-        version or the cache changed); ``None`` when the store has no cheap version or the cache cannot."""
+        """The live set of the store's current version if the cache holds all of it (read again when the
+        version changed, the cache was emptied, or it may now hold them all); ``None`` when the store has
+        no cheap version or the cache does not hold every live document."""
         version = self.store.data_version(self.name)
         if version is None:
             return None
         live = self._live
-        if live is None or live.version != version or live.epoch != self.cache.epoch:
+        if live is None or live.version != version or live.epoch != self.cache.epoch or self._may_hold_all(live):
             with self._refresh_lock:
                 live = self._live = self._read_live(version)
         return live if live.cached else None
 
+    def _may_hold_all(self, live: _Live) -> bool:
+        """Whether the cache, not holding every live document when last checked, has grown to as many."""
+        held = self.cache.size
+        return not live.cached and held != live.held and held >= len(live.revisions)
+
     def _read_live(self, version: int) -> _Live:
         """The revisions the store holds now (labelled ``version``: a later write makes the next version
-        check read them again), fetching into the cache those it lacks if they fit."""
-        epoch = self.cache.epoch
+        check read them again) and whether the cache holds them all; nothing is fetched."""
+        epoch, held = self.cache.epoch, self.cache.size
         revisions = np.sort(self.store.candidates(self.name, None, None))
         _, slots = self.cache.lookup(revisions)
-        missing = revisions[slots < 0]
-        if len(missing):
-            fetched = self.store.fetch(self.name, missing)
-            if not self.cache.fits(fetched):
-                return _Live(version, revisions, epoch, cached=False)
-            self.cache.insert(fetched)
-        _, slots = self.cache.lookup(revisions)
-        return _Live(version, revisions, self.cache.epoch, cached=bool((slots >= 0).all()) and self.cache.epoch == epoch)
+        return _Live(version, revisions, epoch, held, cached=bool((slots >= 0).all()) and self.cache.epoch == epoch)
 
 
 def _contains(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -32,3 +32,19 @@ def test_candidates_from_the_cache_equal_the_stores_before_and_after_writes(stor
     index.add([corpus.ids[10]], [corpus.embeddings[11]], metadata=[{"replaced": True}])
     assert_both_answer_as_the_store()
     assert len(roomy.everything(None)) == 70
+
+
+def test_a_search_fetches_its_own_candidates_only_and_the_cache_answers_once_it_holds_everything(store):
+    corpus = make_corpus(n_docs=80)
+    build(store, corpus)
+    everything = np.sort(store.candidates("papers", None, None))
+    source = DocumentSource(store, "papers", DocumentCache())
+    probes = np.array([0, 3, 7])
+    expected = set(store.candidates("papers", probes, None).tolist())
+    assert set(source.candidates(probes, None).tolist()) == expected
+    assert source.cache.size == 0  # a cold index is not read whole by its first search
+    source.documents(everything[:40])
+    assert source.cache.size == 40 and source._current() is None  # still answered by the store
+    source.documents(everything[40:])
+    assert source._current() is not None  # the cache now holds every live document: it answers
+    assert set(source.candidates(probes, None).tolist()) == expected
