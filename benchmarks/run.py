@@ -247,7 +247,8 @@ def plot_scale(scale: list[dict[str, Any]], path: Path) -> None:
     panel_lines = {
         "build s": {"build": "build_seconds"},
         "peak RSS while indexing, MiB": {"indexing": "peak_rss_indexing_mib"},
-        "p50 latency, ms": {"document cache cold": "p50_ms", "cache hot": "hot_p50_ms"},
+        "p50 latency, ms": {"document cache cold": "p50_ms", "cache hot": "hot_p50_ms",
+                            "fresh process, page cache dropped (open + search)": "cold_total_ms_p50"},
     }
     for axes, (title, lines) in zip(panels, panel_lines.items()):
         for name, key in lines.items():

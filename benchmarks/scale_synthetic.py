@@ -10,7 +10,10 @@ so nothing holds all the vectors. The codec is trained first on the corpus's lea
 (old versions deleted) before its size is measured. Peak RSS (VmHWM, what ``ru_maxrss`` reports) is read per phase and
 reset in between: training (with its sample), the adds, then compaction + searches + size. Latency: single queries of
 32 tokens drawn from a random document's topics, ``--queries`` timed after ``--warmup`` untimed ones, k=10, default
-search knobs; then the same queries again, every candidate now in the document cache ("hot").
+search knobs; then the same queries again, every candidate now in the document cache ("hot"). Cold start: ``--cold-runs``
+fresh processes (``--cold-child``), each after the index folder has been dropped from the OS page cache, open the index
+and answer one of those queries; their open and first-search times are timed from the store's construction (interpreter
+start and ``import colbert_store`` left out; lancedb, which the first ``LanceDBStore`` imports, counted in the open).
 Results go to benchmarks/results/scale_synthetic.json and a markdown table on stdout.
 """
 
@@ -33,7 +36,7 @@ from typing import Any
 import numpy as np
 
 import colbert_store as cs
-from benchmarks.lib.data import folder_bytes
+from benchmarks.lib.data import evict_page_cache, folder_bytes
 from benchmarks.lib.paths import REPO_ROOT, RESULTS_DIR
 from benchmarks.lib.report import markdown_table, save_results
 from benchmarks.lib.timing import latency_summary, time_searches, use_search_threads
@@ -46,6 +49,7 @@ DIM = 128
 NBITS = 2
 K = 10
 QUERY_TOKENS = 32
+COLD_QUERIES = "cold_queries.npy"
 TRAIN_TOKENS = cs.IndexSettings(dim=DIM).sample_tokens + HOLDOUT_TOKENS  # what train() uses: k-means sample + held out
 
 
@@ -181,8 +185,9 @@ def measure(n_tokens: int, workdir: Path, chunk_docs: int, n_queries: int, warmu
     rankings, seconds = time_searches(index, queries[warmup:], K, warmup=0)
     source_at_k = np.mean([f"d{d}" in ranking for d, ranking in zip(sources[warmup:], rankings)])
     _, hot_seconds = time_searches(index, queries[warmup:], K, warmup=0)
+    np.save(workdir / COLD_QUERIES, np.stack(queries[warmup:]))
     hot = latency_summary(hot_seconds)
-    folder, codes = folder_bytes(workdir), store.size_bytes(NAME)
+    folder, codes = folder_bytes(workdir) - (workdir / COLD_QUERIES).stat().st_size, store.size_bytes(NAME)
     store.close()
 
     build_seconds = train_seconds + add_seconds
@@ -211,6 +216,33 @@ def measure(n_tokens: int, workdir: Path, chunk_docs: int, n_queries: int, warmu
     }
 
 
+def measure_cold(workdir: Path, query: int) -> dict[str, float]:
+    """Open the index in ``workdir`` (page cache dropped first) and answer query ``query`` of the saved ones."""
+    use_search_threads()
+    queries = np.load(workdir / COLD_QUERIES, allow_pickle=False)
+    evict_page_cache(workdir)
+    start = time.perf_counter()
+    index = cs.Index.open(LanceDBStore(workdir), NAME)
+    opened = time.perf_counter()
+    index.search(queries[query % len(queries)], k=K)
+    searched = time.perf_counter()
+    return {"open_ms": (opened - start) * 1000, "first_search_ms": (searched - opened) * 1000,
+            "total_ms": (searched - start) * 1000}
+
+
+def cold_summary(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Medians and maxima over the fresh-process runs."""
+    return {f"cold_{key}_{stat}": float(fn([run[key] for run in runs]))
+            for key in ("open_ms", "first_search_ms", "total_ms") for stat, fn in (("p50", np.median), ("max", np.max))}
+
+
+def _child(*options: str) -> str:
+    """The last line a fresh ``python -m benchmarks.scale_synthetic`` process with ``options`` printed."""
+    command = [sys.executable, "-m", "benchmarks.scale_synthetic", *options]
+    done = subprocess.run(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, check=True)
+    return done.stdout.strip().splitlines()[-1]
+
+
 def scale_rows(
     sizes: list[int],
     *,
@@ -220,19 +252,20 @@ def scale_rows(
     seed: int = 0,
     tmpdir: str | None = None,
     keep: bool = False,
+    cold_runs: int = 10,
 ) -> list[dict[str, Any]]:
     """One measured row per corpus size, each built in a fresh ``python -m benchmarks.scale_synthetic --child`` process."""
     rows = []
     for n_tokens in sizes:
         workdir = Path(tempfile.mkdtemp(prefix=f"colbert-store-scale-{n_tokens}-", dir=tmpdir))
         try:
-            command = [
-                sys.executable, "-m", "benchmarks.scale_synthetic", "--child", "--tokens", str(n_tokens),
-                "--workdir", str(workdir), "--chunk-docs", str(chunk_docs), "--queries", str(n_queries),
-                "--warmup", str(warmup), "--seed", str(seed),
-            ]
-            done = subprocess.run(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, check=True)
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            row = json.loads(_child(
+                "--child", "--tokens", str(n_tokens), "--workdir", str(workdir), "--chunk-docs", str(chunk_docs),
+                "--queries", str(n_queries), "--warmup", str(warmup), "--seed", str(seed),
+            ))
+            cold = [json.loads(_child("--cold-child", "--workdir", str(workdir), "--query", str(run)))
+                    for run in range(cold_runs)]
+            rows.append({**row, **cold_summary(cold), "cold_runs": cold_runs})
             print(json.dumps(rows[-1]), file=sys.stderr)
         finally:
             if keep:
@@ -245,12 +278,14 @@ def scale_rows(
 def scale_table(rows: list[dict[str, Any]]) -> str:
     """One row per corpus size, as a markdown table."""
     columns = ["tokens", "docs", "centroids", "build s", "tokens/s", "peak RSS MiB indexing", "training", "adds",
-               "folder B/token", "codes B/token", "p50 ms", "p95 ms", "hot p50 ms", "source doc in top 10"]
+               "folder B/token", "codes B/token", "p50 ms", "p95 ms", "hot p50 ms", "fresh-process open + first search ms",
+               "source doc in top 10"]
     return markdown_table(columns, [
         [f"{row['tokens']:,}", f"{row['docs']:,}", f"{row['centroids']:,}", f"{row['build_seconds']:.1f}",
          f"{row['tokens_per_second']:,.0f}", f"{row['peak_rss_indexing_mib']:.0f}", f"{row['peak_rss_train_mib']:.0f}",
          f"{row['peak_rss_adds_mib']:.0f}", f"{row['folder_bytes_per_token']:.1f}", f"{row['codes_bytes_per_token']:.1f}",
-         f"{row['p50_ms']:.1f}", f"{row['p95_ms']:.1f}", f"{row['hot_p50_ms']:.1f}", f"{row['source_doc_at_10']:.2f}"]
+         f"{row['p50_ms']:.1f}", f"{row['p95_ms']:.1f}", f"{row['hot_p50_ms']:.1f}",
+         f"{row['cold_open_ms_p50']:.0f} + {row['cold_first_search_ms_p50']:.0f}", f"{row['source_doc_at_10']:.2f}"]
         for row in rows
     ])
 
@@ -265,7 +300,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tmpdir", default=None, help="where the index folders go (default: the system temp folder)")
     parser.add_argument("--keep", action="store_true", help="keep the index folders")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "scale_synthetic.json")
+    parser.add_argument("--cold-runs", type=int, default=10, help="fresh processes timed opening the index cold")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--cold-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--query", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -273,9 +311,12 @@ def main(argv: list[str] | None = None) -> None:
         row = measure(args.tokens[0], Path(args.workdir), args.chunk_docs, args.queries, args.warmup, args.seed)
         print(json.dumps(row))
         return
+    if args.cold_child:
+        print(json.dumps(measure_cold(Path(args.workdir), args.query)))
+        return
     rows = scale_rows(
         args.tokens, chunk_docs=args.chunk_docs, n_queries=args.queries, warmup=args.warmup, seed=args.seed,
-        tmpdir=args.tmpdir, keep=args.keep,
+        tmpdir=args.tmpdir, keep=args.keep, cold_runs=args.cold_runs,
     )
     results = {
         "dim": DIM, "nbits": NBITS, "store": "lancedb", "k": K, "query_tokens": QUERY_TOKENS,
