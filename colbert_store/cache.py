@@ -222,11 +222,6 @@ class DocumentCache:
         snapshot = self._snapshot
         return snapshot, snapshot.slots(revisions)
 
-    @property
-    def size(self) -> int:
-        """How many documents are cached (replaced and deleted ones included until the cache is emptied)."""
-        return len(self._snapshot.batch)
-
     def fits(self, batch: DocumentBatch) -> bool:
         """Whether ``batch`` can be added without dropping what is cached."""
         return self._snapshot.nbytes + cached_bytes(batch) <= self._max_bytes

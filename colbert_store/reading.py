@@ -4,15 +4,17 @@ candidates' encoded documents, from the cache (fetched from the store first wher
 
 The store stays the source of truth: the cache answers only for a store version whose set of live
 revisions it has read from the store, and only when every live document is cached; a search with a
-metadata filter always asks the store, which evaluates the filter. A search never fetches more than
-its own candidates: the cache fills as searches go (or all at once by ``Index.warm``), and the live set
-is read again when the version changes, or when the cache has come to hold as many documents as it.
+metadata filter always asks the store, which evaluates the filter. The live set is read again when the
+version changes or the cache is emptied. Until the cache holds it all, each unfiltered search also
+reads the next :data:`FILL_DOCUMENTS` live documents into it (while they fit), so a cold process
+answers its first search at once and its cache still comes to hold the whole index (``Index.warm``
+fills it at once).
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -20,17 +22,21 @@ from colbert_store.cache import CachedDocuments, DocumentCache
 from colbert_store.filters import Filter
 from colbert_store.storage import Store
 
+FILL_DOCUMENTS = 256
+"""Live documents an unfiltered search reads into the cache, besides its candidates, until it holds them all."""
+
 
 @dataclass(frozen=True)
 class _Live:
     """The revisions stored at one store version and whether, as of a cache epoch, the cache holds them
-    all (while it does not, the store answers every search of that version); ``held``: how many
-    documents the cache held when that was checked."""
+    all (while it does not, the store answers the searches of that version); ``filled``: how many of
+    them, in order, have been read into the cache, or ``None`` once filling is over (all read, or they
+    cannot all fit)."""
 
     version: int
     revisions: np.ndarray  # sorted
     epoch: int
-    held: int
+    filled: int | None
     cached: bool
 
 
@@ -75,30 +81,47 @@ class DocumentSource:
         return self.store.candidates(self.name, None, where) if live is None else live.revisions
 
     def _current(self) -> _Live | None:
-        """The live set of the store's current version if the cache holds all of it (read again when the
-        version changed, the cache was emptied, or it may now hold them all); ``None`` when the store has
-        no cheap version or the cache does not hold every live document."""
+        """The live set of the store's current version if the cache holds all of it, after reading the
+        next live documents into the cache if it does not (see the module docstring); ``None`` when the
+        store has no cheap version or the cache does not hold every live document yet."""
         version = self.store.data_version(self.name)
         if version is None:
             return None
         live = self._live
-        if live is None or live.version != version or live.epoch != self.cache.epoch or self._may_hold_all(live):
+        if live is None or live.version != version or live.epoch != self.cache.epoch:
             with self._refresh_lock:
                 live = self._live = self._read_live(version)
+        if not live.cached and live.filled is not None and self._refresh_lock.acquire(blocking=False):
+            try:  # one search at a time fills; the others go on without waiting
+                if self._live is live:
+                    live = self._live = self._fill(live)
+            finally:
+                self._refresh_lock.release()
         return live if live.cached else None
-
-    def _may_hold_all(self, live: _Live) -> bool:
-        """Whether the cache, not holding every live document when last checked, has grown to as many."""
-        held = self.cache.size
-        return not live.cached and held != live.held and held >= len(live.revisions)
 
     def _read_live(self, version: int) -> _Live:
         """The revisions the store holds now (labelled ``version``: a later write makes the next version
-        check read them again) and whether the cache holds them all; nothing is fetched."""
-        epoch, held = self.cache.epoch, self.cache.size
+        check read them again) and whether the cache holds them all."""
+        epoch = self.cache.epoch
         revisions = np.sort(self.store.candidates(self.name, None, None))
         _, slots = self.cache.lookup(revisions)
-        return _Live(version, revisions, epoch, held, cached=bool((slots >= 0).all()) and self.cache.epoch == epoch)
+        return _Live(version, revisions, epoch, 0, cached=bool((slots >= 0).all()) and self.cache.epoch == epoch)
+
+    def _fill(self, live: _Live) -> _Live:
+        """``live`` after reading its next :data:`FILL_DOCUMENTS` revisions into the cache (those it lacks)."""
+        assert live.filled is not None
+        chunk = live.revisions[live.filled : live.filled + FILL_DOCUMENTS]
+        _, slots = self.cache.lookup(chunk)
+        if (slots < 0).any():
+            fetched = self.store.fetch(self.name, chunk[slots < 0])
+            if not self.cache.fits(fetched):
+                return replace(live, filled=None)
+            self.cache.insert(fetched)
+        filled = live.filled + len(chunk)
+        if filled < len(live.revisions):
+            return replace(live, filled=filled)
+        _, slots = self.cache.lookup(live.revisions)  # all read: one whole check, then no more filling
+        return replace(live, filled=None, cached=bool((slots >= 0).all()) and self.cache.epoch == live.epoch)
 
 
 def _contains(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from colbert_store import reading
 from colbert_store.cache import CachedDocuments, DocumentCache
 from colbert_store.reading import DocumentSource
 from tests.conftest import make_corpus
@@ -34,17 +35,16 @@ def test_candidates_from_the_cache_equal_the_stores_before_and_after_writes(stor
     assert len(roomy.everything(None)) == 70
 
 
-def test_a_search_fetches_its_own_candidates_only_and_the_cache_answers_once_it_holds_everything(store):
+def test_unfiltered_searches_fill_the_cache_a_bounded_step_at_a_time_until_it_answers(store, monkeypatch):
+    monkeypatch.setattr(reading, "FILL_DOCUMENTS", 30)
     corpus = make_corpus(n_docs=80)
     build(store, corpus)
     everything = np.sort(store.candidates("papers", None, None))
     source = DocumentSource(store, "papers", DocumentCache())
     probes = np.array([0, 3, 7])
     expected = set(store.candidates("papers", probes, None).tolist())
-    assert set(source.candidates(probes, None).tolist()) == expected
-    assert source.cache.size == 0  # a cold index is not read whole by its first search
-    source.documents(everything[:40])
-    assert source.cache.size == 40 and source._current() is None  # still answered by the store
-    source.documents(everything[40:])
-    assert source._current() is not None  # the cache now holds every live document: it answers
-    assert set(source.candidates(probes, None).tolist()) == expected
+    for held in (30, 60, 80):  # a cold index is not read whole by its first search
+        assert set(source.candidates(probes, None).tolist()) == expected
+        assert (source.cache.lookup(everything)[1] >= 0).sum() == held
+        assert source._live is not None and source._live.cached == (held == 80)
+    assert set(source.candidates(probes, None).tolist()) == expected  # now from the cache
