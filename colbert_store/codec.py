@@ -117,6 +117,11 @@ class ResidualCodec:
     def packed_bytes_per_token(self) -> int:
         return self.dim * self.nbits // 8
 
+    @property
+    def stored_bytes_per_token(self) -> int:
+        """Bytes a stored token takes: its packed residual and its centroid id."""
+        return self.packed_bytes_per_token + centroid_id_dtype(self.n_centroids).itemsize
+
     @classmethod
     def fit(
         cls,

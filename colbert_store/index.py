@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from colbert_store.cache import DocumentCache, subset_batch, token_positions
-from colbert_store.codec import ResidualCodec, centroid_id_dtype, query_second_moment
+from colbert_store.codec import ResidualCodec, query_second_moment
 from colbert_store.errors import InvalidInputError, NotTrainedError, WriteConflictError
 from colbert_store.filters import Filter, parse_filter
 from colbert_store.fitting import fit_first_codec
@@ -344,9 +344,7 @@ class Index:
             "nbits": self.settings.nbits,
             "pool_factor": self.settings.pool_factor,
             "centroids": codec.n_centroids if codec else None,
-            "bytes_per_token": (
-                codec.packed_bytes_per_token + centroid_id_dtype(codec.n_centroids).itemsize if codec else None
-            ),
+            "bytes_per_token": codec.stored_bytes_per_token if codec else None,
             "encoder": self.settings.encoder,
             "health": health,
         }

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from colbert_store.codec import ResidualCodec, centroid_id_dtype
+from colbert_store.codec import ResidualCodec
 from colbert_store.storage import DocumentBatch, Store, new_revisions, revision_generations
 from colbert_store.validation import DocumentsInput
 
@@ -24,8 +24,7 @@ def encode_batches(docs: DocumentsInput, codec: ResidualCodec, generation: int) 
     """Compressed batches of at most about :data:`BYTES_PER_WRITE` encoded bytes, as few as that allows and
     of even size, each with the slice of ``docs`` it holds."""
     lengths = np.array([len(m) for m in docs.embeddings], dtype=np.int64)
-    token_bytes = codec.packed_bytes_per_token + centroid_id_dtype(codec.n_centroids).itemsize
-    for rows in even_slices(lengths, -(-int(lengths.sum()) * token_bytes // BYTES_PER_WRITE)):
+    for rows in even_slices(lengths, -(-int(lengths.sum()) * codec.stored_bytes_per_token // BYTES_PER_WRITE)):
         yield rows, encode_documents(docs, rows, codec, generation)
 
 
