@@ -8,7 +8,8 @@ MaxSim; no colbert-store code is involved. Four systems:
 * ``edge_native(data, datatype)``: the Qdrant engine itself, in process (Qdrant Edge), one shard with a
   ``MAX_SIM`` multivector of ``float32`` or ``float16`` storage and HNSW off (``m=0``), as Qdrant advises for
   ColBERT token vectors that are used for rescoring: every search scores every document exactly. The shard is
-  optimized after the writes and the whole folder (segments and write-ahead log) is counted.
+  optimized after the writes and the whole folder (segments and write-ahead log) is counted, also before the
+  optimize (`bytes_per_token_before_optimize`: as the writes leave it, its log holding a copy).
 * ``qdrant_native``: qdrant-client's local mode on disk (``QdrantClient(path=...)``), ``MAX_SIM``: a Python
   emulation of Qdrant, not the engine. Local mode pickles each point into SQLite and searches by brute force in
   numpy, one small matmul per document, so it matches exhaustive exact MaxSim but is slow. Those small matmuls
@@ -97,6 +98,7 @@ def edge_native(data: BenchData, datatype: str) -> dict[str, Any]:
             documents = np.split(tokens, offsets[1:-1])
             points = [edge.Point(first + i, {"tokens": document.tolist()}) for i, document in enumerate(documents)]
             shard.update(edge.UpdateOperation.upsert_points(points))
+        written_size = folder_bytes(path)
         shard.optimize()
         shard.flush()
         build_seconds = time.perf_counter() - start
@@ -116,6 +118,7 @@ def edge_native(data: BenchData, datatype: str) -> dict[str, Any]:
         batch_note="qps_batch is the sequential single-query pass",
         build_seconds=build_seconds,
         bytes_per_token=size / data.n_tokens,
+        bytes_per_token_before_optimize=written_size / data.n_tokens,
         storage=f"Qdrant Edge shard: {datatype} multivector, HNSW m=0 (exact scan)",
     )
 

@@ -96,6 +96,20 @@ def test_a_qdrant_edge_folder_held_by_another_process_is_refused_clearly(tmp_pat
     assert len(cs.Index.open(QdrantEdgeStore(tmp_path), "papers")) == 1
 
 
+def test_qdrant_edge_keeps_no_write_ahead_log_and_each_returned_write_is_on_disk(tmp_path: Path) -> None:
+    writer = (  # exits the moment its add returns: no close, no flush at exit
+        "import os, sys, numpy as np, colbert_store as cs; from colbert_store.adapters.qdrant_edge import QdrantEdgeStore; "
+        f"index = cs.Index.create(QdrantEdgeStore(sys.argv[1]), 'papers', dim={DIM}); "
+        f"index.add(['a', 'b', 'c'], [np.ones((3, {DIM}), np.float32)] * 3); index.delete(['b']); os._exit(0)"
+    )
+    subprocess.run([sys.executable, "-c", writer, str(tmp_path)], check=True, timeout=120)
+    shards = [config.parent for config in tmp_path.glob("*/edge_config.json")]
+    assert len(shards) == 2  # the catalogue and the documents
+    assert not [shard for shard in shards if (shard / "wal").exists()]
+    index = cs.Index.open(QdrantEdgeStore(tmp_path), "papers")
+    assert sorted(doc_id for batch in index.documents() for doc_id in batch.ids) == ["a", "c"]
+
+
 def test_a_qdrant_edge_folder_written_by_a_newer_qdrant_edge_is_refused_clearly(tmp_path: Path) -> None:
     store = QdrantEdgeStore(tmp_path)
     cs.Index.create(store, "papers", dim=DIM)

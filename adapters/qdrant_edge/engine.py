@@ -1,9 +1,13 @@
 """Qdrant Edge shards as a :class:`~colbert_store.adapters.qdrant.engine.PointsEngine`.
 
-Each collection is one Edge shard, a folder under the store's root: its segments, write-ahead log
-and payload indexes are Qdrant's own. Every shard declares one sparse vector (``bm25``, with the IDF
-modifier): each document's BM25 term weights, empty for a document without text. A shard is opened
-by one process at a time (its write-ahead log is locked); within the process, calls to a shard are
+Each collection is one Edge shard, a folder under the store's root: its segments and payload indexes
+are Qdrant's own. Every shard declares one sparse vector (``bm25``, with the IDF modifier): each
+document's BM25 term weights, empty for a document without text.
+
+Shards are created without Qdrant's write-ahead log, which would hold a second copy of every payload
+written: each update is flushed to the segments before it returns instead, so a write is durable once
+acknowledged. Shards written with a log (by earlier versions) keep it. A shard is opened by one process
+at a time (a lock file in its folder, held while it is open); within the process, calls to a shard are
 serialised by a lock.
 """
 
@@ -11,12 +15,14 @@ from __future__ import annotations
 
 import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from functools import cache
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from filelock import FileLock, Timeout
 
 from colbert_store._optional import require
 from colbert_store.adapters.qdrant.engine import SPARSE_VECTOR, PointsEngine, Record, Terms, WriteMode
@@ -24,6 +30,7 @@ from colbert_store.adapters.qdrant.filters import Condition
 from colbert_store.errors import ColbertStoreError
 
 _CONFIG_FILE = "edge_config.json"
+_LOCK_FILE = "colbert_store.lock"
 
 
 @cache
@@ -65,6 +72,7 @@ class EdgeEngine(PointsEngine):
         self.indexes_payload = True
         self._root = root
         self._shards: dict[str, Any] = {}
+        self._shard_locks: dict[str, FileLock] = {}
         self._writes: dict[str, int] = {}
         self._lock = threading.RLock()
 
@@ -79,10 +87,15 @@ class EdgeEngine(PointsEngine):
         with self._lock:
             if self.collection_exists(collection):
                 return
-            config = e.EdgeConfig(sparse_vectors={SPARSE_VECTOR: e.EdgeSparseVectorParams(modifier=e.Modifier.Idf)})
-            shard = self._shards[collection] = e.EdgeShard.create(str(self._root / collection), config)
+            config = e.EdgeConfig(
+                sparse_vectors={SPARSE_VECTOR: e.EdgeSparseVectorParams(modifier=e.Modifier.Idf)}, wal_enabled=False
+            )
+            path = self._root / collection
+            path.mkdir(parents=True, exist_ok=True)
+            shard = self._shards[collection] = self._locked(collection, lambda: e.EdgeShard.create(str(path), config))
             for field in integer_indexes:
                 shard.update(e.UpdateOperation.create_field_index(field, e.IntegerIndexParams(lookup=True, range=False)))
+            shard.flush()
 
     def drop_collection(self, collection: str) -> None:
         with self._lock:
@@ -90,6 +103,9 @@ class EdgeEngine(PointsEngine):
             if shard is not None:
                 shard.close()
             shutil.rmtree(self._root / collection, ignore_errors=True)
+            lock = self._shard_locks.pop(collection, None)
+            if lock is not None:
+                lock.release()
 
     def upsert(
         self, collection: str, points: Sequence[tuple[str, dict[str, Any]]], *,
@@ -102,9 +118,8 @@ class EdgeEngine(PointsEngine):
         vectors = [_edge_vector(vector) for vector in terms] if terms is not None else [{}] * len(points)
         structs = [e.Point(point_id, vector, payload) for (point_id, payload), vector in zip(points, vectors)]
         with self._lock:
-            self._shard(collection).update(
-                e.UpdateOperation.upsert_points(structs, condition=_as_filter(condition), update_mode=update_mode)
-            )
+            upsert = e.UpdateOperation.upsert_points(structs, condition=_as_filter(condition), update_mode=update_mode)
+            self._update(collection, upsert)
 
     def has_sparse_vector(self, collection: str) -> bool:
         return True  # every Edge shard colbert-store creates declares it
@@ -141,11 +156,11 @@ class EdgeEngine(PointsEngine):
     def delete(self, collection: str, ids: Sequence[str]) -> None:
         if ids:
             with self._lock:
-                self._shard(collection).update(edge().UpdateOperation.delete_points(list(ids)))
+                self._update(collection, edge().UpdateOperation.delete_points(list(ids)))
 
     def delete_where(self, collection: str, condition: Condition) -> None:
         with self._lock:
-            self._shard(collection).update(edge().UpdateOperation.delete_points_by_filter(_as_filter(condition)))
+            self._update(collection, edge().UpdateOperation.delete_points_by_filter(_as_filter(condition)))
 
     def count(self, collection: str) -> int:
         with self._lock:
@@ -169,6 +184,16 @@ class EdgeEngine(PointsEngine):
             for shard in self._shards.values():
                 shard.close()
             self._shards.clear()
+            for lock in self._shard_locks.values():
+                lock.release()
+            self._shard_locks.clear()
+
+    def _update(self, collection: str, operation: Any) -> None:
+        """Apply one update and flush it: a shard without a write-ahead log holds an update durably only
+        once flushed."""
+        shard = self._shard(collection)
+        shard.update(operation)
+        shard.flush()
 
     def _shard(self, collection: str) -> Any:
         """The collection's open shard (opened now if needed; another process holding it raises)."""
@@ -177,16 +202,30 @@ class EdgeEngine(PointsEngine):
             path = self._root / collection
             if not (path / _CONFIG_FILE).is_file():
                 raise KeyError(f"no Qdrant Edge shard at {path}")
-            try:
-                shard = self._shards[collection] = edge().EdgeShard.load(str(path))
-            except Exception as error:
-                raise _open_error(path, error) from error
+            shard = self._shards[collection] = self._locked(collection, lambda: edge().EdgeShard.load(str(path)))
+        return shard
+
+    def _locked(self, collection: str, open_shard: Callable[[], Any]) -> Any:
+        """``open_shard()`` under the shard folder's lock file, which stays held until the shard is closed
+        (a shard without a write-ahead log has no lock of Edge's own)."""
+        path = self._root / collection
+        lock = FileLock(path / _LOCK_FILE, thread_local=False, fallback_to_soft=False)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout as error:
+            raise _open_error(path, error) from error
+        try:
+            shard = open_shard()
+        except Exception as error:
+            lock.release()
+            raise _open_error(path, error) from error
+        self._shard_locks[collection] = lock
         return shard
 
 
 def _open_error(path: Path, error: Exception) -> ColbertStoreError:
     """A clear error for a shard that cannot be opened."""
-    if "WouldBlock" in str(error):
+    if isinstance(error, Timeout) or "WouldBlock" in str(error):
         return ColbertStoreError(
             f"the Qdrant Edge shard {path} is open in another process: Edge allows one process per shard "
             "(serve the index from one process, with threads)"

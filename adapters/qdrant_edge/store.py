@@ -38,8 +38,8 @@ class QdrantEdgeStore(PointsStore):
 
     Raises:
         MissingDependencyError: qdrant-edge-py is not installed.
-        ColbertStoreError: the folder's shards are open in another process (Edge allows one process
-            per shard), or were written by a Qdrant Edge this one cannot read.
+        ColbertStoreError: the folder's shards are open in another process (one process per shard),
+            or were written by a Qdrant Edge this one cannot read.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, prefix: str = "colbert_store") -> None:
@@ -82,3 +82,4 @@ class QdrantEdgeStore(PointsStore):
         with self._engine.lock():
             for shard in self._engine.open_shards():
                 shard.optimize()
+                shard.flush()
