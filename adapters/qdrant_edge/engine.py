@@ -227,7 +227,7 @@ def _open_error(path: Path, error: Exception) -> ColbertStoreError:
     """A clear error for a shard that cannot be opened."""
     if isinstance(error, Timeout) or "WouldBlock" in str(error):
         return ColbertStoreError(
-            f"the Qdrant Edge shard {path} is open in another process: Edge allows one process per shard "
+            f"the Qdrant Edge shard {path} is open in another process: a shard is opened by one process at a time "
             "(serve the index from one process, with threads)"
         )
     return ColbertStoreError(f"cannot open the Qdrant Edge shard {path}: {error}")
