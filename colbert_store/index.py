@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from colbert_store.cache import DocumentCache, subset_batch, token_positions
+from colbert_store.cache import DEFAULT_CACHE_BYTES, DocumentCache, subset_batch
+from colbert_store.centroid_lists import token_positions
 from colbert_store.codec import ResidualCodec, query_second_moment
 from colbert_store.errors import InvalidInputError, NotTrainedError, WriteConflictError
 from colbert_store.filters import Filter, parse_filter
@@ -70,33 +71,40 @@ class Index:
     to one index at once, a retrain included (see :mod:`colbert_store.versions`): each call either
     returns, its effect durable, or raises having done nothing. The codecs and documents are cached in
     memory, keyed by revision, so a search never returns a deleted or replaced document.
+
+    ``cache_bytes`` bounds that memory: the documents a search reads are cached up to it, and an index
+    whose documents do not all fit keeps just their centroid lists in memory (a tenth of the size or
+    less), up to the same bound, so that a search reads only the documents it scores exactly.
     """
 
-    def __init__(self, store: Store, name: str, state: LoadedState) -> None:
+    def __init__(self, store: Store, name: str, state: LoadedState, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         self._store = store
         self._name = name
         self._state = state
         self._checked = time.monotonic()
-        self._cache = DocumentCache()
+        self._cache = DocumentCache(_checked_cache_bytes(cache_bytes))
         self._source = DocumentSource(store, name, self._cache)
         self._write_lock = threading.Lock()
         self._reload_lock = threading.Lock()
 
     # -- lifecycle ----------------------------------------------------------------------------
     @classmethod
-    def create(cls, store: Store, name: str, *, dim: int, nbits: int = 2, **settings: Any) -> Index:
+    def create(
+        cls, store: Store, name: str, *, dim: int, nbits: int = 2, cache_bytes: int = DEFAULT_CACHE_BYTES, **settings: Any
+    ) -> Index:
         """Create an empty index; raises :class:`IndexExistsError` if ``name`` exists.
 
         Extra keyword arguments are :class:`IndexSettings` fields (``n_centroids``, ``search``, ...).
         """
         manifest = Manifest(IndexSettings.from_options(dim, nbits, settings))
+        _checked_cache_bytes(cache_bytes)
         store.create_index(check_index_name(name), manifest.to_json())
-        return cls(store, name, LoadedState(manifest, {}))
+        return cls(store, name, LoadedState(manifest, {}), cache_bytes)
 
     @classmethod
-    def open(cls, store: Store, name: str) -> Index:
+    def open(cls, store: Store, name: str, *, cache_bytes: int = DEFAULT_CACHE_BYTES) -> Index:
         """Open an existing index; raises :class:`IndexNotFoundError` if absent."""
-        return cls(store, name, load_state(store, check_index_name(name)))
+        return cls(store, name, load_state(store, check_index_name(name)), cache_bytes)
 
     @property
     def name(self) -> str:
@@ -252,9 +260,10 @@ class Index:
         return [_hits(self._search_one(q, k, where, search_params, h)) for q, h in zip(matrices, per_query)]
 
     def warm(self) -> int:
-        """Read stored documents into the in-memory cache until it is full, so that first searches, like
-        later ones, read only candidate ids from the store. Optional: searches fill the cache as they
-        go, and documents written later are fetched as usual. Returns how many documents it cached.
+        """Read stored documents into the in-memory cache until it is full (and, when they do not all fit,
+        every document's centroid lists into memory), so that first searches, like later ones, read little
+        from the store. Optional: searches fill the cache as they go, and documents written later are
+        fetched as usual. Returns how many documents it cached.
         """
         codecs = self._reload().by_generation()
         warmed = 0
@@ -270,6 +279,7 @@ class Index:
                 mine = slots[(slots >= 0) & (generations == generation)]
                 docs.inverse_norms(token_positions(docs.batch.token_offsets, mine)[0], codec)
             warmed += len(batch)
+        self._source.prepare()
         return warmed
 
     def health(self) -> IndexHealth:
@@ -444,3 +454,9 @@ def _hits(result: ScoredDocuments) -> list[Hit]:
         for row, score in zip(result.rows.tolist(), result.scores.tolist())
     ]
 
+
+
+def _checked_cache_bytes(cache_bytes: Any) -> int:
+    if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes < 0:
+        raise InvalidInputError(f"cache_bytes must be a non-negative integer, got {cache_bytes!r}")
+    return cache_bytes

@@ -1,14 +1,15 @@
-"""What a search reads of an index: candidate revisions, from the store's index or, while the store can
-say cheaply that its documents have not changed, from the document cache's inverted lists; and the
-candidates' encoded documents, from the cache (fetched from the store first where missing).
+"""What a search reads of an index: candidates and their centroid lists, for the approximate stages, and
+the finalists' encoded documents, for exact scoring.
 
-The store stays the source of truth: the cache answers only for a store version whose set of live
-revisions it has read from the store, and only when every live document is cached; a search with a
-metadata filter always asks the store, which evaluates the filter. The live set is read again when the
-version changes or the cache is emptied. Until the cache holds it all, each unfiltered search also
-reads the next :data:`FILL_DOCUMENTS` live documents into it (while they fit), so a cold process
-answers its first search at once and its cache still comes to hold the whole index (``Index.warm``
-fills it at once).
+The store stays the source of truth. Candidates come from the store's index, or from memory while the
+store can say cheaply that its documents have not changed (a data version): from the document cache's
+lists when it holds every live document, or from the centroid map (:mod:`colbert_store.centroid_map`)
+when the live documents cannot all fit the cache. Either answers only for a store version whose set of
+live revisions it has read from the store; a search with a metadata filter always asks the store, which
+evaluates the filter. The live set is read again when the version changes or the cache is emptied.
+Until the cache holds it all, each search also reads the next :data:`FILL_DOCUMENTS` live documents
+into it (while they look like they fit), so a cold process answers its first search at once and its
+cache still comes to hold the whole index (``Index.warm`` fills it at once).
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from colbert_store.cache import CachedDocuments, DocumentCache
+from colbert_store.cache import CachedDocuments, DocumentCache, cached_bytes, subset_batch
+from colbert_store.centroid_lists import CentroidLists
+from colbert_store.centroid_map import CentroidMap
 from colbert_store.filters import Filter
-from colbert_store.storage import Store
+from colbert_store.storage import Store, concatenated_batches
 
 FILL_DOCUMENTS = 256
 """Live documents an unfiltered search reads into the cache, besides its candidates, until it holds them all."""
@@ -29,15 +32,17 @@ FILL_DOCUMENTS = 256
 @dataclass(frozen=True)
 class _Live:
     """The revisions stored at one store version and whether, as of a cache epoch, the cache holds them
-    all (while it does not, the store answers the searches of that version); ``filled``: how many of
-    them, in order, have been read into the cache, or ``None`` once filling is over (all read, or they
-    cannot all fit)."""
+    all; ``filled``: how many of them, in order, have been read into the cache, or ``None`` once filling
+    is over (all read, or they cannot all fit); ``mapped``: the centroid map's lists covering them, once
+    filling is over without the cache holding them all (``None`` where the map does not fit either).
+    """
 
     version: int
     revisions: np.ndarray  # sorted
     epoch: int
     filled: int | None
     cached: bool
+    mapped: CentroidLists | None = None
 
 
 class DocumentSource:
@@ -47,8 +52,26 @@ class DocumentSource:
         self.store = store
         self.name = name
         self.cache = cache
+        self._map = CentroidMap(store, name, cache.max_bytes)
         self._live: _Live | None = None
         self._refresh_lock = threading.Lock()
+
+    def candidate_lists(self, centroid_ids: np.ndarray | None, where: Filter | None) -> tuple[CentroidLists, np.ndarray]:
+        """Slots, in centroid lists that the approximate stages read, of the documents holding one of
+        ``centroid_ids`` (``None``: any) and matching ``where`` (see the module docstring for whose lists)."""
+        live = self._current()
+        lists = None if live is None else self._lists_of(live)
+        if live is None or lists is None:
+            docs, slots = self.documents(self.store.candidates(self.name, centroid_ids, where))
+            return docs.lists, slots
+        if where is not None:  # the store evaluates the filter
+            slots = lists.slots(self.store.candidates(self.name, centroid_ids, where))
+            return lists, slots[slots >= 0]
+        if centroid_ids is None:
+            slots = lists.slots(live.revisions)
+            return lists, slots[slots >= 0]
+        held = lists.slots_holding(centroid_ids)
+        return lists, held[_contains(live.revisions, lists.revisions[held])]
 
     def documents(self, revisions: np.ndarray) -> tuple[CachedDocuments, np.ndarray]:
         """Cache slots of these revisions, fetching the missing ones from the store first; revisions
@@ -56,7 +79,10 @@ class DocumentSource:
         docs, slots = self.cache.lookup(revisions)
         missing = revisions[slots < 0]
         if len(missing):
-            self.cache.insert(self.store.fetch(self.name, missing))
+            fetched = self.store.fetch(self.name, missing)
+            if not self.cache.fits(fetched):  # the insert empties the cache first: keep this call's cached ones
+                fetched = concatenated_batches([subset_batch(docs.batch, slots[slots >= 0]), fetched])
+            self.cache.insert(fetched)
             docs, slots = self.cache.lookup(revisions)
         return docs, slots[slots >= 0]
 
@@ -65,57 +91,67 @@ class DocumentSource:
         answered by the store's full-text engine (always the store: the cache holds no text index)."""
         return self.store.text_search(self.name, text, limit, where)
 
-    def candidates(self, centroid_ids: np.ndarray, where: Filter | None) -> np.ndarray:
-        """Revisions of the documents holding any of ``centroid_ids`` and matching ``where``."""
-        live = self._current() if where is None else None
-        if live is not None:
-            docs, _ = self.cache.lookup(live.revisions[:0])  # the current snapshot
-            if self.cache.epoch == live.epoch:  # not emptied since the live set was read: it holds every one
-                held = docs.batch.revisions[docs.slots_holding(centroid_ids)]
-                return held[_contains(live.revisions, held)]
-        return self.store.candidates(self.name, centroid_ids, where)
+    def prepare(self) -> None:
+        """Read the live set and fill the cache, or load the centroid map where the cache cannot hold
+        them all, at once rather than a step per search (``Index.warm``)."""
+        version = self.store.data_version(self.name)
+        if version is None:
+            return
+        with self._refresh_lock:
+            live = self._read_live(version, self._live)
+            while live.filled is not None:
+                live = self._fill(live)
+            self._live = live
 
-    def everything(self, where: Filter | None) -> np.ndarray:
-        """Revisions of every document matching ``where``."""
-        live = self._current() if where is None else None
-        return self.store.candidates(self.name, None, where) if live is None else live.revisions
+    def _lists_of(self, live: _Live) -> CentroidLists | None:
+        """The lists that answer for ``live`` from memory, if any."""
+        if live.cached:
+            docs, _ = self.cache.lookup(live.revisions[:0])  # the current snapshot
+            # Unless emptied since the live set was read, it holds every one of them.
+            return docs.lists if self.cache.epoch == live.epoch else None
+        return live.mapped
 
     def _current(self) -> _Live | None:
-        """The live set of the store's current version if the cache holds all of it, after reading the
-        next live documents into the cache if it does not (see the module docstring); ``None`` when the
-        store has no cheap version or the cache does not hold every live document yet."""
+        """The live set of the store's current version, after reading the next live documents into the
+        cache if it does not hold them all yet (see the module docstring); ``None`` when the store has no
+        cheap version."""
         version = self.store.data_version(self.name)
         if version is None:
             return None
         live = self._live
         if live is None or live.version != version or live.epoch != self.cache.epoch:
             with self._refresh_lock:
-                live = self._live = self._read_live(version)
+                live = self._live = self._read_live(version, live)
         if not live.cached and live.filled is not None and self._refresh_lock.acquire(blocking=False):
             try:  # one search at a time fills; the others go on without waiting
                 if self._live is live:
                     live = self._live = self._fill(live)
             finally:
                 self._refresh_lock.release()
-        return live if live.cached else None
+        return live
 
-    def _read_live(self, version: int) -> _Live:
+    def _read_live(self, version: int, earlier: _Live | None) -> _Live:
         """The revisions the store holds now (labelled ``version``: a later write makes the next version
-        check read them again) and whether the cache holds them all."""
+        check read them again) and whether the cache holds them all; an index that did not fit the cache
+        at the ``earlier`` version goes on in the centroid map."""
         epoch = self.cache.epoch
         revisions = np.sort(self.store.candidates(self.name, None, None))
+        if earlier is not None and earlier.mapped is not None:
+            return _Live(version, revisions, epoch, None, cached=False, mapped=self._map.covering(revisions))
         _, slots = self.cache.lookup(revisions)
         return _Live(version, revisions, epoch, 0, cached=bool((slots >= 0).all()) and self.cache.epoch == epoch)
 
     def _fill(self, live: _Live) -> _Live:
-        """``live`` after reading its next :data:`FILL_DOCUMENTS` revisions into the cache (those it lacks)."""
+        """``live`` after reading its next :data:`FILL_DOCUMENTS` revisions into the cache (those it lacks),
+        or with the centroid map's lists once they look too many for the cache."""
         assert live.filled is not None
         chunk = live.revisions[live.filled : live.filled + FILL_DOCUMENTS]
         _, slots = self.cache.lookup(chunk)
         if (slots < 0).any():
             fetched = self.store.fetch(self.name, chunk[slots < 0])
-            if not self.cache.fits(fetched):
-                return replace(live, filled=None)
+            expected_bytes = cached_bytes(fetched) / max(len(fetched), 1) * len(live.revisions)
+            if not self.cache.fits(fetched) or expected_bytes > self.cache.max_bytes:
+                return replace(live, filled=None, mapped=self._map.covering(live.revisions))
             self.cache.insert(fetched)
         filled = live.filled + len(chunk)
         if filled < len(live.revisions):

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from colbert_store.cache import CachedDocuments, range_positions
+from colbert_store.cache import CachedDocuments
+from colbert_store.centroid_lists import CentroidLists, range_positions
 from colbert_store.codec import ResidualCodec
 from colbert_store.errors import InvalidInputError
 from colbert_store.filters import Filter
@@ -80,24 +81,30 @@ def search_one(
     ``codecs`` maps a codec generation (modulo 256, as revisions carry it) to its codec: every codec
     a stored document may be encoded with (more than one while a retrain moves documents to a new
     codec). Candidates come from the store for the probes of every codec; each codec's documents are
-    ranked by its own pipeline, and the exact scores, comparable across codecs, are merged.
+    shortlisted by its own approximate stages, only the shortlists are read whole, and the exact scores,
+    comparable across codecs, are merged.
     """
     views = {generation: _QueryView.of(codec, query, params.nprobe) for generation, codec in codecs.items()}
     probes = np.unique(np.concatenate([view.probes for view in views.values()]))
-    candidates = source.candidates(probes, where)
-    if len(candidates) < k:  # too few share a probed centroid (e.g. a selective filter)
-        candidates = source.everything(where)
-    docs, slots = source.documents(candidates)
-    generations = revision_generations(docs.batch.revisions[slots])
+    lists, slots = source.candidate_lists(probes, where)
+    if len(slots) < k:  # too few share a probed centroid (e.g. a selective filter)
+        lists, slots = source.candidate_lists(None, where)
+    generations = revision_generations(lists.revisions[slots])
     present = np.unique(generations)
-    ranked, undecodable = [], 0
+    shortlists, undecodable = [], 0
     for generation in present:
         group = slots if len(present) == 1 else slots[generations == generation]
         view = views.get(int(generation))
         if view is None:
             undecodable += len(group)
             continue
-        ranked.append(_rank(docs, group, view, k, params))
+        shortlists.append(_approximate_top(lists, group, view, k, params))
+    finalists = lists.revisions[np.concatenate(shortlists)] if shortlists else lists.revisions[:0]
+    docs, slots = source.documents(finalists)
+    generations = revision_generations(docs.batch.revisions[slots])
+    ranked = [
+        _exact_top(docs, slots[generations == generation], views[int(generation)], k) for generation in np.unique(generations)
+    ]
     if len(ranked) == 1:
         return ScoredDocuments(docs.batch, *ranked[0], undecodable)
     rows = np.concatenate([part[0] for part in ranked]) if ranked else slots[:0]
@@ -124,20 +131,22 @@ class _QueryView:
         return cls(codec, rotated, centroid_scores, probes)
 
 
-def _rank(
-    docs: CachedDocuments, slots: np.ndarray, view: _QueryView, k: int, params: SearchParams
-) -> tuple[np.ndarray, np.ndarray]:
-    """The top ``k`` of ``slots`` (documents of ``view``'s codec) and their exact scores, best first."""
-    # Stages 2 and 3 only choose whom to score exactly: half precision halves their memory traffic
+def _approximate_top(lists: CentroidLists, slots: np.ndarray, view: _QueryView, k: int, params: SearchParams) -> np.ndarray:
+    """The slots of ``lists`` (documents of ``view``'s codec) worth scoring exactly: PLAID's stages 2 and 3."""
+    # These stages only choose whom to score exactly: half precision halves their memory traffic
     # (they rank by sums of many scores, so the rounding hardly moves a ranking).
     approx_scores = view.centroid_scores.to(torch.float16)
     if len(slots) > params.ncandidates:
         relevant = _relevant_centroids(view.centroid_scores, params.centroid_threshold)
-        slots = _pruned_centroid_top(docs, slots, approx_scores, relevant, params.ncandidates)
-    shortlist = _centroid_top(docs, slots, approx_scores, max(k, params.nrerank))
-    scores = _exact_scores(docs, shortlist, view.codec, view.query, view.centroid_scores)
-    best = scores.topk(min(k, len(shortlist))).indices.numpy()
-    return shortlist[best], scores.numpy()[best]
+        slots = _pruned_centroid_top(lists, slots, approx_scores, relevant, params.ncandidates)
+    return _centroid_top(lists, slots, approx_scores, max(k, params.nrerank))
+
+
+def _exact_top(docs: CachedDocuments, slots: np.ndarray, view: _QueryView, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The top ``k`` of ``slots`` (cached documents of ``view``'s codec) and their exact scores, best first."""
+    scores = _exact_scores(docs, slots, view.codec, view.query, view.centroid_scores)
+    best = scores.topk(min(k, len(slots))).indices.numpy()
+    return slots[best], scores.numpy()[best]
 
 
 def _relevant_centroids(centroid_scores: torch.Tensor, threshold: float | None) -> np.ndarray:
@@ -148,21 +157,21 @@ def _relevant_centroids(centroid_scores: torch.Tensor, threshold: float | None) 
 
 
 def _pruned_centroid_top(
-    docs: CachedDocuments, slots: np.ndarray, approx_scores: torch.Tensor, relevant: np.ndarray, keep: int
+    lists: CentroidLists, slots: np.ndarray, approx_scores: torch.Tensor, relevant: np.ndarray, keep: int
 ) -> np.ndarray:
     """The ``keep`` best slots by MaxSim over centroids, counting only the ``relevant`` centroids
     (PLAID stage 2 with centroid pruning, from inverted lists)."""
-    rows, centroids = docs.pairs_among(relevant, slots)
+    rows, centroids = lists.pairs_among(relevant, slots)
     approx = _max_sim_over_centroids(approx_scores, centroids, rows, len(slots))
     return slots[approx.topk(keep).indices.numpy()]
 
 
-def _centroid_top(docs: CachedDocuments, slots: np.ndarray, approx_scores: torch.Tensor, keep: int) -> np.ndarray:
+def _centroid_top(lists: CentroidLists, slots: np.ndarray, approx_scores: torch.Tensor, keep: int) -> np.ndarray:
     """The ``keep`` best slots by MaxSim with every token replaced by its centroid (PLAID stage 3),
     over each document's distinct centroids (fewer than its tokens: a centroid repeats within a document)."""
     if len(slots) <= keep:
         return slots
-    centroids, owner = docs.distinct_centroids_of(slots)
+    centroids, owner = lists.distinct_centroids_of(slots)
     approx = _max_sim_over_centroids(approx_scores, centroids, owner, len(slots))
     return slots[approx.topk(keep).indices.numpy()]
 

@@ -89,6 +89,22 @@ class DocumentBatch:
         return offsets, (keys & 0xFFFFFFFF).astype(self.centroid_ids.dtype)
 
 
+def concatenated_batches(batches: Sequence[DocumentBatch]) -> DocumentBatch:
+    """The documents of ``batches``, in order, as one batch (of the first non-empty batch's array types)."""
+    batches = [batch for batch in batches if len(batch)] or list(batches[:1])
+    first = batches[0]
+    token_counts = [np.diff(batch.token_offsets) for batch in batches]
+    return DocumentBatch(
+        ids=[doc_id for batch in batches for doc_id in batch.ids],
+        revisions=np.concatenate([batch.revisions for batch in batches]),
+        token_offsets=np.concatenate([[0], np.cumsum(np.concatenate(token_counts))]).astype(np.int64),
+        centroid_ids=np.concatenate([batch.centroid_ids for batch in batches]).astype(first.centroid_ids.dtype),
+        residuals=np.concatenate([batch.residuals for batch in batches]),
+        texts=[text for batch in batches for text in (batch.texts or [None] * len(batch))],
+        metadata=[meta for batch in batches for meta in (batch.metadata or [{}] * len(batch))],
+    )
+
+
 class Store(ABC):
     """Abstract storage backend. Every call is atomic per record: a manifest commit, a codec and each
     document of an upsert are applied entirely or not at all, and a reader never sees half of one.
@@ -176,6 +192,18 @@ class Store(ABC):
     def scan(self, name: str, batch_size: int = 1024) -> Iterator[DocumentBatch]:
         """Every stored document, in batches of about ``batch_size``."""
 
+    def centroid_lists(self, name: str, revisions: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The distinct centroid ids of the stored documents with these revisions (``None``: of every
+        stored document), as ``(revisions, offsets, centroids)``: document ``i``'s ids, ascending, are
+        ``centroids[offsets[i]:offsets[i + 1]]``; any order, those no longer stored left out.
+
+        The default reads the documents whole; a store that keeps the lists apart (for its candidate
+        index) reads only those.
+        """
+        batches = self.scan(name) if revisions is None else iter([self.fetch(name, revisions)])
+        parts = [(batch.revisions, *batch.distinct_centroids()) for batch in batches]
+        return concatenated_lists(parts)
+
     def data_version(self, name: str) -> int | None:
         """A number that changes whenever the index's documents change, if the store can tell cheaply
         (a search then answers candidates from its cache while the number stays the same); ``None``
@@ -189,3 +217,18 @@ class Store(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the default does nothing."""
+
+
+def concatenated_lists(
+    parts: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Several ``(revisions, offsets, centroids)`` of :meth:`Store.centroid_lists` as one."""
+    if not parts:
+        return np.empty(0, np.int64), np.zeros(1, np.int64), np.empty(0, np.uint16)
+    starts = np.cumsum([0] + [len(centroids) for _, _, centroids in parts[:-1]])
+    offsets = [offsets[:-1] + start for (_, offsets, _), start in zip(parts, starts)]
+    return (
+        np.concatenate([revisions for revisions, _, _ in parts]),
+        np.concatenate([*offsets, [starts[-1] + len(parts[-1][2])]]).astype(np.int64),
+        np.concatenate([centroids for _, _, centroids in parts]),
+    )

@@ -3,13 +3,8 @@
 import numpy as np
 import pytest
 
-from colbert_store.cache import (
-    CachedDocuments,
-    DocumentCache,
-    InvertedList,
-    cached_bytes,
-    range_positions,
-)
+from colbert_store.cache import CachedDocuments, DocumentCache, cached_bytes
+from colbert_store.centroid_lists import CentroidLists, InvertedList, range_positions
 from colbert_store.codec import ResidualCodec
 from colbert_store.storage import DocumentBatch
 
@@ -31,19 +26,19 @@ def random_batch(n_docs: int, seed: int, n_centroids: int = 50, first_revision: 
 def test_pairs_among_lists_each_chosen_document_once_per_centroid(seed):
     batch = random_batch(40, seed)
     offsets, centroids = batch.distinct_centroids()
-    lists = (InvertedList.build(offsets, centroids, 0, 17), InvertedList.build(offsets, centroids, 17, 40))
-    docs = CachedDocuments(batch, lists)
+    inverted = (InvertedList.build(offsets, centroids, 0, 17), InvertedList.build(offsets, centroids, 17, 40))
+    lists = CentroidLists(batch.revisions, offsets, centroids, inverted)
     rng = np.random.default_rng(100 + seed)
     for _ in range(5):
         probes = np.unique(rng.integers(0, 60, 8))  # ids past the largest stored one included
         chosen = rng.permutation(len(batch))[: rng.integers(1, len(batch))]  # a subset, out of order
-        rows, centroids = docs.pairs_among(probes, chosen)
+        rows, centroids = lists.pairs_among(probes, chosen)
         found = list(zip(chosen[rows].tolist(), centroids.tolist()))
         assert len(found) == len(set(found))
         assert set(found) == {(slot, c) for slot, c in holders(batch, probes) if slot in chosen}
     all_slots = np.arange(len(batch))
-    assert [a.tolist() for a in docs.pairs_among(np.array([], dtype=np.int64), all_slots)] == [[], []]
-    assert [a.tolist() for a in docs.pairs_among(np.arange(60), all_slots[:0])] == [[], []]
+    assert [a.tolist() for a in lists.pairs_among(np.array([], dtype=np.int64), all_slots)] == [[], []]
+    assert [a.tolist() for a in lists.pairs_among(np.arange(60), all_slots[:0])] == [[], []]
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -76,12 +71,12 @@ def test_many_inserts_keep_few_inverted_lists_covering_every_document_and_old_sn
         snapshots.append((cache.lookup(batch.revisions)[0], batch))
     docs, slots = cache.lookup(np.concatenate([b.revisions for b in batches]))
     assert (slots >= 0).all() and len(docs.batch) == sum(len(b) for b in batches)
-    assert len(docs.inverted_lists) <= np.log2(len(docs.batch.centroid_ids)) + 1
-    spans = [(inverted.first_slot, inverted.end_slot) for inverted in docs.inverted_lists]
+    assert len(docs.lists.inverted_lists) <= np.log2(len(docs.batch.centroid_ids)) + 1
+    spans = [(inverted.first_slot, inverted.end_slot) for inverted in docs.lists.inverted_lists]
     assert spans[0][0] == 0 and spans[-1][1] == len(docs.batch)
     assert all(end == start for (_, end), (start, _) in zip(spans, spans[1:]))
     probes = np.arange(0, 60, 3)
-    found = list(zip(*(a.tolist() for a in docs.pairs_among(probes, np.arange(len(docs.batch))))))
+    found = list(zip(*(a.tolist() for a in docs.lists.pairs_among(probes, np.arange(len(docs.batch))))))
     assert len(found) == len(set(found)) and set(found) == holders(docs.batch, probes)
     for snapshot, batch in snapshots:  # each search keeps reading the snapshot it started with
         rows = snapshot.slots(batch.revisions)
@@ -98,7 +93,7 @@ def test_distinct_centroids_of_each_document_survive_inserts_and_follow_the_slot
     docs, _ = cache.lookup(np.array([1]))
     batch = docs.batch
     slots = np.random.default_rng(0).permutation(len(batch))[:15]  # a subset, out of order
-    centroids, owner = docs.distinct_centroids_of(slots)
+    centroids, owner = docs.lists.distinct_centroids_of(slots)
     for row, slot in enumerate(slots):
         tokens = batch.centroid_ids[batch.token_offsets[slot] : batch.token_offsets[slot + 1]]
         assert centroids[owner == row].tolist() == sorted(set(tokens.tolist()))
@@ -116,12 +111,12 @@ def test_cache_inserts_only_new_revisions_and_drops_old_entries_over_budget():
     cache.insert(second)
     docs, slots = cache.lookup(second.revisions)
     assert (slots >= 0).all() and len(docs.batch) == 20
-    held, _ = docs.pairs_among(np.arange(50), np.arange(20))  # the inverted lists cover the new documents
+    held, _ = docs.lists.pairs_among(np.arange(50), np.arange(20))  # the inverted lists cover the new documents
     assert set(docs.batch.revisions[held].tolist()) == {
         int(r) for r, n in zip(docs.batch.revisions, np.diff(docs.batch.token_offsets)) if n
     }
 
-    small = DocumentCache(max_bytes=CachedDocuments(first).nbytes)
+    small = DocumentCache(max_bytes=CachedDocuments.of(first).nbytes)
     small.insert(first)
     small.insert(second)  # over budget: the first batch is dropped
     docs, slots = small.lookup(np.concatenate([first.revisions, second.revisions]))

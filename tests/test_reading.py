@@ -1,38 +1,47 @@
-"""What a search reads: candidates from the warm cache answer exactly as the store would, on every
-store, whether the cache holds every document or cannot."""
+"""What a search reads: candidates from memory (the warm cache, or the centroid map of an index too
+large for it) answer exactly as the store would, on every store, before and after writes."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+import colbert_store as cs
 from colbert_store import reading
 from colbert_store.cache import CachedDocuments, DocumentCache
+from colbert_store.errors import InvalidInputError
 from colbert_store.reading import DocumentSource
 from tests.conftest import make_corpus
 from tests.test_index import build
 
 
-def test_candidates_from_the_cache_equal_the_stores_before_and_after_writes(store):
+def answered(source: DocumentSource, probes: np.ndarray | None, where=None) -> set[int]:
+    lists, slots = source.candidate_lists(probes, where)
+    return set(lists.revisions[slots].tolist())
+
+
+def test_candidates_from_memory_equal_the_stores_before_and_after_writes(store):
     corpus = make_corpus(n_docs=80)
     index = build(store, corpus)
-    everything = np.sort(store.candidates("papers", None, None))
     first = next(iter(store.scan("papers")))
     roomy = DocumentSource(store, "papers", DocumentCache())
-    cramped = DocumentSource(store, "papers", DocumentCache(max_bytes=CachedDocuments(first).nbytes // 2))
+    mapped = DocumentSource(store, "papers", DocumentCache(max_bytes=CachedDocuments.of(first).nbytes // 2))
+    neither = DocumentSource(store, "papers", DocumentCache(max_bytes=0))  # not even the lists fit: the store answers
 
-    def assert_both_answer_as_the_store() -> None:
-        for probes in (np.array([0, 3, 7]), np.arange(40, 64), np.array([5])):
+    def assert_all_answer_as_the_store() -> None:
+        for probes in (np.array([0, 3, 7]), np.arange(40, 64), np.array([5]), None):
             expected = set(store.candidates("papers", probes, None).tolist())
-            for source in (roomy, cramped):
-                assert set(source.candidates(probes, None).tolist()) == expected
-                assert set(source.everything(None).tolist()) == set(store.candidates("papers", None, None).tolist())
+            for source in (roomy, mapped, neither):
+                assert answered(source, probes) == expected
+        assert roomy._live is not None and roomy._live.cached and roomy._live.mapped is None
+        assert mapped._live is not None and not mapped._live.cached and mapped._live.mapped is not None
+        assert neither._live is not None and neither._live.mapped is None and not neither._live.cached
 
-    assert_both_answer_as_the_store()
-    assert set(roomy.everything(None).tolist()) == set(everything.tolist())
+    assert_all_answer_as_the_store()
     index.delete(corpus.ids[:10])
     index.add([corpus.ids[10]], [corpus.embeddings[11]], metadata=[{"replaced": True}])
-    assert_both_answer_as_the_store()
-    assert len(roomy.everything(None)) == 70
+    assert_all_answer_as_the_store()
+    assert len(answered(mapped, None)) == 70
 
 
 def test_unfiltered_searches_fill_the_cache_a_bounded_step_at_a_time_until_it_answers(store, monkeypatch):
@@ -44,7 +53,43 @@ def test_unfiltered_searches_fill_the_cache_a_bounded_step_at_a_time_until_it_an
     probes = np.array([0, 3, 7])
     expected = set(store.candidates("papers", probes, None).tolist())
     for held in (30, 60, 80):  # a cold index is not read whole by its first search
-        assert set(source.candidates(probes, None).tolist()) == expected
-        assert (source.cache.lookup(everything)[1] >= 0).sum() == held
+        assert answered(source, probes) == expected
         assert source._live is not None and source._live.cached == (held == 80)
-    assert set(source.candidates(probes, None).tolist()) == expected  # now from the cache
+        assert source._live.filled == (None if held == 80 else held)
+        assert (source.cache.lookup(everything)[1] >= 0).sum() <= held + len(expected)  # the filled and the candidates
+    assert answered(source, probes) == expected  # now from the cache
+
+
+def test_an_index_larger_than_its_cache_searches_from_the_centroid_map_reading_only_finalists(store):
+    corpus = make_corpus(n_docs=120)
+    writer = build(store, corpus)
+    roomy = cs.Index.open(store, "papers")
+    small = cs.Index.open(store, "papers", cache_bytes=40_000)  # the lists fit, the documents do not
+    where = {"lang": "de"}
+    small.warm()  # loads the map at once
+    assert small._source._live is not None and small._source._live.mapped is not None
+
+    def assert_same_answers() -> None:
+        for query in corpus.embeddings[::15]:
+            for kwargs in ({}, {"filter": where}):
+                expected = [(hit.id, round(hit.score, 4)) for hit in roomy.search(query, k=5, nrerank=8, **kwargs)]
+                assert [(hit.id, round(hit.score, 4)) for hit in small.search(query, k=5, nrerank=8, **kwargs)] == expected
+
+    assert_same_answers()
+    live = small._source._live
+    assert live is not None and live.mapped is not None and not live.cached
+    cached, _ = small._cache.lookup(live.revisions[:0])
+    assert len(cached.batch) < len(corpus.ids)  # finalists only, not every candidate
+    writer.delete(corpus.ids[:30:2])
+    writer.add(corpus.ids[1:30:2], make_corpus(n_docs=15, seed=1).embeddings, metadata=[{"lang": "de"}] * 15)
+    assert_same_answers()
+    gone = set(corpus.ids[:30:2])
+    for query in corpus.embeddings[:30]:
+        assert not gone & {hit.id for hit in small.search(query, k=10)}
+
+
+@pytest.mark.parametrize("cache_bytes", [-1, 1.5, "1GB", True])
+def test_a_bad_cache_budget_is_refused_before_anything_is_created(store, cache_bytes):
+    with pytest.raises(InvalidInputError, match="cache_bytes"):
+        cs.Index.create(store, "papers", dim=8, cache_bytes=cache_bytes)
+    assert "papers" not in store.list_indexes()

@@ -216,6 +216,29 @@ def test_candidates_are_exactly_the_documents_holding_a_probed_centroid(store):
     assert candidate_ids(store, np.arange(40), where) == sorted(doc_id for i, doc_id in enumerate(batch.ids) if i % 4 == 1)
 
 
+def test_centroid_lists_are_each_documents_distinct_centroid_ids(store):
+    store.create_index("papers", manifest())
+    batch = make_batch([f"d{i}" for i in range(30)], seed=5, n_centroids=200_000, dtype=np.uint32)
+    store.upsert("papers", batch)
+    expected = {
+        int(rev): sorted(set(batch.centroid_ids[batch.token_offsets[i] : batch.token_offsets[i + 1]].tolist()))
+        for i, rev in enumerate(batch.revisions)
+    }
+
+    def listed(revisions: np.ndarray | None, name: str = "papers") -> dict[int, list[int]]:
+        found, offsets, centroids = store.centroid_lists(name, revisions)
+        assert len(offsets) == len(found) + 1 and offsets[-1] == len(centroids)
+        return {int(rev): centroids[offsets[i] : offsets[i + 1]].tolist() for i, rev in enumerate(found)}
+
+    assert listed(None) == expected
+    asked = batch.revisions[[7, 3, 20]]
+    assert listed(np.concatenate([asked, [10_000]])) == {int(rev): expected[int(rev)] for rev in asked}
+    store.delete("papers", ["d3"])
+    assert set(listed(asked)) == {int(batch.revisions[7]), int(batch.revisions[20])}
+    store.create_index("empty", manifest())
+    assert listed(None, "empty") == {}
+
+
 def test_awkward_ids_roundtrip(store):
     store.create_index("papers", manifest())
     ids = ["ünïcödé ✓ 文档 🚀", 'quo"te\'s', "back\\slash", "x" * 4096, "new\nline\ttab", " ", "1", "1.0"]

@@ -214,13 +214,22 @@ class LanceDBStore(Store):
 
     @translated
     def fetch(self, name: str, revisions: np.ndarray) -> DocumentBatch:
+        return arrow_to_batch(_rows_with_revisions(self._table(name), revisions, STORED_COLUMNS))
+
+    @translated
+    def centroid_lists(self, name: str, revisions: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Read from the ``centroids`` column alone (a few bytes per document and centroid)."""
         table = self._table(name)
-        parts = []
-        for start in range(0, len(revisions), _IN_LIST_CHUNK):
-            chunk = revisions[start : start + _IN_LIST_CHUNK]
-            listed = ", ".join(str(int(r)) for r in chunk)
-            parts.append(table.search().where(f"rev IN ({listed})").select(STORED_COLUMNS).limit(None).to_arrow())
-        return arrow_to_batch(pa.concat_tables(parts) if parts else BASE_SCHEMA.empty_table())
+        columns = ["rev", "centroids"]
+        if revisions is None:
+            rows = table.search().select(columns).limit(None).to_arrow()
+        else:
+            rows = _rows_with_revisions(table, revisions, columns)
+        lists = rows.column("centroids").combine_chunks()
+        offsets = np.zeros(len(lists) + 1, np.int64)
+        np.cumsum(lists.value_lengths().to_numpy(zero_copy_only=False), out=offsets[1:])
+        centroids = lists.flatten().to_numpy()
+        return rows.column("rev").to_numpy().astype(np.int64, copy=False), offsets, centroids
 
     @translated
     def scan(self, name: str, batch_size: int = 1024) -> Iterator[DocumentBatch]:
@@ -335,6 +344,13 @@ def _merge(table: Any, data: pa.Table, condition: str | None) -> Any:
     if condition is None:
         return merge.when_matched_update_all().when_not_matched_insert_all().execute(data)
     return merge.when_matched_update_all(where=condition).execute(data)
+
+
+def _rows_with_revisions(table: Any, revisions: np.ndarray, columns: Sequence[str]) -> pa.Table:
+    """``columns`` of the rows of ``table`` holding these revisions, in ``IN`` lists of a bounded length."""
+    chunks = [revisions[start : start + _IN_LIST_CHUNK] for start in range(0, len(revisions), _IN_LIST_CHUNK)]
+    parts = [table.search().where(f"rev IN ({_listed(chunk)})").select(list(columns)).limit(None).to_arrow() for chunk in chunks]
+    return pa.concat_tables(parts) if parts else BASE_SCHEMA.empty_table().select(list(columns))
 
 
 def _listed(revisions: np.ndarray) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from colbert_store.cache import range_positions
+from colbert_store.centroid_lists import range_positions
 
 
 class LocalTable:

@@ -16,6 +16,7 @@ with a filter on the stored ``rev``.
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 import uuid
@@ -207,21 +208,21 @@ class PointsStore(Store):
     def fetch(self, name: str, revisions: np.ndarray) -> DocumentBatch:
         """Scroll by ``rev`` (integer payload index), 2048 revisions a query; without payload indexes,
         the revisions are looked up in the collection's :class:`LocalTable` and the points retrieved by id."""
-        wanted = np.unique(np.asarray(revisions, dtype=np.int64))
+        records = self._run(name, partial(self._records_with_revisions, revisions=revisions, fields=STORED_FIELDS))
+        return payloads_to_batch([record.payload for record in records])
 
-        def read(docs: str) -> list[Record]:
-            if not self._engine.indexes_payload:
-                found = self._engine.retrieve(docs, self._engine.local_table(docs).point_ids_of(wanted), STORED_FIELDS)
-                wanted_set = set(wanted.tolist())
-                return [record for record in found if record.payload["rev"] in wanted_set]
-            records: list[Record] = []
-            for start in range(0, len(wanted), _FETCH_CHUNK):
-                chunk = wanted[start : start + _FETCH_CHUNK].tolist()
-                records += self._scroll_all(docs, self._engine.conditions.match_any("rev", chunk), STORED_FIELDS)
-            return records
-
-        return payloads_to_batch([record.payload for record in self._run(name, read)])
-
+    def centroid_lists(self, name: str, revisions: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Read from the ``rev`` and ``centroids`` payload fields alone."""
+        fields = ["rev", "centroids"]
+        if revisions is None:
+            records = self._run(name, lambda docs: self._scroll_all(docs, None, fields))
+        else:
+            records = self._run(name, partial(self._records_with_revisions, revisions=revisions, fields=fields))
+        lists = [record.payload["centroids"] for record in records]
+        offsets = np.zeros(len(lists) + 1, np.int64)
+        np.cumsum([len(listed) for listed in lists], out=offsets[1:])
+        centroids = np.fromiter(itertools.chain.from_iterable(lists), np.int64, int(offsets[-1]))
+        return _revisions(records), offsets, centroids
     def scan(self, name: str, batch_size: int = 1024) -> Iterator[DocumentBatch]:
         offset = None
         while True:
@@ -238,6 +239,18 @@ class PointsStore(Store):
         return sum(len(record.payload.get(field) or "") for record in records for field in fields)
 
     # -- helpers ------------------------------------------------------------------------------
+    def _records_with_revisions(self, docs: str, revisions: np.ndarray, fields: list[str]) -> list[Record]:
+        wanted = np.unique(np.asarray(revisions, dtype=np.int64))
+        if not self._engine.indexes_payload:
+            found = self._engine.retrieve(docs, self._engine.local_table(docs).point_ids_of(wanted), fields)
+            wanted_set = set(wanted.tolist())
+            return [record for record in found if record.payload["rev"] in wanted_set]
+        records: list[Record] = []
+        for start in range(0, len(wanted), _FETCH_CHUNK):
+            chunk = wanted[start : start + _FETCH_CHUNK].tolist()
+            records += self._scroll_all(docs, self._engine.conditions.match_any("rev", chunk), fields)
+        return records
+
     def _run(self, name: str, operation: Callable[[str], T], writing: bool = False) -> T:
         """``operation(documents collection)`` under the engine's lock (a write then tells the engine).
 
