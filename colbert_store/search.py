@@ -34,9 +34,9 @@ class SearchParams:
     """
 
     nprobe: int = 2
-    ncandidates: int = 256
-    nrerank: int = 128
-    centroid_threshold: float | None = 0.45
+    ncandidates: int = 128
+    nrerank: int = 48
+    centroid_threshold: float | None = 0.5
 
     def __post_init__(self) -> None:
         if not isinstance(self.nprobe, int) or self.nprobe < 1:
