@@ -37,7 +37,7 @@ from benchmarks.lib.paths import DEFAULT_CACHE_DIR, REPO_ROOT
 from benchmarks.lib.plaid import serve_command
 from benchmarks.lib.report import markdown_table
 from benchmarks.lib.scifact import ScifactVectors, load_scifact_vectors
-from benchmarks.lib.timing import WARMUP, latency_summary, use_search_threads
+from benchmarks.lib.timing import BATCH_SIZE, WARMUP, latency_summary, use_search_threads
 
 EDGE_WORKER = "colbert-store on Qdrant Edge"
 
@@ -55,12 +55,13 @@ def run_head_to_head(
     k: int = 10,
     exact: list[list[str]] | None = None,
     edge_index: Path | None = None,
+    padded: bool = False,
 ) -> dict[str, Any]:
     """Time every query ``passes`` times on PLAID and colbert-store, in blocks of ``block`` queries
     that go to each system in turn; exhaustive exact MaxSim takes every ``exact_stride``-th query of
     each block (a different one each pass), so that its turns take about as long as the others'.
     ``exact_stride=0`` leaves exact out. ``edge_index``: a Qdrant Edge folder holding the same index,
-    timed as one more system.
+    timed as one more system. ``padded``: every system gets the queries padded with ``[MASK]`` to 32 tokens.
 
     Returns per system its latency summary over all its timed searches and, given the ``exact``
     rankings, recall@k against them (first pass); ``paired``: the median over queries of
@@ -75,8 +76,9 @@ def run_head_to_head(
     if exact is not None and len(exact) < len(positions):
         raise ValueError(f"the exact rankings cover {len(exact)} queries, not all {len(positions)}")
     ours = [sys.executable, "-m", "benchmarks.head_to_head", "--cache", str(cache), "--k", str(k)]
+    ours += ["--padded"] if padded else []
     commands = {
-        "plaid": serve_command(plaid_index, cache, k=k, warmup=WARMUP),
+        "plaid": serve_command(plaid_index, cache, k=k, warmup=WARMUP, padded=padded),
         "colbert-store": [*ours, "--serve", str(colbert_store_index)],
     }
     if edge_index is not None:
@@ -107,6 +109,7 @@ def run_head_to_head(
                     seconds[name][pass_, picked] = answer["seconds"]
                     if pass_ == 0 and stride == 1:
                         rankings[name] += answer["rankings"]
+        batch_seconds = _time_batches(workers, positions, passes)
     finally:
         for worker in workers.values():
             worker.stdin.close()  # type: ignore[union-attr]
@@ -117,6 +120,8 @@ def run_head_to_head(
         for name in systems.keys() - {"exact"}:
             recall = np.mean([overlap_at_k(r, e, k) for r, e in zip(rankings[name], exact)])
             systems[name]["recall_at_10_vs_exact"] = float(recall)
+    for name, total in batch_seconds.items():
+        systems[name]["qps_batch"] = len(positions) / total
     result: dict[str, Any] = {
         "systems": systems,
         "paired": _against_plaid(ours_s, seconds["plaid"]),
@@ -138,6 +143,20 @@ def run_head_to_head(
             "colbert_store_p50_ms": latency_summary(ours_same)["p50_ms"],
         }
     return result
+
+
+def _time_batches(workers: dict[str, subprocess.Popen[str]], positions: list[int], rounds: int) -> dict[str, float]:
+    """Median seconds each worker but exact takes to answer every query in batches of :data:`BATCH_SIZE` with
+    its batch search (colbert-store's ``search_batch``; PLAID's ``search_all`` loop), in ``rounds`` turns."""
+    names = [name for name in workers if name != "exact"]
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(rounds):
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+            worker = workers[name]
+            worker.stdin.write(json.dumps({"batches": BATCH_SIZE, "queries": positions}) + "\n")  # type: ignore[union-attr]
+            worker.stdin.flush()  # type: ignore[union-attr]
+            seconds[name].append(_receive(worker.stdout, name)["seconds"])
+    return {name: float(np.median(values)) for name, values in seconds.items()}
 
 
 def _against_plaid(ours: np.ndarray, plaid: np.ndarray) -> dict[str, Any]:
@@ -167,27 +186,33 @@ def _receive(stream: IO[str] | None, name: str) -> dict[str, Any]:
     return json.loads(line)
 
 
-def _serve_colbert_store(folder: Path, store_kind: str, cache: Path, k: int) -> None:
+def _serve_colbert_store(folder: Path, store_kind: str, cache: Path, k: int, padded: bool) -> None:
     """A colbert-store worker: open the index on its store, warm it, run untimed queries, then answer blocks."""
     channel = claim_stdout()
-    _, queries = _worker_data(cache)
+    _, queries = _worker_data(cache, padded)
     index = cs.Index.open(open_store(store_kind, folder), SCIFACT_INDEX)
     index.warm()
-    _warm_up_and_serve(lambda position: [hit.id for hit in index.search(queries[position], k=k)], len(queries), channel)
+    for position in range(min(WARMUP, len(queries))):
+        index.search(queries[position], k=k)
+    serve(
+        lambda position: [hit.id for hit in index.search(queries[position], k=k)],
+        channel,
+        lambda positions: index.search_batch([queries[position] for position in positions], k=k),
+    )
 
 
-def _serve_exact(cache: Path, k: int) -> None:
+def _serve_exact(cache: Path, k: int, padded: bool) -> None:
     """The exhaustive exact MaxSim worker (``benchmarks.systems``' exact system): vectors in memory."""
     channel = claim_stdout()
-    vectors, queries = _worker_data(cache)
+    vectors, queries = _worker_data(cache, padded)
     exhaustive = ExhaustiveMaxSim(vectors.doc_ids, vectors.doc_vectors, vectors.doc_offsets)
     _warm_up_and_serve(lambda position: [doc_id for doc_id, _ in exhaustive.search(queries[position], k)], len(queries), channel)
 
 
-def _worker_data(cache: Path) -> tuple[ScifactVectors, list[np.ndarray]]:
-    """The cached vectors and queries, after setting the threads single queries are measured with."""
+def _worker_data(cache: Path, padded: bool) -> tuple[ScifactVectors, list[np.ndarray]]:
+    """The cached vectors and queries (padded or not), after setting the threads single queries are measured with."""
     use_search_threads()
-    vectors = load_scifact_vectors(cache)
+    vectors = load_scifact_vectors(cache, query_expansion=padded)
     return vectors, vectors.queries()
 
 
@@ -201,14 +226,15 @@ def paired_table(result: dict[str, Any]) -> str:
     """The head-to-head as a markdown table with its paired ratios."""
     rows = [
         [name, f"{row['p50_ms']:.1f}", f"{row['p95_ms']:.1f}",
-         f"{row['recall_at_10_vs_exact']:.3f}" if "recall_at_10_vs_exact" in row else "–"]
+         f"{row['recall_at_10_vs_exact']:.3f}" if "recall_at_10_vs_exact" in row else "–",
+         f"{row['qps_batch']:.1f}" if "qps_batch" in row else "–"]
         for name, row in result["systems"].items()
     ]
     paired = result["paired"]
     lines = [
         f"Paired latency, {result['n_queries']} queries x {result['passes']} passes, alternating blocks of {result['block']}:",
         "",
-        markdown_table(["system", "p50 ms", "p95 ms", "recall@10 vs exact"], rows),
+        markdown_table(["system", "p50 ms", "p95 ms", "recall@10 vs exact", "QPS, batches of 32"], rows),
         "",
         f"colbert-store's time over PLAID's, median over queries: {paired['median_time_ratio']:.3f}; "
         f"colbert-store faster on {paired['share_colbert_store_faster']:.0%} of queries; "
@@ -249,13 +275,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--exact-stride", type=int, default=10, help="exact MaxSim times every N-th query of a block (0: none)")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
+    parser.add_argument("--padded", action="store_true", help="queries padded with [MASK] to 32 tokens "
+                        "(then --exact must rank those: benchmarks.systems exact --padded)")
     args = parser.parse_args(argv)
 
     if args.serve:
-        _serve_colbert_store(args.serve, args.serve_store, args.cache, args.k)
+        _serve_colbert_store(args.serve, args.serve_store, args.cache, args.k, args.padded)
         return
     if args.serve_exact:
-        _serve_exact(args.cache, args.k)
+        _serve_exact(args.cache, args.k, args.padded)
         return
     if not (args.plaid_index and args.colbert_store_index):
         parser.error("--plaid-index and --colbert-store-index are required")
@@ -263,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
     result = run_head_to_head(
         args.plaid_index, args.colbert_store_index, args.cache,
         n_queries=args.queries, block=args.block, block_warmup=args.block_warmup, passes=args.passes,
-        exact_stride=args.exact_stride, k=args.k, exact=exact, edge_index=args.edge_index,
+        exact_stride=args.exact_stride, k=args.k, exact=exact, edge_index=args.edge_index, padded=args.padded,
     )
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))

@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("--nbits", type=int, default=2)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--padded", action="store_true", help="the queries padded with [MASK] to 32 tokens")
     args = parser.parse_args()
     if not args.serve and not args.out:
         parser.error("--out is required unless --serve")
@@ -95,8 +96,9 @@ def main() -> None:
     vectors = np.load(cache / "doc_vectors.npy", mmap_mode="r")
     offsets = np.load(cache / "doc_offsets.npy").astype(np.int64)
     doc_ids = json.loads((cache / "doc_ids.json").read_text())
-    query_vectors = np.load(cache / "query_vectors.npy")
-    query_offsets = np.load(cache / "query_offsets.npy")
+    suffix = "_expanded" if args.padded else ""
+    query_vectors = np.load(cache / f"query_vectors{suffix}.npy")
+    query_offsets = np.load(cache / f"query_offsets{suffix}.npy")
     queries = [query_vectors[query_offsets[i] : query_offsets[i + 1]] for i in range(len(query_offsets) - 1)]
     index_dir = Path(args.index_dir).resolve()
 

@@ -146,10 +146,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--slow-queries", type=int, default=100, help="queries for the slow systems and each sweep point")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--keep-index", type=Path, default=None, help="build the index in this new folder and keep it")
+    parser.add_argument("--padded", action="store_true", help="the queries padded with [MASK] to 32 tokens (not PLAID)")
     args = parser.parse_args(argv)
+    if args.padded and args.system == "plaid":
+        parser.error("PLAID reads the unpadded queries here; head_to_head --padded times it on the padded ones")
 
     use_search_threads()
-    vectors = load_scifact_vectors(args.cache, data_dir=args.data)
+    vectors = load_scifact_vectors(args.cache, data_dir=args.data, query_expansion=args.padded)
     queries = vectors.queries()[: args.queries]
     exact = [] if args.system == "exact" else json.loads(args.exact.read_text())["rankings"]
     if args.system != "exact" and len(exact) < len(queries):

@@ -48,7 +48,8 @@ class InvertedList:
 @dataclass(frozen=True)
 class CentroidLists:
     """Documents numbered by slot: their revisions, each one's distinct centroid ids, ascending
-    (``centroids[offsets[s]:offsets[s + 1]]`` for slot ``s``), and inverted lists covering every slot."""
+    (``centroids[offsets[s]:offsets[s + 1]]`` for slot ``s``), and inverted lists covering every slot,
+    or none (:meth:`unlisted`: the lists of one search's candidates, read through once)."""
 
     revisions: np.ndarray
     offsets: np.ndarray
@@ -66,6 +67,11 @@ class CentroidLists:
     def of(cls, revisions: np.ndarray, offsets: np.ndarray, centroids: np.ndarray) -> CentroidLists:
         """The lists of these documents, with one inverted list over all of them."""
         return cls(revisions, offsets, centroids, (InvertedList.build(offsets, centroids, 0, len(revisions)),))
+
+    @classmethod
+    def unlisted(cls, revisions: np.ndarray, offsets: np.ndarray, centroids: np.ndarray) -> CentroidLists:
+        """The lists of these documents without inverted lists: lookups scan them."""
+        return cls(revisions, offsets, centroids, ())
 
     def __len__(self) -> int:
         return len(self.revisions)
@@ -86,11 +92,14 @@ class CentroidLists:
 
     def slots_holding(self, centroids: np.ndarray) -> np.ndarray:
         """The slots (ascending, each once) of the documents holding one of ``centroids``."""
-        found = [inverted.holding(centroids)[0] for inverted in self.inverted_lists]
-        return np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
+        if not self.inverted_lists:
+            return np.unique(self._scanned_pairs(centroids, np.arange(len(self)))[0])
+        return np.unique(np.concatenate([inverted.holding(centroids)[0] for inverted in self.inverted_lists]))
 
     def pairs_among(self, centroids: np.ndarray, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Every (row, centroid) pair, once, where the document in ``slots[row]`` holds one of ``centroids``."""
+        if not self.inverted_lists:
+            return self._scanned_pairs(centroids, slots)
         row_of_slot = np.full(len(self), -1, dtype=np.int64)
         row_of_slot[slots] = np.arange(len(slots))
         rows, held = [np.empty(0, np.int64)], [centroids[:0]]
@@ -102,6 +111,14 @@ class CentroidLists:
             rows.append(holder_rows.take(kept))
             held.append(found.take(kept))
         return np.concatenate(rows), np.concatenate(held)
+
+    def _scanned_pairs(self, centroids: np.ndarray, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`pairs_among` by reading through the lists of ``slots``."""
+        held, rows = self.distinct_centroids_of(slots)
+        wanted = np.zeros(max(int(held.max(initial=0)), int(centroids.max(initial=0))) + 1, dtype=bool)
+        wanted[centroids] = True
+        kept = np.flatnonzero(wanted[held])
+        return rows.take(kept), held.take(kept).astype(np.int64)
 
     def distinct_centroids_of(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The distinct centroid ids of the documents in ``slots``, concatenated, and for each the index into ``slots``."""

@@ -8,6 +8,8 @@ centroid) pair, a fraction of the documents' codes and residuals.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from colbert_store.centroid_lists import CentroidLists, GrowingLists
@@ -20,8 +22,7 @@ REBUILD_STALE_SHARE = 0.5
 class CentroidMap:
     """The centroid lists of one index's stored documents, brought up to date one store version at a time.
 
-    Not thread-safe: its owner (:class:`~colbert_store.reading.DocumentSource`) updates it under its
-    refresh lock; the snapshots it returns never change.
+    Thread-safe (updates take turns); the snapshots it returns never change.
     """
 
     def __init__(self, store: Store, name: str, max_bytes: int) -> None:
@@ -29,11 +30,16 @@ class CentroidMap:
         self._name = name
         self._max_bytes = max_bytes
         self._lists = GrowingLists()
+        self._lock = threading.Lock()
 
     def covering(self, live: np.ndarray) -> CentroidLists | None:
         """Lists holding every one of the ``live`` revisions (and perhaps documents replaced or deleted
         since, which callers leave out by ``live``), reading from the store only the lists it lacks;
         ``None`` when they do not fit the byte budget."""
+        with self._lock:
+            return self._covering(live)
+
+    def _covering(self, live: np.ndarray) -> CentroidLists | None:
         held = self._lists.snapshot
         missing = live[held.slots(live) < 0]
         stale = len(held) - (len(live) - len(missing))

@@ -237,7 +237,8 @@ class Index:
         fusion: Fusion | str | None = None,
         **params: Any,
     ) -> list[list[Hit]]:
-        """:meth:`search` for many queries with the same ``k``, filter and knobs (``texts``: one per query)."""
+        """:meth:`search` for many queries with the same ``k``, filter and knobs (``texts``: one per query),
+        all answered at the index's version when the batch starts."""
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
         where = parse_filter(filter)
@@ -257,7 +258,8 @@ class Index:
             self._reload()  # a new codec, or a first add made here or by another process
         if self._state.current is None:
             return [[] for _ in matrices]
-        return [_hits(self._search_one(q, k, where, search_params, h)) for q, h in zip(matrices, per_query)]
+        with self._source.one_version():  # the store's version is checked once for the whole batch
+            return [_hits(self._search_one(q, k, where, search_params, h)) for q, h in zip(matrices, per_query)]
 
     def warm(self) -> int:
         """Read stored documents into the in-memory cache until it is full (and, when they do not all fit,

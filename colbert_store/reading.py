@@ -1,20 +1,24 @@
 """What a search reads of an index: candidates and their centroid lists, for the approximate stages, and
 the finalists' encoded documents, for exact scoring.
 
-The store stays the source of truth. Candidates come from the store's index, or from memory while the
-store can say cheaply that its documents have not changed (a data version): from the document cache's
-lists when it holds every live document, or from the centroid map (:mod:`colbert_store.centroid_map`)
-when the live documents cannot all fit the cache. Either answers only for a store version whose set of
-live revisions it has read from the store; a search with a metadata filter always asks the store, which
-evaluates the filter. The live set is read again when the version changes or the cache is emptied.
-Until the cache holds it all, each search also reads the next :data:`FILL_DOCUMENTS` live documents
-into it (while they look like they fit), so a cold process answers its first search at once and its
-cache still comes to hold the whole index (``Index.warm`` fills it at once).
+The store stays the source of truth. Candidates and their lists come from the store's index, or from
+memory while the store can say cheaply that its documents have not changed (a data version): from the
+document cache when it holds every live document, or from the centroid map
+(:mod:`colbert_store.centroid_map`) when the live documents do not fit the cache. Either answers only
+for a store version whose set of live revisions it has read from the store; with a metadata filter the
+store still evaluates the filter. The live set is read again when the version changes or the cache is
+emptied. Until the cache holds it all, each search also reads the next :data:`FILL_DOCUMENTS` live
+documents into it, so a cold process answers its first search at once and its cache still comes to
+hold the whole index (``Index.warm`` fills it at once). Once they look too many for the cache, a
+background thread brings the map up to date instead, at each new version, while searches ask the store.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -25,16 +29,18 @@ from colbert_store.centroid_map import CentroidMap
 from colbert_store.filters import Filter
 from colbert_store.storage import Store, concatenated_batches
 
+logger = logging.getLogger(__name__)
+
 FILL_DOCUMENTS = 256
-"""Live documents an unfiltered search reads into the cache, besides its candidates, until it holds them all."""
+"""Live documents an unfiltered search reads into the cache, besides its finalists, until it holds them all."""
 
 
 @dataclass(frozen=True)
 class _Live:
     """The revisions stored at one store version and whether, as of a cache epoch, the cache holds them
     all; ``filled``: how many of them, in order, have been read into the cache, or ``None`` once filling
-    is over (all read, or they cannot all fit); ``mapped``: the centroid map's lists covering them, once
-    filling is over without the cache holding them all (``None`` where the map does not fit either).
+    is over; ``mapped``: once filling found them too many for the cache (``uncacheable``), the centroid
+    map's lists covering them (``None`` until the background update lands).
     """
 
     version: int
@@ -42,6 +48,7 @@ class _Live:
     epoch: int
     filled: int | None
     cached: bool
+    uncacheable: bool = False
     mapped: CentroidLists | None = None
 
 
@@ -55,6 +62,8 @@ class DocumentSource:
         self._map = CentroidMap(store, name, cache.max_bytes)
         self._live: _Live | None = None
         self._refresh_lock = threading.Lock()
+        self._mapping = False  # a thread is updating the map (guarded by the refresh lock)
+        self._pinned = threading.local()  # .live: the live set this thread's searches use (one_version)
 
     def candidate_lists(self, centroid_ids: np.ndarray | None, where: Filter | None) -> tuple[CentroidLists, np.ndarray]:
         """Slots, in centroid lists that the approximate stages read, of the documents holding one of
@@ -62,8 +71,8 @@ class DocumentSource:
         live = self._current()
         lists = None if live is None else self._lists_of(live)
         if live is None or lists is None:
-            docs, slots = self.documents(self.store.candidates(self.name, centroid_ids, where))
-            return docs.lists, slots
+            found = CentroidLists.unlisted(*self.store.candidate_lists(self.name, centroid_ids, where))
+            return found, np.arange(len(found))
         if where is not None:  # the store evaluates the filter
             slots = lists.slots(self.store.candidates(self.name, centroid_ids, where))
             return lists, slots[slots >= 0]
@@ -92,8 +101,8 @@ class DocumentSource:
         return self.store.text_search(self.name, text, limit, where)
 
     def prepare(self) -> None:
-        """Read the live set and fill the cache, or load the centroid map where the cache cannot hold
-        them all, at once rather than a step per search (``Index.warm``)."""
+        """Read the live set and fill the cache, or bring the centroid map up to date where the cache
+        cannot hold them all, at once rather than a step per search (``Index.warm``)."""
         version = self.store.data_version(self.name)
         if version is None:
             return
@@ -101,7 +110,22 @@ class DocumentSource:
             live = self._read_live(version, self._live)
             while live.filled is not None:
                 live = self._fill(live)
+            if live.uncacheable:
+                live = self._mapped(live, self._map.covering(live.revisions))
             self._live = live
+
+    @contextmanager
+    def one_version(self) -> Iterator[None]:
+        """Within the block, this thread's searches read the live set of the store's version at its start
+        (checked once) and, where one search's read brings new documents into memory, those of the next."""
+        if getattr(self._pinned, "active", False):
+            yield
+            return
+        self._pinned.active, self._pinned.live = True, None
+        try:
+            yield
+        finally:
+            self._pinned.active, self._pinned.live = False, None
 
     def _lists_of(self, live: _Live) -> CentroidLists | None:
         """The lists that answer for ``live`` from memory, if any."""
@@ -115,6 +139,9 @@ class DocumentSource:
         """The live set of the store's current version, after reading the next live documents into the
         cache if it does not hold them all yet (see the module docstring); ``None`` when the store has no
         cheap version."""
+        if getattr(self._pinned, "active", False) and self._pinned.live is not None:
+            live = self._live  # the version pinned, as the latest fill or map update left it
+            return live if live is not None and live.version == self._pinned.live.version else self._pinned.live
         version = self.store.data_version(self.name)
         if version is None:
             return None
@@ -128,22 +155,26 @@ class DocumentSource:
                     live = self._live = self._fill(live)
             finally:
                 self._refresh_lock.release()
+        if live.uncacheable and live.mapped is None:
+            self._update_map_in_background()
+        if getattr(self._pinned, "active", False):
+            self._pinned.live = live
         return live
 
     def _read_live(self, version: int, earlier: _Live | None) -> _Live:
         """The revisions the store holds now (labelled ``version``: a later write makes the next version
-        check read them again) and whether the cache holds them all; an index that did not fit the cache
-        at the ``earlier`` version goes on in the centroid map."""
+        check read them again) and whether the cache holds them all; an index found too large for the
+        cache at the ``earlier`` version goes on with the centroid map."""
         epoch = self.cache.epoch
         revisions = np.sort(self.store.candidates(self.name, None, None))
-        if earlier is not None and earlier.mapped is not None:
-            return _Live(version, revisions, epoch, None, cached=False, mapped=self._map.covering(revisions))
+        if earlier is not None and earlier.uncacheable:
+            return _Live(version, revisions, epoch, None, cached=False, uncacheable=True)
         _, slots = self.cache.lookup(revisions)
         return _Live(version, revisions, epoch, 0, cached=bool((slots >= 0).all()) and self.cache.epoch == epoch)
 
     def _fill(self, live: _Live) -> _Live:
         """``live`` after reading its next :data:`FILL_DOCUMENTS` revisions into the cache (those it lacks),
-        or with the centroid map's lists once they look too many for the cache."""
+        or marked ``uncacheable`` once they look too many for the cache."""
         assert live.filled is not None
         chunk = live.revisions[live.filled : live.filled + FILL_DOCUMENTS]
         _, slots = self.cache.lookup(chunk)
@@ -151,13 +182,46 @@ class DocumentSource:
             fetched = self.store.fetch(self.name, chunk[slots < 0])
             expected_bytes = cached_bytes(fetched) / max(len(fetched), 1) * len(live.revisions)
             if not self.cache.fits(fetched) or expected_bytes > self.cache.max_bytes:
-                return replace(live, filled=None, mapped=self._map.covering(live.revisions))
+                return replace(live, filled=None, uncacheable=True)
             self.cache.insert(fetched)
         filled = live.filled + len(chunk)
         if filled < len(live.revisions):
             return replace(live, filled=filled)
         _, slots = self.cache.lookup(live.revisions)  # all read: one whole check, then no more filling
         return replace(live, filled=None, cached=bool((slots >= 0).all()) and self.cache.epoch == live.epoch)
+
+    def _update_map_in_background(self) -> None:
+        """Start the thread that brings the centroid map up to the current live set, unless it runs."""
+        with self._refresh_lock:
+            if self._mapping:
+                return
+            self._mapping = True
+        threading.Thread(target=self._update_map, name="colbert-store-centroid-map", daemon=True).start()
+
+    def _update_map(self) -> None:
+        """Bring the map up to date with each new live set until one is covered (then the thread ends)."""
+        while True:
+            with self._refresh_lock:
+                live = self._live
+                if live is None or not live.uncacheable or live.mapped is not None:
+                    self._mapping = False
+                    return
+            try:
+                lists = self._map.covering(live.revisions)
+            except Exception:
+                logger.warning("could not read the centroid lists of index %r; searches ask the store", self.name, exc_info=True)
+                with self._refresh_lock:
+                    self._mapping = False
+                return
+            with self._refresh_lock:
+                if self._live is live:
+                    self._live = self._mapped(live, lists)
+
+    @staticmethod
+    def _mapped(live: _Live, lists: CentroidLists | None) -> _Live:
+        """``live`` with the map's lists, or no longer ``uncacheable`` where they do not fit either (the
+        store answers; the next version tries filling again)."""
+        return replace(live, mapped=lists) if lists is not None else replace(live, uncacheable=False)
 
 
 def _contains(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:

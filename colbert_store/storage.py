@@ -204,6 +204,16 @@ class Store(ABC):
         parts = [(batch.revisions, *batch.distinct_centroids()) for batch in batches]
         return concatenated_lists(parts)
 
+    def candidate_lists(
+        self, name: str, centroid_ids: np.ndarray | None, where: Filter | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`candidates` with each one's distinct centroid ids, as :meth:`centroid_lists` gives them.
+
+        The default asks for the candidates, then their lists; a store that can return both in one
+        query does.
+        """
+        return self.centroid_lists(name, self.candidates(name, centroid_ids, where))
+
     def data_version(self, name: str) -> int | None:
         """A number that changes whenever the index's documents change, if the store can tell cheaply
         (a search then answers candidates from its cache while the number stays the same); ``None``

@@ -3,6 +3,8 @@ large for it) answer exactly as the store would, on every store, before and afte
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -20,6 +22,12 @@ def answered(source: DocumentSource, probes: np.ndarray | None, where=None) -> s
     return set(lists.revisions[slots].tolist())
 
 
+def wait_for_map(source: DocumentSource) -> None:
+    deadline = time.monotonic() + 30
+    while (source._live is None or source._live.mapped is None) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def test_candidates_from_memory_equal_the_stores_before_and_after_writes(store):
     corpus = make_corpus(n_docs=80)
     index = build(store, corpus)
@@ -29,10 +37,12 @@ def test_candidates_from_memory_equal_the_stores_before_and_after_writes(store):
     neither = DocumentSource(store, "papers", DocumentCache(max_bytes=0))  # not even the lists fit: the store answers
 
     def assert_all_answer_as_the_store() -> None:
-        for probes in (np.array([0, 3, 7]), np.arange(40, 64), np.array([5]), None):
-            expected = set(store.candidates("papers", probes, None).tolist())
-            for source in (roomy, mapped, neither):
-                assert answered(source, probes) == expected
+        for _ in range(2):  # the second time from the map, which a background thread brings up to date
+            for probes in (np.array([0, 3, 7]), np.arange(40, 64), np.array([5]), None):
+                expected = set(store.candidates("papers", probes, None).tolist())
+                for source in (roomy, mapped, neither):
+                    assert answered(source, probes) == expected
+            wait_for_map(mapped)
         assert roomy._live is not None and roomy._live.cached and roomy._live.mapped is None
         assert mapped._live is not None and not mapped._live.cached and mapped._live.mapped is not None
         assert neither._live is not None and neither._live.mapped is None and not neither._live.cached
@@ -93,3 +103,15 @@ def test_a_bad_cache_budget_is_refused_before_anything_is_created(store, cache_b
     with pytest.raises(InvalidInputError, match="cache_bytes"):
         cs.Index.create(store, "papers", dim=8, cache_bytes=cache_bytes)
     assert "papers" not in store.list_indexes()
+
+
+def test_a_batch_reads_the_version_of_its_start_and_the_next_search_sees_later_writes(store):
+    corpus = make_corpus(n_docs=40)
+    index = build(store, corpus)
+    source = DocumentSource(store, "papers", DocumentCache())
+    before = answered(source, None)
+    with source.one_version():
+        assert answered(source, None) == before
+        index.delete(corpus.ids[:5])
+        assert answered(source, None) == before  # still the batch's version
+    assert answered(source, None) == set(store.candidates("papers", None, None).tolist()) != before

@@ -216,7 +216,7 @@ def test_candidates_are_exactly_the_documents_holding_a_probed_centroid(store):
     assert candidate_ids(store, np.arange(40), where) == sorted(doc_id for i, doc_id in enumerate(batch.ids) if i % 4 == 1)
 
 
-def test_centroid_lists_are_each_documents_distinct_centroid_ids(store):
+def test_centroid_lists_are_each_documents_distinct_centroid_ids_and_candidates_come_with_theirs(store):
     store.create_index("papers", manifest())
     batch = make_batch([f"d{i}" for i in range(30)], seed=5, n_centroids=200_000, dtype=np.uint32)
     store.upsert("papers", batch)
@@ -231,6 +231,13 @@ def test_centroid_lists_are_each_documents_distinct_centroid_ids(store):
         return {int(rev): centroids[offsets[i] : offsets[i + 1]].tolist() for i, rev in enumerate(found)}
 
     assert listed(None) == expected
+    probes = np.unique(batch.centroid_ids[:40]).astype(np.int64)
+    for where in (None, parse_filter({"tag": "t1"})):
+        found, offsets, centroids = store.candidate_lists("papers", probes, where)
+        assert sorted(found.tolist()) == sorted(store.candidates("papers", probes, where).tolist())
+        assert {int(rev): centroids[offsets[i] : offsets[i + 1]].tolist() for i, rev in enumerate(found)} == {
+            int(rev): expected[int(rev)] for rev in found
+        }
     asked = batch.revisions[[7, 3, 20]]
     assert listed(np.concatenate([asked, [10_000]])) == {int(rev): expected[int(rev)] for rev in asked}
     store.delete("papers", ["d3"])

@@ -180,12 +180,25 @@ class LanceDBStore(Store):
         table = self._table(name)
         reads = self._reads  # read once: close() may run meanwhile
         if reads is not None:
-            revisions = reads.revisions(table.name, centroid_ids, where)
+            revisions = reads.rows(table.name, centroid_ids, where, ["rev"]).column("rev")
         else:
             query = table.search().select(["rev"]).limit(None)
             predicate = condition(centroid_ids, where, table.schema if where is not None else None)
             revisions = (query.where(predicate) if predicate else query).to_arrow().column("rev")
         return revisions.to_numpy().astype(np.int64, copy=False)
+
+    @translated
+    def candidate_lists(
+        self, name: str, centroid_ids: np.ndarray | None, where: Filter | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One query for the candidates' ``rev`` and ``centroids`` columns."""
+        table = self._table(name)
+        reads = self._reads  # read once: close() may run meanwhile
+        if reads is not None:
+            return _lists_of(reads.rows(table.name, centroid_ids, where, ["rev", "centroids"]))
+        query = table.search().select(["rev", "centroids"]).limit(None)
+        predicate = condition(centroid_ids, where, table.schema if where is not None else None)
+        return _lists_of((query.where(predicate) if predicate else query).to_arrow())
 
     @translated
     def text_search(self, name: str, text: str, limit: int, where: Filter | None) -> tuple[np.ndarray, np.ndarray]:
@@ -222,14 +235,8 @@ class LanceDBStore(Store):
         table = self._table(name)
         columns = ["rev", "centroids"]
         if revisions is None:
-            rows = table.search().select(columns).limit(None).to_arrow()
-        else:
-            rows = _rows_with_revisions(table, revisions, columns)
-        lists = rows.column("centroids").combine_chunks()
-        offsets = np.zeros(len(lists) + 1, np.int64)
-        np.cumsum(lists.value_lengths().to_numpy(zero_copy_only=False), out=offsets[1:])
-        centroids = lists.flatten().to_numpy()
-        return rows.column("rev").to_numpy().astype(np.int64, copy=False), offsets, centroids
+            return _lists_of(table.search().select(columns).limit(None).to_arrow())
+        return _lists_of(_rows_with_revisions(table, revisions, columns))
 
     @translated
     def scan(self, name: str, batch_size: int = 1024) -> Iterator[DocumentBatch]:
@@ -344,6 +351,14 @@ def _merge(table: Any, data: pa.Table, condition: str | None) -> Any:
     if condition is None:
         return merge.when_matched_update_all().when_not_matched_insert_all().execute(data)
     return merge.when_matched_update_all(where=condition).execute(data)
+
+
+def _lists_of(rows: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``rev`` and ``centroids`` columns of ``rows`` as :meth:`Store.centroid_lists` returns them."""
+    lists = rows.column("centroids").combine_chunks()
+    offsets = np.zeros(len(lists) + 1, np.int64)
+    np.cumsum(lists.value_lengths().to_numpy(zero_copy_only=False), out=offsets[1:])
+    return rows.column("rev").to_numpy().astype(np.int64, copy=False), offsets, lists.flatten().to_numpy()
 
 
 def _rows_with_revisions(table: Any, revisions: np.ndarray, columns: Sequence[str]) -> pa.Table:

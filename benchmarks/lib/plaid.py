@@ -43,9 +43,10 @@ def run_plaid(cache: Path, *, nbits: int, k: int, index_dir: Path | None = None)
         return json.loads(out.read_text())
 
 
-def serve_command(index_dir: Path, cache: Path, *, k: int, warmup: int) -> list[str]:
-    """The command of a PLAID worker that opens ``index_dir`` and answers query blocks (``block_server``)."""
+def serve_command(index_dir: Path, cache: Path, *, k: int, warmup: int, padded: bool = False) -> list[str]:
+    """The command of a PLAID worker that opens ``index_dir`` and answers query blocks (``block_server``),
+    of the queries padded with ``[MASK]`` if ``padded``."""
     return [
         str(plaid_python()), str(PLAID_RUNNER), "--serve", "--cache", str(cache), "--index-dir", str(index_dir),
-        "--k", str(k), "--warmup", str(warmup),
+        "--k", str(k), "--warmup", str(warmup), *(["--padded"] if padded else []),
     ]
