@@ -216,6 +216,41 @@ def measure(n_tokens: int, workdir: Path, chunk_docs: int, n_queries: int, warmu
     }
 
 
+def measure_reused(n_tokens: int, workdir: Path, chunk_docs: int, n_queries: int, warmup: int, seed: int) -> dict[str, Any]:
+    """Search measurements of an index kept by an earlier run (``--keep``) with the same sizes and seed, in a fresh
+    process: ``index.warm()`` first (timed), ``warmup`` untimed queries drawn from the first chunk's documents, then
+    the kept queries timed twice. Build figures are not re-measured."""
+    threads = use_search_threads()
+    corpus = SyntheticCorpus(n_tokens, seed=seed)
+    store = LanceDBStore(workdir)
+    index = cs.Index.open(store, NAME)
+    start = time.perf_counter()
+    index.warm()
+    warm_seconds = time.perf_counter() - start
+    rng = np.random.default_rng([seed, 2])
+    sources = rng.choice(len(index), size=warmup + n_queries, replace=False)[warmup:]  # as measure() drew them
+    first = next(corpus.chunks(chunk_docs))
+    for d in range(warmup):
+        index.search(corpus.query(rng, first.topics[d, : first.n_topics[d]]), k=K)
+    queries = list(np.load(workdir / COLD_QUERIES, allow_pickle=False))
+    rankings, seconds = time_searches(index, queries, K, warmup=0)
+    _, hot_seconds = time_searches(index, queries, K, warmup=0)
+    hot = latency_summary(hot_seconds)
+    return {
+        "tokens": n_tokens,
+        "docs": len(index),
+        "reused": True,
+        "warm_seconds": warm_seconds,
+        "peak_rss_search_mib": _status_mib("VmHWM"),
+        "folder_bytes_per_token": (folder_bytes(workdir) - (workdir / COLD_QUERIES).stat().st_size) / n_tokens,
+        **latency_summary(seconds),
+        "hot_p50_ms": hot["p50_ms"],
+        "hot_p95_ms": hot["p95_ms"],
+        "source_doc_at_10": float(np.mean([f"d{d}" in ranking for d, ranking in zip(sources, rankings)])),
+        "torch_threads": threads,
+    }
+
+
 def measure_cold(workdir: Path, query: int) -> dict[str, float]:
     """Open the index in ``workdir`` (page cache dropped first) and answer query ``query`` of the saved ones."""
     use_search_threads()
@@ -301,6 +336,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep", action="store_true", help="keep the index folders")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "scale_synthetic.json")
     parser.add_argument("--cold-runs", type=int, default=10, help="fresh processes timed opening the index cold")
+    parser.add_argument("--reuse", type=Path, default=None, metavar="FOLDER",
+                        help="measure only the searches of a folder kept (--keep) by a run of this --tokens size and seed")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--cold-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--query", type=int, default=0, help=argparse.SUPPRESS)
@@ -308,11 +345,20 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     if args.child:
-        row = measure(args.tokens[0], Path(args.workdir), args.chunk_docs, args.queries, args.warmup, args.seed)
+        measured = measure_reused if args.reuse else measure
+        row = measured(args.tokens[0], Path(args.workdir), args.chunk_docs, args.queries, args.warmup, args.seed)
         print(json.dumps(row))
         return
     if args.cold_child:
         print(json.dumps(measure_cold(Path(args.workdir), args.query)))
+        return
+    if args.reuse:
+        folder = str(args.reuse)
+        row = json.loads(_child("--child", "--tokens", str(args.tokens[0]), "--workdir", folder, "--chunk-docs",
+                                str(args.chunk_docs), "--queries", str(args.queries), "--warmup", str(args.warmup),
+                                "--seed", str(args.seed), "--reuse", folder))
+        cold = [json.loads(_child("--cold-child", "--workdir", folder, "--query", str(run))) for run in range(args.cold_runs)]
+        print(json.dumps({**row, **cold_summary(cold), "cold_runs": args.cold_runs}))
         return
     rows = scale_rows(
         args.tokens, chunk_docs=args.chunk_docs, n_queries=args.queries, warmup=args.warmup, seed=args.seed,

@@ -37,6 +37,11 @@ class InvertedList:
         by_centroid = documents.tocsc()
         return cls(first_slot, end_slot, by_centroid.indptr, by_centroid.indices + np.int32(first_slot))
 
+    def holder_counts(self, centroids: np.ndarray) -> np.ndarray:
+        """How many listed documents hold each of ``centroids``."""
+        last = len(self.offsets) - 1
+        return self.offsets[np.minimum(centroids + 1, last)] - self.offsets[np.minimum(centroids, last)]
+
     def holding(self, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Every (slot, centroid) pair of a listed document holding one of ``centroids``."""
         last = len(self.offsets) - 1  # centroids past the largest listed id hold nothing
@@ -89,6 +94,13 @@ class CentroidLists:
         position = np.searchsorted(self.sorted_revisions, revisions).clip(max=len(self.sorted_revisions) - 1)
         found = self.sorted_revisions[position] == revisions
         return np.where(found, self.order[position], -1)
+
+    def holder_counts(self, centroids: np.ndarray) -> np.ndarray:
+        """How many documents hold each of ``centroids`` (of all, or of the lists a scan would read)."""
+        if not self.inverted_lists:
+            counts = np.bincount(self.centroids, minlength=int(centroids.max(initial=0)) + 1)
+            return counts[centroids]
+        return np.sum([inverted.holder_counts(centroids) for inverted in self.inverted_lists], axis=0)
 
     def slots_holding(self, centroids: np.ndarray) -> np.ndarray:
         """The slots (ascending, each once) of the documents holding one of ``centroids``."""

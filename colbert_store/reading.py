@@ -196,7 +196,8 @@ class DocumentSource:
             if self._mapping:
                 return
             self._mapping = True
-        threading.Thread(target=self._update_map, name="colbert-store-centroid-map", daemon=True).start()
+        # Not a daemon: an exit waits for its store reads rather than tearing them down mid-call.
+        threading.Thread(target=self._update_map, name="colbert-store-centroid-map").start()
 
     def _update_map(self) -> None:
         """Bring the map up to date with each new live set until one is covered (then the thread ends)."""

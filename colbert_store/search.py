@@ -31,17 +31,21 @@ class SearchParams:
             rescored exactly (at least ``k``).
         centroid_threshold: centroids whose best score against any query token is below this are
             ignored by the approximate scorer (PLAID's centroid pruning); ``None`` disables it.
+        max_pruned_pairs: the most (document, centroid) pairs the pruned scoring reads: where the
+            centroids above the threshold hold more, only the best-scoring of them count (bounds the
+            work on large indexes, whose centroids each hold many documents).
     """
 
     nprobe: int = 2
     ncandidates: int = 128
     nrerank: int = 48
     centroid_threshold: float | None = 0.5
+    max_pruned_pairs: int = 1 << 18
 
     def __post_init__(self) -> None:
         if not isinstance(self.nprobe, int) or self.nprobe < 1:
             raise InvalidInputError(f"nprobe must be a positive integer, got {self.nprobe!r}")
-        for knob in ("ncandidates", "nrerank"):
+        for knob in ("ncandidates", "nrerank", "max_pruned_pairs"):
             value = getattr(self, knob)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidInputError(f"{knob} must be a positive integer, got {value!r}")
@@ -137,7 +141,7 @@ def _approximate_top(lists: CentroidLists, slots: np.ndarray, view: _QueryView, 
     # (they rank by sums of many scores, so the rounding hardly moves a ranking).
     approx_scores = view.centroid_scores.to(torch.float16)
     if len(slots) > params.ncandidates:
-        relevant = _relevant_centroids(view.centroid_scores, params.centroid_threshold)
+        relevant = _relevant_centroids(view.centroid_scores, params.centroid_threshold, lists, params.max_pruned_pairs)
         slots = _pruned_centroid_top(lists, slots, approx_scores, relevant, params.ncandidates)
     return _centroid_top(lists, slots, approx_scores, max(k, params.nrerank))
 
@@ -149,11 +153,19 @@ def _exact_top(docs: CachedDocuments, slots: np.ndarray, view: _QueryView, k: in
     return slots[best], scores.numpy()[best]
 
 
-def _relevant_centroids(centroid_scores: torch.Tensor, threshold: float | None) -> np.ndarray:
-    """Centroids scoring at least ``threshold`` against some query token (all of them if ``None``)."""
-    if threshold is None:
-        return np.arange(len(centroid_scores))
-    return torch.nonzero(centroid_scores.amax(dim=1) >= threshold).squeeze(1).numpy()
+def _relevant_centroids(
+    centroid_scores: torch.Tensor, threshold: float | None, lists: CentroidLists, max_pairs: int
+) -> np.ndarray:
+    """Centroids scoring at least ``threshold`` against some query token (all of them if ``None``), the
+    best-scoring first, as many as hold at most ``max_pairs`` documents of ``lists`` together."""
+    best = centroid_scores.amax(dim=1)
+    relevant = torch.arange(len(best)) if threshold is None else torch.nonzero(best >= threshold).squeeze(1)
+    held = lists.holder_counts(relevant.numpy())
+    if held.sum() <= max_pairs:
+        return relevant.numpy()
+    order = best[relevant].argsort(descending=True).numpy()
+    kept = max(1, int(np.searchsorted(np.cumsum(held[order]), max_pairs, side="right")))
+    return np.sort(relevant.numpy()[order[:kept]])
 
 
 def _pruned_centroid_top(
