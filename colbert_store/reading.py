@@ -50,6 +50,7 @@ class _Live:
     cached: bool
     uncacheable: bool = False
     mapped: CentroidLists | None = None
+    alive: np.ndarray | None = None  # over the map's slots: which hold one of ``revisions``
 
 
 class DocumentSource:
@@ -76,6 +77,8 @@ class DocumentSource:
         if where is not None:  # the store evaluates the filter
             slots = lists.slots(self.store.candidates(self.name, centroid_ids, where))
             return lists, slots[slots >= 0]
+        if live.alive is not None:  # the map: a mask of its live entries, made once per version
+            return lists, np.flatnonzero(live.alive) if centroid_ids is None else lists.slots_holding(centroid_ids, live.alive)
         if centroid_ids is None:
             slots = lists.slots(live.revisions)
             return lists, slots[slots >= 0]
@@ -146,7 +149,8 @@ class DocumentSource:
         if version is None:
             return None
         live = self._live
-        if live is None or live.version != version or live.epoch != self.cache.epoch:
+        # The map does not depend on what the cache holds: only a cached live set is read again when emptied.
+        if live is None or live.version != version or (live.epoch != self.cache.epoch and not live.uncacheable):
             with self._refresh_lock:
                 live = self._live = self._read_live(version, live)
         if not live.cached and live.filled is not None and self._refresh_lock.acquire(blocking=False):
@@ -222,7 +226,12 @@ class DocumentSource:
     def _mapped(live: _Live, lists: CentroidLists | None) -> _Live:
         """``live`` with the map's lists, or no longer ``uncacheable`` where they do not fit either (the
         store answers; the next version tries filling again)."""
-        return replace(live, mapped=lists) if lists is not None else replace(live, uncacheable=False)
+        if lists is None:
+            return replace(live, uncacheable=False)
+        alive = np.zeros(len(lists), dtype=bool)
+        slots = lists.slots(live.revisions)
+        alive[slots[slots >= 0]] = True
+        return replace(live, mapped=lists, alive=alive)
 
 
 def _contains(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:
