@@ -142,6 +142,8 @@ def _approximate_top(lists: CentroidLists, slots: np.ndarray, view: _QueryView, 
     approx_scores = view.centroid_scores.to(torch.float16)
     if len(slots) > params.ncandidates:
         relevant = _relevant_centroids(view.centroid_scores, params.centroid_threshold, lists, params.max_pruned_pairs)
+        # Each query token's probes count however low they score: its best matches are never pruned away.
+        relevant = np.union1d(relevant, view.probes)
         slots = _pruned_centroid_top(lists, slots, approx_scores, relevant, params.ncandidates)
     return _centroid_top(lists, slots, approx_scores, max(k, params.nrerank))
 
