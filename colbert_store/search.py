@@ -40,7 +40,7 @@ class SearchParams:
     ncandidates: int = 128
     nrerank: int = 48
     centroid_threshold: float | None = 0.5
-    max_pruned_pairs: int = 1 << 20
+    max_pruned_pairs: int = 1 << 18
 
     def __post_init__(self) -> None:
         if not isinstance(self.nprobe, int) or self.nprobe < 1:
