@@ -104,13 +104,13 @@ class CentroidLists:
 
     def slots_holding(self, centroids: np.ndarray, among: np.ndarray | None = None) -> np.ndarray:
         """The slots (ascending, each once) of the documents holding one of ``centroids`` (and, given a
-        mask over the slots, marked in ``among``)."""
+        mask over all the slots, marked in ``among``)."""
         marked = np.zeros(len(self), dtype=bool)
         if not self.inverted_lists:
             marked[self._scanned_pairs(centroids, np.arange(len(self)))[0]] = True
         for inverted in self.inverted_lists:
             marked[inverted.holding(centroids)[0]] = True
-        return np.flatnonzero(marked if among is None else marked & among[: len(marked)])
+        return np.flatnonzero(marked if among is None else marked & among)
 
     def pairs_among(self, centroids: np.ndarray, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Every (row, centroid) pair, once, where the document in ``slots[row]`` holds one of ``centroids``."""

@@ -160,14 +160,14 @@ def _relevant_centroids(
 ) -> np.ndarray:
     """Centroids scoring at least ``threshold`` against some query token (all of them if ``None``), the
     best-scoring first, as many as hold at most ``max_pairs`` documents of ``lists`` together."""
-    best = centroid_scores.amax(dim=1)
-    relevant = torch.arange(len(best)) if threshold is None else torch.nonzero(best >= threshold).squeeze(1)
-    held = lists.holder_counts(relevant.numpy())
+    best = centroid_scores.amax(dim=1).numpy()
+    relevant = np.arange(len(best)) if threshold is None else np.flatnonzero(best >= threshold)
+    held = lists.holder_counts(relevant)
     if held.sum() <= max_pairs:
-        return relevant.numpy()
-    order = best[relevant].argsort(descending=True).numpy()
+        return relevant
+    order = np.argsort(-best[relevant], kind="stable")
     kept = max(1, int(np.searchsorted(np.cumsum(held[order]), max_pairs, side="right")))
-    return np.sort(relevant.numpy()[order[:kept]])
+    return np.sort(relevant[order[:kept]])
 
 
 def _pruned_centroid_top(
