@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -39,6 +41,8 @@ from colbert_store.versions import CodecRef, CodecState, LoadedState, Manifest, 
 from colbert_store.writing import encode_batches, encode_documents, write_batch
 
 _WARM_BATCH_DOCS = 1024
+DEFAULT_SEARCH_THREADS = min(8, os.cpu_count() or 1)
+"""Threads a :meth:`Index.search_batch` answers its queries with (``Index.open(..., search_threads=...)``)."""
 MANIFEST_CHECK_SECONDS = 1.0
 """A search reads the manifest again when its last read is older than this, so a searcher learns of a
 new codec within this long even if none of its candidates is encoded with it yet."""
@@ -75,22 +79,41 @@ class Index:
     ``cache_bytes`` bounds that memory: the documents a search reads are cached up to it, and an index
     whose documents do not all fit keeps just their centroid lists in memory (a tenth of the size or
     less), up to the same bound, so that a search reads only the documents it scores exactly.
+    ``search_threads`` is how many threads :meth:`search_batch` answers its queries with.
     """
 
-    def __init__(self, store: Store, name: str, state: LoadedState, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+    def __init__(
+        self,
+        store: Store,
+        name: str,
+        state: LoadedState,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        search_threads: int = DEFAULT_SEARCH_THREADS,
+    ) -> None:
         self._store = store
         self._name = name
         self._state = state
         self._checked = time.monotonic()
         self._cache = DocumentCache(_checked_cache_bytes(cache_bytes))
+        self._search_threads = _checked_search_threads(search_threads)
         self._source = DocumentSource(store, name, self._cache)
         self._write_lock = threading.Lock()
         self._reload_lock = threading.Lock()
+        self._pool: tuple[int, ThreadPoolExecutor] | None = None  # the process that started it, the pool
+        self._pool_lock = threading.Lock()
 
     # -- lifecycle ----------------------------------------------------------------------------
     @classmethod
     def create(
-        cls, store: Store, name: str, *, dim: int, nbits: int = 2, cache_bytes: int = DEFAULT_CACHE_BYTES, **settings: Any
+        cls,
+        store: Store,
+        name: str,
+        *,
+        dim: int,
+        nbits: int = 2,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        search_threads: int = DEFAULT_SEARCH_THREADS,
+        **settings: Any,
     ) -> Index:
         """Create an empty index; raises :class:`IndexExistsError` if ``name`` exists.
 
@@ -98,13 +121,16 @@ class Index:
         """
         manifest = Manifest(IndexSettings.from_options(dim, nbits, settings))
         _checked_cache_bytes(cache_bytes)
+        _checked_search_threads(search_threads)
         store.create_index(check_index_name(name), manifest.to_json())
-        return cls(store, name, LoadedState(manifest, {}), cache_bytes)
+        return cls(store, name, LoadedState(manifest, {}), cache_bytes, search_threads)
 
     @classmethod
-    def open(cls, store: Store, name: str, *, cache_bytes: int = DEFAULT_CACHE_BYTES) -> Index:
+    def open(
+        cls, store: Store, name: str, *, cache_bytes: int = DEFAULT_CACHE_BYTES, search_threads: int = DEFAULT_SEARCH_THREADS
+    ) -> Index:
         """Open an existing index; raises :class:`IndexNotFoundError` if absent."""
-        return cls(store, name, load_state(store, check_index_name(name)), cache_bytes)
+        return cls(store, name, load_state(store, check_index_name(name)), cache_bytes, search_threads)
 
     @property
     def name(self) -> str:
@@ -238,7 +264,7 @@ class Index:
         **params: Any,
     ) -> list[list[Hit]]:
         """:meth:`search` for many queries with the same ``k``, filter and knobs (``texts``: one per query),
-        all answered at the index's version when the batch starts."""
+        all answered at the index's version when the batch starts, by up to ``search_threads`` threads at once."""
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
         where = parse_filter(filter)
@@ -259,7 +285,15 @@ class Index:
         if self._state.current is None:
             return [[] for _ in matrices]
         with self._source.one_version():  # the store's version is checked once for the whole batch
-            return [_hits(self._search_one(q, k, where, search_params, h)) for q, h in zip(matrices, per_query)]
+            if len(matrices) < 2 or self._search_threads == 1:
+                return [_hits(self._search_one(q, k, where, search_params, h)) for q, h in zip(matrices, per_query)]
+            live = self._source.pinned_live()
+
+            def answer(query: np.ndarray, hybrid: tuple[Fusion, str] | None) -> list[Hit]:
+                with self._source.one_version(shared=live):
+                    return _hits(self._search_one(query, k, where, search_params, hybrid))
+
+            return list(self._search_pool().map(answer, matrices, per_query))
 
     def warm(self) -> int:
         """Read stored documents into the in-memory cache until it is full (and, when they do not all fit,
@@ -366,6 +400,15 @@ class Index:
         return self._store.scan(self._name, batch_size)
 
     # -- internals ----------------------------------------------------------------------------
+    def _search_pool(self) -> ThreadPoolExecutor:
+        """The threads of :meth:`search_batch`, started on first use (again in a forked child: a fork
+        copies the pool but not its threads)."""
+        with self._pool_lock:
+            if self._pool is None or self._pool[0] != os.getpid():
+                pool = ThreadPoolExecutor(self._search_threads, thread_name_prefix=f"colbert-store-search-{self._name}")
+                self._pool = (os.getpid(), pool)
+            return self._pool[1]
+
     def _search_one(
         self, query: np.ndarray, k: int, where: Filter | None, params: SearchParams,
         hybrid: tuple[Fusion, str] | None = None,
@@ -462,3 +505,9 @@ def _checked_cache_bytes(cache_bytes: Any) -> int:
     if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes < 0:
         raise InvalidInputError(f"cache_bytes must be a non-negative integer, got {cache_bytes!r}")
     return cache_bytes
+
+
+def _checked_search_threads(search_threads: Any) -> int:
+    if isinstance(search_threads, bool) or not isinstance(search_threads, int) or search_threads < 1:
+        raise InvalidInputError(f"search_threads must be a positive integer, got {search_threads!r}")
+    return search_threads

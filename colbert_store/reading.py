@@ -118,17 +118,24 @@ class DocumentSource:
             self._live = live
 
     @contextmanager
-    def one_version(self) -> Iterator[None]:
+    def one_version(self, shared: _Live | None = None) -> Iterator[None]:
         """Within the block, this thread's searches read the live set of the store's version at its start
-        (checked once) and, where one search's read brings new documents into memory, those of the next."""
+        (checked once) and, where one search's read brings new documents into memory, those of the next.
+        ``shared``: the live set another thread pinned (:meth:`pinned_live`), for threads that answer parts
+        of its batch at its version."""
         if getattr(self._pinned, "active", False):
             yield
             return
-        self._pinned.active, self._pinned.live = True, None
+        self._pinned.active, self._pinned.live = True, shared
         try:
             yield
         finally:
             self._pinned.active, self._pinned.live = False, None
+
+    def pinned_live(self) -> _Live | None:
+        """Inside :meth:`one_version`, the live set this thread's searches read (the store's version is
+        checked now if no search has yet); ``None`` where the store has no cheap version."""
+        return self._current()
 
     def _lists_of(self, live: _Live) -> CentroidLists | None:
         """The lists that answer for ``live`` from memory, if any."""

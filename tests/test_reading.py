@@ -3,6 +3,7 @@ large for it) answer exactly as the store would, on every store, before and afte
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -98,11 +99,14 @@ def test_an_index_larger_than_its_cache_searches_from_the_centroid_map_reading_o
         assert not gone & {hit.id for hit in small.search(query, k=10)}
 
 
-@pytest.mark.parametrize("cache_bytes", [-1, 1.5, "1GB", True])
-def test_a_bad_cache_budget_is_refused_before_anything_is_created(store, cache_bytes):
-    with pytest.raises(InvalidInputError, match="cache_bytes"):
-        cs.Index.create(store, "papers", dim=8, cache_bytes=cache_bytes)
+@pytest.mark.parametrize("knob", ["cache_bytes", "search_threads"])
+@pytest.mark.parametrize("value", [-1, 1.5, "1GB", True])
+def test_a_bad_cache_budget_or_thread_count_is_refused_before_anything_is_created(store, knob, value):
+    with pytest.raises(InvalidInputError, match=knob):
+        cs.Index.create(store, "papers", dim=8, **{knob: value})
     assert "papers" not in store.list_indexes()
+    with pytest.raises(InvalidInputError, match="search_threads"):
+        cs.Index.create(store, "papers", dim=8, search_threads=0)
 
 
 def test_a_batch_reads_the_version_of_its_start_and_the_next_search_sees_later_writes(store):
@@ -115,3 +119,25 @@ def test_a_batch_reads_the_version_of_its_start_and_the_next_search_sees_later_w
         index.delete(corpus.ids[:5])
         assert answered(source, None) == before  # still the batch's version
     assert answered(source, None) == set(store.candidates("papers", None, None).tolist()) != before
+
+
+def test_threads_answering_parts_of_a_batch_read_the_version_its_thread_pinned(store):
+    corpus = make_corpus(n_docs=40)
+    index = build(store, corpus)
+    source = DocumentSource(store, "papers", DocumentCache())
+    before = answered(source, None)
+    seen: dict[str, set[int]] = {}
+
+    def in_worker(key: str, shared) -> None:
+        with source.one_version(shared=shared):
+            seen[key] = answered(source, None)
+
+    with source.one_version():
+        pinned = source.pinned_live()
+        index.delete(corpus.ids[:5])
+        for key, shared in (("shared", pinned), ("own", None)):
+            worker = threading.Thread(target=in_worker, args=(key, shared))
+            worker.start()
+            worker.join()
+    assert seen["shared"] == before  # the batch's version, though the worker ran after the delete
+    assert seen["own"] == set(store.candidates("papers", None, None).tolist()) != before

@@ -1,14 +1,22 @@
-"""Search knobs: validation, and the pruned stage's bound on the (document, centroid) pairs it reads."""
+"""Search knobs: validation, the pruned stage's bound on the (document, centroid) pairs it reads, and
+batches answered by several threads."""
 
 from __future__ import annotations
+
+import multiprocessing
+import threading
 
 import numpy as np
 import pytest
 import torch
+from qdrant_client import QdrantClient
 
 import colbert_store as cs
+from colbert_store.adapters.qdrant import QdrantStore
 from colbert_store.centroid_lists import CentroidLists
 from colbert_store.search import SearchParams, _relevant_centroids
+from tests.conftest import make_corpus
+from tests.test_index import build
 
 
 @pytest.mark.parametrize("knob", ["nprobe", "ncandidates", "nrerank", "max_pruned_pairs"])
@@ -33,3 +41,39 @@ def test_the_pairs_budget_keeps_the_best_scoring_centroids_above_the_threshold_t
     assert _relevant_centroids(scores, 0.5, lists, 1).tolist() == [5]  # always at least the best one
     unlisted = CentroidLists.unlisted(lists.revisions, lists.offsets, lists.centroids)
     assert _relevant_centroids(scores, 0.5, unlisted, 26).tolist() == [4, 5, 6, 7]
+
+
+def test_a_threaded_batch_answers_each_query_as_a_lone_search_would(store):
+    corpus = make_corpus(n_docs=120)
+    build(store, corpus)
+    index = cs.Index.open(store, "papers", search_threads=3)
+    queries = [corpus.query(i % 10, seed=i) for i in range(12)]
+    for where in (None, {"lang": "en"}):
+        batch = index.search_batch(queries, k=5, filter=where)
+        lone = [index.search(query, k=5, filter=where) for query in queries]
+        assert [[(h.id, h.score) for h in hits] for hits in batch] == [[(h.id, h.score) for h in hits] for hits in lone]
+    assert any(thread.name.startswith("colbert-store-search-papers") for thread in threading.enumerate())
+
+
+def _batch_ids_in_child(index: cs.Index, queries: list[np.ndarray], results: multiprocessing.Queue) -> None:
+    torch.set_num_threads(1)  # the parent's OpenMP threads are not the child's
+    results.put([[hit.id for hit in hits] for hits in index.search_batch(queries, k=3)])
+
+
+def test_a_forked_child_answers_batches_with_search_threads_of_its_own():
+    store = QdrantStore(QdrantClient(":memory:"))  # in-process and fork-safe, unlike a store with I/O threads
+    corpus = make_corpus(n_docs=60)
+    build(store, corpus)
+    index = cs.Index.open(store, "papers", search_threads=2)
+    queries = [corpus.query(i, seed=i) for i in range(6)]
+    expected = [[hit.id for hit in hits] for hits in index.search_batch(queries, k=3)]  # the parent's pool runs
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(target=_batch_ids_in_child, args=(index, queries, results))
+    child.start()
+    try:
+        assert results.get(timeout=60) == expected
+    finally:
+        child.join(timeout=60)
+        child.kill()
+    assert child.exitcode == 0
