@@ -230,26 +230,28 @@ class ResidualCodec:
             inverse[start:stop] = (1 / torch.linalg.vector_norm(self._decode(ids[start:stop], packed[start:stop]), dim=1)).numpy()
         return inverse
 
-    def query_tables(self, query: torch.Tensor, centroid_scores: torch.Tensor) -> torch.Tensor:
-        """Lookup tables ``(nbytes * 256 + n_centroids, n_query_tokens)`` for a query in the codec's
-        space: row ``256 * i + b`` holds each query token's dot product with the sub-vector byte ``i``
-        decodes ``b`` to; the last ``n_centroids`` rows are ``centroid_scores`` (``centroids @ query.T``)."""
+    def query_tables(self, query: torch.Tensor) -> torch.Tensor:
+        """Lookup tables ``(nbytes * 256, n_query_tokens)`` for a query in the codec's space: row
+        ``256 * i + b`` holds each query token's dot product with the sub-vector byte ``i`` decodes ``b`` to."""
         if self.residual_basis is not None:  # q . (e @ basis) = (q @ basis.T) . e
             query = query @ torch.from_numpy(self.residual_basis).T
-        n_bytes, n_rows = self.packed_bytes_per_token, self._centroid_rows_start
-        tables = torch.empty((n_rows + self.n_centroids, len(query)), dtype=torch.float32)
+        n_bytes = self.packed_bytes_per_token
+        tables = torch.empty((n_bytes * _CODEBOOK_SIZE, len(query)), dtype=torch.float32)
         parts = query.reshape(len(query), n_bytes, 8 // self.nbits).permute(1, 2, 0)  # (nbytes, per_byte, n_query)
         books = self._byte_table.view(n_bytes, _CODEBOOK_SIZE, -1)
-        torch.bmm(books, parts, out=tables[:n_rows].view(n_bytes, _CODEBOOK_SIZE, len(query)))
-        tables[n_rows:] = centroid_scores
+        torch.bmm(books, parts, out=tables.view(n_bytes, _CODEBOOK_SIZE, len(query)))
         return tables
 
-    def token_dots(self, ids: torch.Tensor, packed: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
+    def token_dots(
+        self, ids: torch.Tensor, packed: torch.Tensor, tables: torch.Tensor, centroid_scores: torch.Tensor
+    ) -> torch.Tensor:
         """``(n, n_query_tokens)`` dot products of tokens decoded from centroid ``ids`` (int32) and
-        ``packed`` residuals (uint8), not renormalised, with the query of :meth:`query_tables`: per token
-        the sum of one table row per packed byte and its centroid's row; no vector is decoded."""
-        rows = torch.cat([self._table_rows(packed), ids[:, None] + self._centroid_rows_start], dim=1)
-        return torch.nn.functional.embedding_bag(rows, tables, mode="sum")
+        ``packed`` residuals (uint8), not renormalised, with the query of :meth:`query_tables` and of
+        ``centroid_scores`` (``centroids @ query.T``): per token the sum of one table row per packed byte,
+        plus its centroid's scores; no vector is decoded."""
+        dots = torch.nn.functional.embedding_bag(self._table_rows(packed), tables, mode="sum")
+        dots += centroid_scores.index_select(0, ids)
+        return dots
 
     def _decode(self, ids: np.ndarray, packed: np.ndarray) -> torch.Tensor:
         """``centroid + residual`` per token in the codec's space, before renormalisation."""
@@ -273,11 +275,6 @@ class ResidualCodec:
     def _table_rows(self, packed: torch.Tensor) -> torch.Tensor:
         """Row of ``_byte_table`` (and of :meth:`query_tables`) each packed byte selects."""
         return packed.to(torch.int32) + self._byte_table_offsets
-
-    @property
-    def _centroid_rows_start(self) -> int:
-        """Where the centroid scores start in :meth:`query_tables`: after the byte tables."""
-        return self.packed_bytes_per_token * _CODEBOOK_SIZE
 
     @cached_property
     def _residual_encoder(self) -> np.ndarray | None:

@@ -131,7 +131,7 @@ class _QueryView:
     def of(cls, codec: ResidualCodec, query: np.ndarray, nprobe: int) -> _QueryView:
         rotated = torch.from_numpy(codec.rotate(query))
         centroid_scores = codec.centroids_tensor @ rotated.T
-        probes = centroid_scores.topk(min(nprobe, codec.n_centroids), dim=0).indices.unique().numpy()
+        probes = np.unique(centroid_scores.topk(min(nprobe, codec.n_centroids), dim=0).indices.numpy())
         return cls(codec, rotated, centroid_scores, probes)
 
 
@@ -141,9 +141,9 @@ def _approximate_top(lists: CentroidLists, slots: np.ndarray, view: _QueryView, 
     # (they rank by sums of many scores, so the rounding hardly moves a ranking).
     approx_scores = view.centroid_scores.to(torch.float16)
     if len(slots) > params.ncandidates:
-        relevant = _relevant_centroids(view.centroid_scores, params.centroid_threshold, lists, params.max_pruned_pairs)
-        # Each query token's probes count however low they score: its best matches are never pruned away.
-        relevant = np.union1d(relevant, view.probes)
+        relevant = _relevant_centroids(
+            view.centroid_scores, view.probes, params.centroid_threshold, lists, params.max_pruned_pairs
+        )
         slots = _pruned_centroid_top(lists, slots, approx_scores, relevant, params.ncandidates)
     return _centroid_top(lists, slots, approx_scores, max(k, params.nrerank))
 
@@ -156,18 +156,21 @@ def _exact_top(docs: CachedDocuments, slots: np.ndarray, view: _QueryView, k: in
 
 
 def _relevant_centroids(
-    centroid_scores: torch.Tensor, threshold: float | None, lists: CentroidLists, max_pairs: int
+    centroid_scores: torch.Tensor, probes: np.ndarray, threshold: float | None, lists: CentroidLists, max_pairs: int
 ) -> np.ndarray:
     """Centroids scoring at least ``threshold`` against some query token (all of them if ``None``), the
-    best-scoring first, as many as hold at most ``max_pairs`` documents of ``lists`` together."""
+    best-scoring first, as many as hold at most ``max_pairs`` documents of ``lists`` together; and the
+    query tokens' ``probes`` however low they score, so that a token's best matches are never pruned away."""
     best = centroid_scores.amax(dim=1).numpy()
     relevant = np.arange(len(best)) if threshold is None else np.flatnonzero(best >= threshold)
     held = lists.holder_counts(relevant)
-    if held.sum() <= max_pairs:
-        return relevant
-    order = np.argsort(-best[relevant], kind="stable")
-    kept = max(1, int(np.searchsorted(np.cumsum(held[order]), max_pairs, side="right")))
-    return np.sort(relevant[order[:kept]])
+    if held.sum() > max_pairs:
+        order = np.argsort(-best[relevant], kind="stable")
+        relevant = relevant[order[: max(1, int(np.searchsorted(np.cumsum(held[order]), max_pairs, side="right")))]]
+    chosen = np.zeros(len(best), dtype=bool)
+    chosen[relevant] = True
+    chosen[probes] = True
+    return np.flatnonzero(chosen)
 
 
 def _pruned_centroid_top(
@@ -217,7 +220,7 @@ def _exact_scores(
     rows = torch.from_numpy(positions)
     ids = torch.from_numpy(batch.centroid_ids[positions].astype(np.int32))
     packed = torch.from_numpy(batch.residuals).index_select(0, rows)
-    token_scores = codec.token_dots(ids, packed, codec.query_tables(query, centroid_scores))
+    token_scores = codec.token_dots(ids, packed, codec.query_tables(query), centroid_scores)
     token_scores *= torch.from_numpy(docs.inverse_norms(positions, codec))[:, None]
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     return segment_max_sum(token_scores, offsets)

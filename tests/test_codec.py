@@ -111,8 +111,9 @@ def test_lookup_table_scores_equal_dot_products_with_decoded_tokens(real_tokens,
     assert (codec.residual_basis is not None) == weighted
     ids, packed = codec.compress(held_out[:300])
     query = torch.from_numpy(codec.rotate(held_out[300:332]))
-    tables = codec.query_tables(query, codec.centroids_tensor @ query.T)
-    dots = codec.token_dots(torch.from_numpy(ids.astype(np.int32)), torch.from_numpy(packed), tables)
+    tables = codec.query_tables(query)
+    ids_t, packed_t = torch.from_numpy(ids.astype(np.int32)), torch.from_numpy(packed)
+    dots = codec.token_dots(ids_t, packed_t, tables, codec.centroids_tensor @ query.T)
     scores = dots * torch.from_numpy(codec.inverse_norms(ids, packed))[:, None]
     np.testing.assert_allclose(scores.numpy(), (codec.decompress_tensor(ids, packed) @ query.T).numpy(), atol=1e-5)
 
