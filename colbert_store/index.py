@@ -30,6 +30,7 @@ from colbert_store.settings import IndexSettings
 from colbert_store.storage import DocumentBatch, Store, revision_generations
 from colbert_store.validation import (
     DocumentsInput,
+    check_count,
     check_documents,
     check_ids,
     check_index_name,
@@ -83,19 +84,15 @@ class Index:
     """
 
     def __init__(
-        self,
-        store: Store,
-        name: str,
-        state: LoadedState,
-        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        self, store: Store, name: str, state: LoadedState, cache_bytes: int = DEFAULT_CACHE_BYTES,
         search_threads: int = DEFAULT_SEARCH_THREADS,
     ) -> None:
         self._store = store
         self._name = name
         self._state = state
         self._checked = time.monotonic()
-        self._cache = DocumentCache(_checked_cache_bytes(cache_bytes))
-        self._search_threads = _checked_search_threads(search_threads)
+        self._cache = DocumentCache(check_count(cache_bytes, "cache_bytes", minimum=0))
+        self._search_threads = check_count(search_threads, "search_threads")
         self._source = DocumentSource(store, name, self._cache)
         self._write_lock = threading.Lock()
         self._reload_lock = threading.Lock()
@@ -105,23 +102,16 @@ class Index:
     # -- lifecycle ----------------------------------------------------------------------------
     @classmethod
     def create(
-        cls,
-        store: Store,
-        name: str,
-        *,
-        dim: int,
-        nbits: int = 2,
-        cache_bytes: int = DEFAULT_CACHE_BYTES,
-        search_threads: int = DEFAULT_SEARCH_THREADS,
-        **settings: Any,
+        cls, store: Store, name: str, *, dim: int, nbits: int = 2, cache_bytes: int = DEFAULT_CACHE_BYTES,
+        search_threads: int = DEFAULT_SEARCH_THREADS, **settings: Any,
     ) -> Index:
         """Create an empty index; raises :class:`IndexExistsError` if ``name`` exists.
 
         Extra keyword arguments are :class:`IndexSettings` fields (``n_centroids``, ``search``, ...).
         """
         manifest = Manifest(IndexSettings.from_options(dim, nbits, settings))
-        _checked_cache_bytes(cache_bytes)
-        _checked_search_threads(search_threads)
+        check_count(cache_bytes, "cache_bytes", minimum=0)
+        check_count(search_threads, "search_threads")
         store.create_index(check_index_name(name), manifest.to_json())
         return cls(store, name, LoadedState(manifest, {}), cache_bytes, search_threads)
 
@@ -265,8 +255,7 @@ class Index:
     ) -> list[list[Hit]]:
         """:meth:`search` for many queries with the same ``k``, filter and knobs (``texts``: one per query),
         all answered at the index's version when the batch starts, by up to ``search_threads`` threads at once."""
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        check_count(k, "k")
         where = parse_filter(filter)
         search_params = self.settings.search.updated(**params)
         if isinstance(queries, np.ndarray) and queries.ndim == 2:
@@ -500,14 +489,3 @@ def _hits(result: ScoredDocuments) -> list[Hit]:
     ]
 
 
-
-def _checked_cache_bytes(cache_bytes: Any) -> int:
-    if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes < 0:
-        raise InvalidInputError(f"cache_bytes must be a non-negative integer, got {cache_bytes!r}")
-    return cache_bytes
-
-
-def _checked_search_threads(search_threads: Any) -> int:
-    if isinstance(search_threads, bool) or not isinstance(search_threads, int) or search_threads < 1:
-        raise InvalidInputError(f"search_threads must be a positive integer, got {search_threads!r}")
-    return search_threads

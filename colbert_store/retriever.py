@@ -40,7 +40,7 @@ from colbert_store.fusion import Fusion
 from colbert_store.index import Hit, Index
 from colbert_store.pseudo_queries import sample_sentences
 from colbert_store.storage import Store
-from colbert_store.validation import check_ids, check_metadata
+from colbert_store.validation import check_count, check_ids, check_metadata
 
 if TYPE_CHECKING:  # the encoder needs the ``encoder`` extra (transformers); the retriever itself does not
     from colbert_store.encoder import ColBERTEncoder
@@ -289,8 +289,7 @@ class Retriever:
         fusion: Fusion | str | None = None, **params: Any,
     ) -> list[list[Hit]]:
         """:meth:`search` for many query strings with the same ``k``, filter and parameters."""
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        check_count(k, "k")
         if not isinstance(hybrid, bool):
             raise InvalidInputError(f"hybrid must be True or False, got {hybrid!r}")
         vectors = self._encoder.encode_queries(queries)

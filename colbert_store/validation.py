@@ -138,6 +138,14 @@ def check_query_texts(texts: Sequence[str], n_queries: int) -> list[str]:
     return list(texts)
 
 
+def check_count(value: Any, what: str, minimum: int = 1) -> int:
+    """``value`` if it is an integer (not a bool) of at least ``minimum``, else :class:`InvalidInputError` naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer of at least {minimum}")
+        raise InvalidInputError(f"{what} must be {kind}, got {value!r}")
+    return value
+
+
 def check_metadata(metadata: Any, ids: Sequence[str]) -> list[dict[str, Any]]:
     """One JSON-like dict per id (``None`` counts as empty), returned as JSON would give it back
     (tuples become lists), so every store stores and returns the same values."""
