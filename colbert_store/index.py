@@ -91,7 +91,7 @@ class Index:
         self._name = name
         self._state = state
         self._checked = time.monotonic()
-        self._cache = DocumentCache(check_count(cache_bytes, "cache_bytes", minimum=0))
+        self._cache = DocumentCache(check_count(cache_bytes, "cache_bytes", allow_zero=True))
         self._search_threads = check_count(search_threads, "search_threads")
         self._source = DocumentSource(store, name, self._cache)
         self._write_lock = threading.Lock()
@@ -110,7 +110,7 @@ class Index:
         Extra keyword arguments are :class:`IndexSettings` fields (``n_centroids``, ``search``, ...).
         """
         manifest = Manifest(IndexSettings.from_options(dim, nbits, settings))
-        check_count(cache_bytes, "cache_bytes", minimum=0)
+        check_count(cache_bytes, "cache_bytes", allow_zero=True)
         check_count(search_threads, "search_threads")
         store.create_index(check_index_name(name), manifest.to_json())
         return cls(store, name, LoadedState(manifest, {}), cache_bytes, search_threads)

@@ -166,7 +166,8 @@ def _relevant_centroids(
     held = lists.holder_counts(relevant)
     if held.sum() > max_pairs:
         order = np.argsort(-best[relevant], kind="stable")
-        relevant = relevant[order[: max(1, int(np.searchsorted(np.cumsum(held[order]), max_pairs, side="right")))]]
+        kept = max(1, int(np.searchsorted(np.cumsum(held[order]), max_pairs, side="right")))
+        relevant = relevant[order[:kept]]
     chosen = np.zeros(len(best), dtype=bool)
     chosen[relevant] = True
     chosen[probes] = True

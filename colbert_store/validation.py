@@ -138,10 +138,11 @@ def check_query_texts(texts: Sequence[str], n_queries: int) -> list[str]:
     return list(texts)
 
 
-def check_count(value: Any, what: str, minimum: int = 1) -> int:
-    """``value`` if it is an integer (not a bool) of at least ``minimum``, else :class:`InvalidInputError` naming ``what``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        kind = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer of at least {minimum}")
+def check_count(value: Any, what: str, allow_zero: bool = False) -> int:
+    """``value`` if it is a positive integer (not a bool; or 0 with ``allow_zero``), else
+    :class:`InvalidInputError` naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
+        kind = "a non-negative integer" if allow_zero else "a positive integer"
         raise InvalidInputError(f"{what} must be {kind}, got {value!r}")
     return value
 
