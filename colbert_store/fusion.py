@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from colbert_store.errors import InvalidInputError
+from colbert_store.validation import check_count
 
 METHODS = ("rrf", "weighted")
 
@@ -47,8 +48,7 @@ class Fusion:
             raise InvalidInputError(f"fusion weight must be a number in [0, 1], got {self.weight!r}")
         if not _is_number(self.rrf_k) or not 0 <= self.rrf_k < float("inf"):
             raise InvalidInputError(f"rrf_k must be a finite non-negative number, got {self.rrf_k!r}")
-        if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 1:
-            raise InvalidInputError(f"fusion depth must be a positive integer, got {self.depth!r}")
+        check_count(self.depth, "fusion depth")
 
     @classmethod
     def of(cls, value: Fusion | str | None, **overrides: Any) -> Fusion:

@@ -3,6 +3,7 @@ from centroid ids alone, then exact MaxSim on the decompressed survivors."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -18,6 +19,7 @@ from colbert_store.filters import Filter
 from colbert_store.maxsim import segment_max_sum
 from colbert_store.reading import DocumentSource
 from colbert_store.storage import DocumentBatch, revision_generations
+from colbert_store.validation import check_count
 
 
 @dataclass(frozen=True)
@@ -43,14 +45,13 @@ class SearchParams:
     max_pruned_pairs: int = 1 << 18
 
     def __post_init__(self) -> None:
-        if not isinstance(self.nprobe, int) or self.nprobe < 1:
-            raise InvalidInputError(f"nprobe must be a positive integer, got {self.nprobe!r}")
-        for knob in ("ncandidates", "nrerank", "max_pruned_pairs"):
-            value = getattr(self, knob)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InvalidInputError(f"{knob} must be a positive integer, got {value!r}")
-        if self.centroid_threshold is not None and not isinstance(self.centroid_threshold, (int, float)):
-            raise InvalidInputError(f"centroid_threshold must be a number or None, got {self.centroid_threshold!r}")
+        for knob in ("nprobe", "ncandidates", "nrerank", "max_pruned_pairs"):
+            check_count(getattr(self, knob), knob)
+        threshold = self.centroid_threshold
+        if threshold is not None and (
+            isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold)
+        ):
+            raise InvalidInputError(f"centroid_threshold must be a finite number or None, got {threshold!r}")
 
     def updated(self, **overrides: Any) -> SearchParams:
         """A copy with some knobs changed (unknown names raise)."""

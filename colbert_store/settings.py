@@ -8,13 +8,12 @@ from typing import Any
 
 from colbert_store.errors import InvalidInputError
 from colbert_store.search import SearchParams
+from colbert_store.validation import check_count
 
 
 def check_pool_factor(value: Any) -> int:
     """A ``pool_factor`` setting: a positive integer (1: no pooling)."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise InvalidInputError(f"pool_factor must be a positive integer (1: no pooling), got {value!r}")
-    return value
+    return check_count(value, "pool_factor")
 
 
 @dataclass(frozen=True)
@@ -47,12 +46,13 @@ class IndexSettings:
     def __post_init__(self) -> None:
         if not isinstance(self.dim, int) or self.dim < 8 or self.dim % 8:
             raise InvalidInputError(f"dim must be a positive multiple of 8, got {self.dim!r}")
-        if self.nbits not in (1, 2, 4):
+        if isinstance(self.nbits, bool) or self.nbits not in (1, 2, 4):
             raise InvalidInputError(f"nbits must be 1, 2 or 4, got {self.nbits!r}")
-        if self.n_centroids is not None and not (isinstance(self.n_centroids, int) and 1 <= self.n_centroids <= 2**32):
-            raise InvalidInputError(f"n_centroids must be a positive integer or None, got {self.n_centroids!r}")
-        if not isinstance(self.sample_tokens, int) or self.sample_tokens < 1:
-            raise InvalidInputError(f"sample_tokens must be a positive integer, got {self.sample_tokens!r}")
+        if self.n_centroids is not None and check_count(self.n_centroids, "n_centroids") > 2**32:
+            raise InvalidInputError(f"n_centroids must be at most 2**32, got {self.n_centroids!r}")
+        check_count(self.sample_tokens, "sample_tokens")
+        check_count(self.kmeans_iterations, "kmeans_iterations")
+        check_count(self.seed, "seed", allow_zero=True)
         check_pool_factor(self.pool_factor)
 
     @classmethod

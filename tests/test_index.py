@@ -240,6 +240,25 @@ def test_bad_filters_raise_clear_errors(store, corpus):
         index.search(corpus.query(0), filter={"lang": {"$in": ["en", "e\x00n"]}})
 
 
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("nbits", True, "nbits must be 1, 2 or 4"),
+        ("n_centroids", True, "n_centroids must be a positive integer"),
+        ("n_centroids", 2**33, "n_centroids must be at most 2\\*\\*32"),
+        ("sample_tokens", 0, "sample_tokens must be a positive integer"),
+        ("kmeans_iterations", 0, "kmeans_iterations must be a positive integer"),
+        ("kmeans_iterations", "6", "kmeans_iterations must be a positive integer"),
+        ("seed", -1, "seed must be a non-negative integer"),
+        ("seed", 1.0, "seed must be a non-negative integer"),
+    ],
+)
+def test_bad_index_settings_raise_and_create_nothing(store, setting, value, message):
+    with pytest.raises(cs.InvalidInputError, match=message):
+        cs.Index.create(store, "papers", dim=DIM, **{setting: value})
+    assert store.list_indexes() == []
+
+
 def test_bad_input_raises_and_leaves_the_index_unchanged(store, corpus):
     index = build(store, corpus)
     query = corpus.query(1)

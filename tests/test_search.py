@@ -20,10 +20,16 @@ from tests.test_index import build
 
 
 @pytest.mark.parametrize("knob", ["nprobe", "ncandidates", "nrerank", "max_pruned_pairs"])
-@pytest.mark.parametrize("value", [0, -3, 1.5, "8"])
+@pytest.mark.parametrize("value", [0, -3, 1.5, "8", True])
 def test_bad_knob_values_raise_naming_the_knob(knob, value):
     with pytest.raises(cs.InvalidInputError, match=knob):
         SearchParams().updated(**{knob: value})
+
+
+@pytest.mark.parametrize("value", [True, float("nan"), float("inf"), "0.5"])
+def test_a_bad_centroid_threshold_raises(value):
+    with pytest.raises(cs.InvalidInputError, match="centroid_threshold must be a finite number or None"):
+        SearchParams(centroid_threshold=value)
 
 
 def test_the_pairs_budget_keeps_the_best_scoring_centroids_above_the_threshold_that_fit_it():

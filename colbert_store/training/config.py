@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from colbert_store.errors import InvalidInputError
+from colbert_store.validation import check_count
 
 PAPER_N_WAY = 64
 """Passages per training group in ColBERTv2 (Santhanam et al., 2022): one highly ranked, the rest lower ranked."""
@@ -59,9 +60,7 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         positive = ("n_way", "negatives_depth", "batch_size", "accumulation_steps", "steps", "checkpoint_every")
         for name in positive:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+            check_count(getattr(self, name), name)
         if self.n_way < 2:
             raise InvalidInputError(f"n_way must be at least 2 (a positive and a negative), got {self.n_way}")
         if self.negatives_depth < self.n_way - 1:
@@ -72,9 +71,7 @@ class TrainingConfig:
                                             or self.doc_maxlen < 4):
             raise InvalidInputError(f"doc_maxlen must be an integer of at least 4 or None, got {self.doc_maxlen!r}")
         for name in ("warmup_steps", "frozen_layers", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise InvalidInputError(f"{name} must be a non-negative integer, got {value!r}")
+            check_count(getattr(self, name), name, allow_zero=True)
         for name in ("learning_rate", "weight_decay", "max_grad_norm", "max_minutes"):
             value = getattr(self, name)
             optional = name in ("max_grad_norm", "max_minutes") and value is None
