@@ -138,12 +138,16 @@ class _QueryView:
 
 def _approximate_top(lists: CentroidLists, slots: np.ndarray, view: _QueryView, k: int, params: SearchParams) -> np.ndarray:
     """The slots of ``lists`` (documents of ``view``'s codec) worth scoring exactly: PLAID's stages 2 and 3."""
+    # These stages only choose whom to score exactly: they read the centroid scores in half precision,
+    # zero-padded to a multiple of 16 query tokens, the widths at which torch's float16 scatter_reduce is
+    # fast (at most others it is 2-3x slower than float32); a zero column adds 0 to every score.
+    approx_scores = torch.nn.functional.pad(view.centroid_scores, (0, -view.centroid_scores.shape[1] % 16)).half()
     if len(slots) > params.ncandidates:
         relevant = _relevant_centroids(
             view.centroid_scores, view.probes, params.centroid_threshold, lists, params.max_pruned_pairs
         )
-        slots = _pruned_centroid_top(lists, slots, view.centroid_scores, relevant, params.ncandidates)
-    return _centroid_top(lists, slots, view.centroid_scores, max(k, params.nrerank))
+        slots = _pruned_centroid_top(lists, slots, approx_scores, relevant, params.ncandidates)
+    return _centroid_top(lists, slots, approx_scores, max(k, params.nrerank))
 
 
 def _exact_top(docs: CachedDocuments, slots: np.ndarray, view: _QueryView, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -173,35 +177,34 @@ def _relevant_centroids(
 
 
 def _pruned_centroid_top(
-    lists: CentroidLists, slots: np.ndarray, centroid_scores: torch.Tensor, relevant: np.ndarray, keep: int
+    lists: CentroidLists, slots: np.ndarray, approx_scores: torch.Tensor, relevant: np.ndarray, keep: int
 ) -> np.ndarray:
     """The ``keep`` best slots by MaxSim over centroids, counting only the ``relevant`` centroids
     (PLAID stage 2 with centroid pruning, from inverted lists)."""
     rows, centroids = lists.pairs_among(relevant, slots)
-    approx = _max_sim_over_centroids(centroid_scores, centroids, rows, len(slots))
+    approx = _max_sim_over_centroids(approx_scores, centroids, rows, len(slots))
     return slots[approx.topk(keep).indices.numpy()]
 
 
-def _centroid_top(lists: CentroidLists, slots: np.ndarray, centroid_scores: torch.Tensor, keep: int) -> np.ndarray:
+def _centroid_top(lists: CentroidLists, slots: np.ndarray, approx_scores: torch.Tensor, keep: int) -> np.ndarray:
     """The ``keep`` best slots by MaxSim with every token replaced by its centroid (PLAID stage 3),
     over each document's distinct centroids (fewer than its tokens: a centroid repeats within a document)."""
     if len(slots) <= keep:
         return slots
     centroids, owner = lists.distinct_centroids_of(slots)
-    approx = _max_sim_over_centroids(centroid_scores, centroids, owner, len(slots))
+    approx = _max_sim_over_centroids(approx_scores, centroids, owner, len(slots))
     return slots[approx.topk(keep).indices.numpy()]
 
 
 def _max_sim_over_centroids(
-    centroid_scores: torch.Tensor, centroids: np.ndarray, rows: np.ndarray, n_rows: int
+    approx_scores: torch.Tensor, centroids: np.ndarray, rows: np.ndarray, n_rows: int
 ) -> torch.Tensor:
-    """Per row: sum over query tokens of the best score among the row's ``centroids`` (floored at 0)."""
-    # (n_pairs, n_query_tokens) in float32: torch's scatter_reduce is up to 3x slower on float16 rows
-    # of most widths (as wide as the query is long)
-    token_scores = centroid_scores.index_select(0, torch.from_numpy(centroids.astype(np.int64, copy=False)))
-    best = torch.zeros((n_rows, centroid_scores.shape[1]), dtype=token_scores.dtype)
+    """Per row: sum over query tokens of the best score among the row's ``centroids`` (floored at 0), in float32."""
+    # (n_pairs, n_query_tokens); torch's row gather, since numpy's take is slow on float16 rows
+    token_scores = approx_scores.index_select(0, torch.from_numpy(centroids.astype(np.int64, copy=False)))
+    best = torch.zeros((n_rows, approx_scores.shape[1]), dtype=token_scores.dtype)
     best.scatter_reduce_(0, torch.from_numpy(rows)[:, None].expand_as(token_scores), token_scores, reduce="amax")
-    return best.sum(dim=1)
+    return best.sum(dim=1, dtype=torch.float32)
 
 
 def _exact_scores(
