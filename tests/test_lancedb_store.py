@@ -14,6 +14,7 @@ import pytest
 import colbert_store as cs
 from colbert_store import writing
 from colbert_store.adapters.lancedb import LanceDBStore
+from colbert_store.adapters.lancedb.retries import retrying
 from tests.conftest import DIM, make_corpus
 from tests.test_index import build, ranked
 
@@ -100,3 +101,25 @@ def test_a_warm_reader_with_a_consistency_interval_sees_another_connections_dele
     while victim in {hit.id for hit in reader.search(query, k=10)}:
         assert time.monotonic() < deadline, "the reader never saw the delete"
         time.sleep(0.1)
+
+
+def test_a_commit_lance_gave_up_on_under_concurrent_writers_is_retried_and_other_errors_are_not() -> None:
+    refusals = [
+        RuntimeError("lance error: Retryable commit conflict for version 7: Please retry"),
+        RuntimeError("lance error: Too many concurrent writers. Attempted 2 times, but failed on retry_timeout"),
+    ]
+
+    def commit() -> str:
+        if refusals:
+            raise refusals.pop(0)
+        return "committed"
+
+    assert retrying(commit, "a test commit") == "committed" and refusals == []
+
+    def broken() -> None:
+        refusals.append(RuntimeError("lance error: Invalid user input"))
+        raise refusals[-1]
+
+    with pytest.raises(RuntimeError, match="Invalid user input"):
+        retrying(broken, "a test commit")
+    assert len(refusals) == 1  # tried once

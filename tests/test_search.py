@@ -14,7 +14,7 @@ from qdrant_client import QdrantClient
 import colbert_store as cs
 from colbert_store.adapters.qdrant import QdrantStore
 from colbert_store.centroid_lists import CentroidLists
-from colbert_store.search import SearchParams, _relevant_centroids
+from colbert_store.search import SearchParams, _approximate_top, _QueryView, _relevant_centroids
 from tests.conftest import make_corpus
 from tests.test_index import build
 
@@ -50,6 +50,23 @@ def test_the_pairs_budget_keeps_the_best_scoring_centroids_above_the_threshold_t
     assert _relevant_centroids(scores, no_probes, 0.5, unlisted, 26).tolist() == [4, 5, 6, 7]
     # Probes count below the threshold and past the budget.
     assert _relevant_centroids(scores, np.array([0, 2]), 0.5, lists, 26).tolist() == [0, 2, 4, 5, 6, 7]
+
+
+@pytest.mark.parametrize("n_query_tokens", [5, 13, 16, 17, 32])
+def test_the_approximate_stages_rank_by_maxsim_over_centroids_at_any_query_length(n_query_tokens):
+    rng = np.random.default_rng(n_query_tokens)
+    n_docs, n_centroids = 30, 40
+    held = [np.sort(rng.choice(n_centroids, 5, replace=False)) for _ in range(n_docs)]
+    lists = CentroidLists.of(
+        np.arange(1, n_docs + 1), np.arange(0, 5 * n_docs + 1, 5), np.concatenate(held).astype(np.uint16)
+    )
+    scores = torch.from_numpy(rng.uniform(-0.5, 1.0, (n_centroids, n_query_tokens)).astype(np.float32))
+    view = _QueryView(codec=None, query=torch.empty(0), centroid_scores=scores, probes=np.array([], np.int64))
+    params = SearchParams(ncandidates=10, nrerank=5, centroid_threshold=None)
+    chosen = _approximate_top(lists, np.arange(n_docs), view, 5, params)
+    half = scores.half().float().numpy()
+    maxsim = np.array([np.maximum(half[centroids].max(axis=0), 0).sum() for centroids in held])
+    assert sorted(chosen.tolist()) == sorted(np.argsort(-maxsim)[:5].tolist())
 
 
 def test_a_threaded_batch_answers_each_query_as_a_lone_search_would(store):

@@ -2,8 +2,8 @@
 
 Each LanceDB write is a commit of a new table version; when two processes commit at once, Lance
 applies one and refuses the other with "Retryable commit conflict ... Please retry" (its merge-insert
-retries some of these itself). Nothing of the refused commit is applied, so running the operation
-again is safe.
+retries some of these itself, and gives up with "Too many concurrent writers" when its own retries
+run out). Nothing of the refused commit is applied, so running the operation again is safe.
 """
 
 from __future__ import annotations
@@ -26,9 +26,18 @@ _FIRST_DELAY = 0.02
 _LONGEST_DELAY = 1.0
 
 
+_CONFLICT_MESSAGES = ("Retryable commit conflict", "Too many concurrent writers")
+
+
 def is_retryable(error: BaseException) -> bool:
-    """Whether LanceDB refused a commit because another one preempted it."""
-    return "Retryable commit conflict" in str(error)
+    """Whether LanceDB refused a commit because others preempted it.
+
+    >>> is_retryable(RuntimeError("lance error: Too many concurrent writers. Attempted 2 times"))
+    True
+    >>> is_retryable(RuntimeError("lance error: Invalid user input"))
+    False
+    """
+    return any(message in str(error) for message in _CONFLICT_MESSAGES)
 
 
 def retrying(operation: Callable[[], T], what: str) -> T:
