@@ -42,6 +42,7 @@ from colbert_store.errors import FilterError, InvalidInputError  # noqa: E402
 from colbert_store.index import Hit, Index  # noqa: E402
 from colbert_store.retriever import Retriever  # noqa: E402
 from colbert_store.storage import Store  # noqa: E402
+from colbert_store.validation import check_count  # noqa: E402
 
 if TYPE_CHECKING:  # the encoder needs the ``encoder`` extra; only its type is named here
     from colbert_store.encoder import ColBERTEncoder
@@ -92,8 +93,7 @@ class ColbertStoreLlamaIndexRetriever(BaseRetriever):
     ) -> None:
         if not isinstance(retriever, Retriever):
             raise InvalidInputError(f"retriever must be a colbert_store.Retriever, got {type(retriever).__name__}")
-        if isinstance(similarity_top_k, bool) or not isinstance(similarity_top_k, int) or similarity_top_k < 1:
-            raise InvalidInputError(f"similarity_top_k must be a positive integer, got {similarity_top_k!r}")
+        check_count(similarity_top_k, "similarity_top_k")
         self._retriever = retriever
         self._top_k = similarity_top_k
         self._filter = metadata_filters_to_dict(filters) if isinstance(filters, MetadataFilters) else filters

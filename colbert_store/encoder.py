@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from .checkpoints import DenseLayer, LoadedCheckpoint, load_checkpoint
 from .errors import InvalidInputError
+from .validation import check_count
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +62,7 @@ class ColBERTEncoder:
         batch_size: int = 32,
         show_progress: bool | None = None,
     ) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise InvalidInputError(f"batch_size must be a positive int, got {batch_size!r}")
+        check_count(batch_size, "batch_size")
         self._checkpoint = checkpoint
         self._device = torch.device(device)
         self._batch_size = batch_size

@@ -112,7 +112,7 @@ class Retriever:
             IndexExistsError: ``name`` already exists in ``store``.
             InvalidInputError: Bad texts, ids, metadata or settings.
         """
-        _check_batch_size(batch_size)
+        check_count(batch_size, "batch_size")
         _check_inputs(texts, ids, metadatas)
         retriever = cls.create(store, name, encoder, nbits=nbits, **index_settings)
         retriever.add_texts(texts, ids=ids, metadatas=metadatas, batch_size=batch_size, show_progress=show_progress)
@@ -199,7 +199,7 @@ class Retriever:
         Raises:
             InvalidInputError: Bad texts, ids, metadata or batch size; the index is unchanged.
         """
-        _check_batch_size(batch_size)
+        check_count(batch_size, "batch_size")
         texts, doc_ids, metadata = _check_inputs(texts, ids, metadatas)
         show = show_progress if show_progress is not None else progress is None and len(texts) > batch_size
         pending = _Pending()
@@ -326,11 +326,6 @@ class _Pending:
         if self.ids:
             index.add(self.ids, self.vectors, texts=self.texts, metadata=self.metadata, queries=queries)
         self.clear()
-
-
-def _check_batch_size(batch_size: Any) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidInputError(f"batch_size must be a positive int, got {batch_size!r}")
 
 
 def _check_inputs(
