@@ -201,15 +201,10 @@ def range_positions(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     >>> range_positions(np.array([5, 9, 0]), np.array([1, 0, 2]))
     array([5, 0, 1])
     """
-    nonempty = np.flatnonzero(lengths)
-    starts, lengths = starts[nonempty], lengths[nonempty]
     ends = np.cumsum(lengths)
-    # One cumulative sum over steps of 1, with a jump where each range begins.
-    steps = np.ones(int(ends[-1]) if len(ends) else 0, dtype=np.int64)
-    if len(steps):
-        steps[0] = starts[0]
-        steps[ends[:-1]] = starts[1:] - (starts[:-1] + lengths[:-1]) + 1
-    return np.cumsum(steps)
+    # Output position p of a range is p shifted by (its start - the position its first value lands at).
+    shifts = np.repeat(starts - (ends - lengths), lengths)
+    return np.arange(len(shifts), dtype=np.int64) + shifts
 
 
 def token_positions(token_offsets: np.ndarray, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

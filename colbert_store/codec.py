@@ -274,7 +274,7 @@ class ResidualCodec:
 
     def _table_rows(self, packed: torch.Tensor) -> torch.Tensor:
         """Row of ``_byte_table`` (and of :meth:`query_tables`) each packed byte selects."""
-        return packed.to(torch.int32) + self._byte_table_offsets
+        return packed.to(torch.int32).add_(self._byte_table_offsets)  # in place: one int32 array, not two
 
     @cached_property
     def _residual_encoder(self) -> np.ndarray | None:
