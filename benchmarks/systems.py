@@ -33,7 +33,7 @@ SWEEP: tuple[dict[str, Any], ...] = (
     {"nprobe": 1, "ncandidates": 128, "nrerank": 32, "centroid_threshold": 0.5},
     {"nprobe": 2, "ncandidates": 256, "nrerank": 32, "centroid_threshold": 0.45},
     {"nprobe": 2, "ncandidates": 256, "nrerank": 64, "centroid_threshold": 0.45},
-    {"nprobe": 2, "ncandidates": 128, "nrerank": 48, "centroid_threshold": 0.5},  # the defaults
+    {"nprobe": 2, "ncandidates": 128, "nrerank": 48, "centroid_threshold": 0.5},
     {"nprobe": 2, "ncandidates": 256, "nrerank": 128, "centroid_threshold": 0.45},
     {"nprobe": 4, "ncandidates": 512, "nrerank": 128, "centroid_threshold": 0.4},
     {"nprobe": 4, "ncandidates": 512, "nrerank": 256, "centroid_threshold": 0.4},

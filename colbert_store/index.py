@@ -284,6 +284,22 @@ class Index:
 
             return list(self._search_pool().map(answer, matrices, per_query))
 
+    def set_search_defaults(self, params: SearchParams | None = None, **knobs: Any) -> SearchParams:
+        """Change the search knobs stored with the index (it keeps those it was created with, across
+        upgrades): ``params`` replaces them all (``SearchParams()``: this version's defaults), then ``knobs``
+        override by name. Every process's searches use them within :data:`MANIFEST_CHECK_SECONDS`.
+        Returns the knobs stored; a bad knob raises and stores nothing."""
+        if params is not None and not isinstance(params, SearchParams):
+            raise InvalidInputError(f"params must be a SearchParams, got {type(params).__name__}")
+        with self._write_lock:
+            while True:  # another process may commit a manifest (a retrain) in between: read it and retry
+                state = self._reload()
+                search = (state.manifest.settings.search if params is None else params).updated(**knobs)
+                settings = replace(state.manifest.settings, search=search)
+                if commit(self._store, self._name, state, state.manifest.codecs, settings) is not None:
+                    self._reload()
+                    return search
+
     def warm(self) -> int:
         """Read stored documents into the in-memory cache until it is full (and, when they do not all fit,
         every document's centroid lists into memory), so that first searches, like later ones, read little

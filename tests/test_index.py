@@ -302,6 +302,32 @@ def test_per_call_knobs_do_not_change_the_index_settings(store, corpus):
     assert index.settings.search == defaults
 
 
+def test_stored_search_defaults_can_be_changed_for_every_process(store_factory, corpus, monkeypatch):
+    index = build(store_factory(), corpus, search=cs.SearchParams(nprobe=3, nrerank=20))
+    other = cs.Index.open(store_factory(), "papers")  # another connection, as another process would hold
+    query = corpus.query(2)
+    other.search(query)
+    changed = index.set_search_defaults(ncandidates=40, centroid_threshold=None)
+    assert changed == cs.SearchParams(nprobe=3, ncandidates=40, nrerank=20, centroid_threshold=None)
+    assert index.settings.search == changed
+    assert cs.Index.open(store_factory(), "papers").settings.search == changed
+    monkeypatch.setattr("colbert_store.index.MANIFEST_CHECK_SECONDS", 0.0)  # the next search reads the manifest
+    other.search(query)
+    assert other.settings.search == changed
+    assert index.set_search_defaults(cs.SearchParams(), nrerank=80) == cs.SearchParams(nrerank=80)
+
+    version = index.store.read_manifest("papers")["version"]
+    for bad, message in [({"nprobe": 0}, "nprobe"), ({"nprobes": 2}, "unknown search parameters"),
+                         ({"centroid_threshold": float("nan")}, "centroid_threshold")]:
+        with pytest.raises(cs.InvalidInputError, match=message):
+            index.set_search_defaults(**bad)
+    with pytest.raises(cs.InvalidInputError, match="SearchParams"):
+        index.set_search_defaults({"nprobe": 2})
+    assert index.store.read_manifest("papers")["version"] == version
+    assert cs.Index.open(store_factory(), "papers").settings.search == cs.SearchParams(nrerank=80)
+    assert [hit.id for hit in index.search(query, k=5)] == [hit.id for hit in other.search(query, k=5)]
+
+
 def test_odd_ids_round_trip(store, corpus):
     index = build(store, corpus)
     odd = ["it's", 'quote"d', "ünï©ødé ✓", "semi;colon -- comment", "x" * 4096, "back\\slash", "%_wild"]

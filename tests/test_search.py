@@ -69,6 +69,17 @@ def test_the_approximate_stages_rank_by_maxsim_over_centroids_at_any_query_lengt
     assert sorted(chosen.tolist()) == sorted(np.argsort(-maxsim)[:5].tolist())
 
 
+@pytest.mark.parametrize("nprobe", [1, 2, 3, 500])
+def test_each_query_token_probes_its_nprobe_best_centroids(nprobe):
+    rng = np.random.default_rng(nprobe)
+    codec = cs.ResidualCodec.fit(rng.normal(size=(3000, 16)).astype(np.float32), nbits=2, n_centroids=64)
+    query = rng.normal(size=(7, 16)).astype(np.float32)
+    view = _QueryView.of(codec, query, nprobe)
+    scores = codec.centroids @ codec.rotate(query).T  # (centroids, query tokens)
+    best = np.argsort(-scores, axis=0, kind="stable")[: min(nprobe, codec.n_centroids)]
+    assert view.probes.tolist() == np.unique(best).tolist()
+
+
 def test_a_threaded_batch_answers_each_query_as_a_lone_search_would(store):
     corpus = make_corpus(n_docs=120)
     build(store, corpus)
