@@ -39,7 +39,8 @@ from langchain_core.retrievers import BaseRetriever  # noqa: E402
 from pydantic import Field, field_validator  # noqa: E402
 
 from colbert_store.errors import InvalidInputError  # noqa: E402
-from colbert_store.index import Hit, Index  # noqa: E402
+from colbert_store.hits import Hit  # noqa: E402
+from colbert_store.index import Index  # noqa: E402
 from colbert_store.retriever import Retriever  # noqa: E402
 from colbert_store.search import SearchParams  # noqa: E402
 from colbert_store.storage import Store  # noqa: E402

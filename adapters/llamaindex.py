@@ -39,7 +39,8 @@ from llama_index.core.vector_stores.types import (  # noqa: E402
 )
 
 from colbert_store.errors import FilterError, InvalidInputError  # noqa: E402
-from colbert_store.index import Hit, Index  # noqa: E402
+from colbert_store.hits import Hit  # noqa: E402
+from colbert_store.index import Index  # noqa: E402
 from colbert_store.retriever import Retriever  # noqa: E402
 from colbert_store.storage import Store  # noqa: E402
 from colbert_store.validation import check_count  # noqa: E402

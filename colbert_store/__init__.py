@@ -24,7 +24,8 @@ from colbert_store.errors import (
     WriteConflictError,
 )
 from colbert_store.fusion import Fusion
-from colbert_store.index import Hit, Index
+from colbert_store.hits import Hit
+from colbert_store.index import Index
 from colbert_store.maintenance import IndexHealth
 from colbert_store.maxsim import maxsim
 from colbert_store.retriever import Retriever

@@ -20,6 +20,7 @@ from colbert_store.errors import InvalidInputError, NotTrainedError, WriteConfli
 from colbert_store.filters import Filter, parse_filter
 from colbert_store.fitting import fit_first_codec
 from colbert_store.fusion import Fusion
+from colbert_store.hits import Hit, hits_of
 from colbert_store.hybrid import search_hybrid
 from colbert_store.maintenance import IndexHealth, TextEncoder, measure_health
 from colbert_store.pooling import pool_documents, pooling_encoder
@@ -47,16 +48,6 @@ DEFAULT_SEARCH_THREADS = min(8, os.cpu_count() or 1)
 MANIFEST_CHECK_SECONDS = 1.0
 """A search reads the manifest again when its last read is older than this, so a searcher learns of a
 new codec within this long even if none of its candidates is encoded with it yet."""
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One search result."""
-
-    id: str
-    score: float
-    text: str | None
-    metadata: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -275,12 +266,12 @@ class Index:
             return [[] for _ in matrices]
         with self._source.one_version():  # the store's version is checked once for the whole batch
             if len(matrices) < 2 or self._search_threads == 1:
-                return [_hits(self._search_one(q, k, where, search_params, h)) for q, h in zip(matrices, per_query)]
+                return [hits_of(self._search_one(q, k, where, search_params, h)) for q, h in zip(matrices, per_query)]
             live = self._source.pinned_live()
 
             def answer(query: np.ndarray, hybrid: tuple[Fusion, str] | None) -> list[Hit]:
                 with self._source.one_version(shared=live):
-                    return _hits(self._search_one(query, k, where, search_params, hybrid))
+                    return hits_of(self._search_one(query, k, where, search_params, hybrid))
 
             return list(self._search_pool().map(answer, matrices, per_query))
 
@@ -490,18 +481,4 @@ class Index:
         if not listed:
             raise InvalidInputError(f"{what} is empty")
         return [normalise_rows(check_matrix(m, self.settings.dim, f"{what}[{i}]"), f"{what}[{i}]") for i, m in enumerate(listed)]
-
-
-def _hits(result: ScoredDocuments) -> list[Hit]:
-    batch = result.batch
-    return [
-        Hit(
-            id=batch.ids[row],
-            score=float(score),
-            text=batch.texts[row] if batch.texts else None,
-            metadata=dict(batch.metadata[row]) if batch.metadata else {},
-        )
-        for row, score in zip(result.rows.tolist(), result.scores.tolist())
-    ]
-
 

@@ -37,7 +37,8 @@ from tqdm.auto import tqdm
 
 from colbert_store.errors import IncompatibleIndexError, InvalidInputError
 from colbert_store.fusion import Fusion
-from colbert_store.index import Hit, Index
+from colbert_store.hits import Hit
+from colbert_store.index import Index
 from colbert_store.pseudo_queries import sample_sentences
 from colbert_store.storage import Store
 from colbert_store.validation import check_count, check_ids, check_metadata

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from colbert_store.cli.errors import PROG
 
 if TYPE_CHECKING:
-    from colbert_store.index import Hit
+    from colbert_store.hits import Hit
     from colbert_store.maintenance import IndexHealth
 
 SNIPPET_CHARS = 100
