@@ -103,6 +103,21 @@ def test_a_warm_reader_with_a_consistency_interval_sees_another_connections_dele
         time.sleep(0.1)
 
 
+def test_a_writer_with_an_old_schema_names_its_new_metadata_column_after_another_writers(tmp_path):
+    """Metadata columns are named by position, so two writers adding keys at once both reach for the
+    same name; the one that reads the schema late (here: kept old by its consistency interval) must
+    take the next name, not fail or retry against its old schema until it gives up."""
+    corpus = make_corpus(n_docs=60)
+    first = build(LanceDBStore(tmp_path), corpus)
+    late = cs.Index.open(LanceDBStore(tmp_path, read_consistency_interval=timedelta(hours=1)), "papers")
+    late.add(["late-0"], [corpus.embeddings[0]], metadata=[{"year": 1}])  # its table handle is now open
+    first.add(["first-1"], [corpus.embeddings[1]], metadata=[{"lab": "x"}])
+    late.add(["late-2"], [corpus.embeddings[2]], metadata=[{"venue": "y"}])
+    assert [hit.id for hit in first.search(corpus.query(2), k=3, filter={"venue": "y"})] == ["late-2"]
+    assert [hit.id for hit in first.search(corpus.query(1), k=3, filter={"lab": "x"})] == ["first-1"]
+    assert len(first) == 63
+
+
 def test_a_commit_lance_gave_up_on_under_concurrent_writers_is_retried_and_other_errors_are_not() -> None:
     refusals = [
         RuntimeError("lance error: Retryable commit conflict for version 7: Please retry"),

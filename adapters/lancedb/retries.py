@@ -29,6 +29,10 @@ _LONGEST_DELAY = 1.0
 _CONFLICT_MESSAGES = ("Retryable commit conflict", "Too many concurrent writers")
 
 
+class RetryableConflict(Exception):
+    """A write found another process's commit in its way and can simply run again."""
+
+
 def is_retryable(error: BaseException) -> bool:
     """Whether LanceDB refused a commit because others preempted it.
 
@@ -37,7 +41,7 @@ def is_retryable(error: BaseException) -> bool:
     >>> is_retryable(RuntimeError("lance error: Invalid user input"))
     False
     """
-    return any(message in str(error) for message in _CONFLICT_MESSAGES)
+    return isinstance(error, RetryableConflict) or any(message in str(error) for message in _CONFLICT_MESSAGES)
 
 
 def retrying(operation: Callable[[], T], what: str) -> T:

@@ -34,13 +34,14 @@ from colbert_store.adapters.lancedb.records import (
     existing_metadata_columns,
     metadata_columns,
 )
-from colbert_store.adapters.lancedb.retries import is_retryable, retrying
+from colbert_store.adapters.lancedb.retries import RetryableConflict, is_retryable, retrying
 from colbert_store.errors import IndexExistsError, IndexNotFoundError, LexicalSearchUnavailableError
 from colbert_store.filters import Filter
 from colbert_store.storage import DocumentBatch, Store
 from colbert_store.validation import check_index_name
 
 _IN_LIST_CHUNK = 4096
+_COLUMN_EXISTS = "already exists in the dataset"
 _REINDEX_FRACTION = 0.1
 
 
@@ -302,10 +303,21 @@ class LanceDBStore(Store):
 
     @staticmethod
     def _metadata_columns(table: Any, batch: DocumentBatch) -> dict[str, Any]:
-        """The batch's typed metadata columns, adding to the table the ones for keys it has not seen."""
+        """The batch's typed metadata columns, adding to the table the ones for keys it has not seen.
+
+        Another process may have added columns since this handle read the schema (a column of the same
+        name then already exists, or the commit conflicts): the handle moves to the latest version so
+        that the retry reads the schema again and names its columns after the other process's.
+        """
         columns, new_fields = metadata_columns(table.schema, batch)
         if new_fields:
-            table.add_columns(new_fields)
+            try:
+                table.add_columns(new_fields)
+            except Exception as error:
+                if not (is_retryable(error) or _COLUMN_EXISTS in str(error)):
+                    raise
+                table.checkout_latest()
+                raise RetryableConflict(str(error)) from error
         return columns
 
     def _refresh_indexes(self, table: Any) -> None:
