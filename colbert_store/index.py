@@ -374,8 +374,8 @@ class Index:
             retrain(self._store, self._name, self._reload, options)
 
     def stats(self) -> dict[str, Any]:
-        """Documents, tokens, encoded bytes per token, codec settings and :meth:`health` (``None``
-        before the first add), streaming the store once."""
+        """Documents, tokens, encoded bytes per token, codec settings, the stored search defaults and
+        :meth:`health` (``None`` before the first add), streaming the store once."""
         health = self._current_health()  # no codec yet: no documents either
         codec = self.codec
         return {
@@ -388,6 +388,7 @@ class Index:
             "centroids": codec.n_centroids if codec else None,
             "bytes_per_token": codec.stored_bytes_per_token if codec else None,
             "encoder": self.settings.encoder,
+            "search": self.settings.search,
             "health": health,
         }
 

@@ -81,13 +81,13 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # ---------------------------------------------------------------------------------------------- help
 
 
-@pytest.mark.parametrize("command", [[], ["index"], ["search"], ["info"], ["retrain"], ["demo"]])
+@pytest.mark.parametrize("command", [[], ["index"], ["search"], ["info"], ["search-defaults"], ["retrain"], ["demo"]])
 def test_help(command: list[str]) -> None:
     result = run(*command, "--help")
     assert result.returncode == 0 and result.stderr == ""
     assert result.stdout.startswith(f"usage: colbert-store {' '.join(command)}".rstrip())
-    expected = {"": "demo", "index": "--nbits", "search": "--filter", "info": "--store", "retrain": "--from-vectors",
-                "demo": "--limit"}
+    expected = {"": "demo", "index": "--nbits", "search": "--filter", "info": "--store", "search-defaults": "--set",
+                "retrain": "--from-vectors", "demo": "--limit"}
     assert expected[" ".join(command)] in result.stdout
 
 
@@ -140,6 +140,32 @@ def test_index_with_a_pool_factor_stores_fewer_vectors_and_info_says_so(
     assert int(rows["tokens"]) < int(unpooled["tokens"]) <= 2 * int(rows["tokens"])
     hits = run("search", "highest mountain", "--store", store, "--name", "pooled", "--json").stdout.splitlines()
     assert json.loads(hits[0])["id"] == "everest.txt"
+
+
+def test_search_defaults_are_shown_changed_for_every_later_search_and_reset(built: Path, tmp_path: Path) -> None:
+    store = tmp_path / "db"
+    shutil.copytree(built, store)
+    where = ("--store", store, "--name", "notes")
+
+    def knobs(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
+        assert result.returncode == 0, result.stderr
+        return dict(line.split() for line in result.stdout.splitlines())
+
+    library = {knob: str(value) for knob, value in vars(cs.SearchParams()).items()}
+    assert knobs(run("search-defaults", *where)) == library
+    changed = knobs(run("search-defaults", *where, "--set", "nprobe=3", "--set", "centroid-threshold=none"))
+    assert changed == {**library, "nprobe": "3", "centroid_threshold": "None"}
+    assert cs.Index.open(LanceDBStore(store), "notes").settings.search == cs.SearchParams(nprobe=3, centroid_threshold=None)
+    info = dict(line.split(maxsplit=1) for line in run("info", *where).stdout.splitlines())
+    assert info["search"].startswith("nprobe=3, ncandidates=") and "centroid_threshold=None" in info["search"]
+
+    assert_user_error(run("search-defaults", *where, "--set", "nprobe=0"), "nprobe must be a positive integer")
+    assert_user_error(run("search-defaults", *where, "--set", "probes=2"), "unknown search parameters: ['probes']")
+    assert_user_error(run("search-defaults", *where, "--set", "nprobe"), "--set takes KNOB=VALUE")
+    assert_user_error(run("search-defaults", *where, "--set", "nrerank=many"), "'many' is not a number or none")
+    assert knobs(run("search-defaults", *where)) == changed  # the refused changes stored nothing
+
+    assert knobs(run("search-defaults", *where, "--reset", "--set", "nrerank=72")) == {**library, "nrerank": "72"}
 
 
 @pytest.mark.parametrize("how", [[], ["--from-vectors"]])

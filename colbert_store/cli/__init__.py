@@ -6,6 +6,7 @@ Commands::
                                [--batch-size N]
     colbert-store search "QUERY" --store DIR --name NAME [-k 10] [--filter JSON] [--hybrid] [--json] [--model PATH_OR_NAME]
     colbert-store info --store DIR --name NAME
+    colbert-store search-defaults --store DIR --name NAME [--set KNOB=VALUE ...] [--reset]
     colbert-store retrain --store DIR --name NAME [--from-vectors] [--queries FILE] [--model PATH_OR_NAME]
     colbert-store train QUERIES --store DIR --name NAME --out DIR [--qrels FILE] [--split train] [--teacher PATH]
                         [--filter JSON] [--model PATH_OR_NAME] [--n-way N] [--steps N] [--learning-rate X] ...
@@ -29,7 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from colbert_store.cli.commands import cmd_index, cmd_info, cmd_retrain, cmd_search
+from colbert_store.cli.commands import cmd_index, cmd_info, cmd_retrain, cmd_search, cmd_search_defaults
 from colbert_store.cli.demo import cmd_demo
 from colbert_store.cli.errors import EXIT_USAGE, PROG, CliError
 from colbert_store.cli.resources import DEFAULT_NBITS
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_index_command(commands)
     _add_search_command(commands)
     _add_info_command(commands)
+    _add_search_defaults_command(commands)
     _add_retrain_command(commands)
     _add_train_command(commands)
     _add_demo_command(commands)
@@ -144,6 +146,21 @@ def _add_info_command(commands: Any) -> None:
     parser.add_argument("--name", required=True, help="index name")
     _add_store_arguments(parser)
     parser.set_defaults(handler=cmd_info)
+
+
+def _add_search_defaults_command(commands: Any) -> None:
+    parser = commands.add_parser(
+        "search-defaults", help="show or change the search knobs stored with an index",
+        description="Print the search knobs an index stores (every search of every process uses them unless "
+                    "it passes its own). --set changes one, e.g. --set nprobe=2 --set nrerank=72 "
+                    "(centroid_threshold=none turns centroid pruning off); --reset adopts this version's defaults.",
+    )
+    parser.add_argument("--name", required=True, help="index name")
+    _add_store_arguments(parser)
+    parser.add_argument("--set", action="append", metavar="KNOB=VALUE", help="change one knob (repeatable)")
+    parser.add_argument("--reset", action="store_true",
+                        help="start from this version's defaults (then apply --set)")
+    parser.set_defaults(handler=cmd_search_defaults)
 
 
 def _add_retrain_command(commands: Any) -> None:

@@ -1,4 +1,5 @@
-"""The ``index``, ``search``, ``info`` and ``retrain`` commands: each takes the parsed arguments and returns the exit status."""
+"""The ``index``, ``search``, ``info``, ``search-defaults`` and ``retrain`` commands: each takes the parsed arguments
+and returns the exit status."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from colbert_store.cli.errors import CliError
-from colbert_store.cli.output import print_hits, print_hits_json, print_info
+from colbert_store.cli.output import print_hits, print_hits_json, print_info, print_search_params
 from colbert_store.cli.resources import load_encoder, open_index, open_writable_retriever, opened_store
 from colbert_store.cli.sources import SourceDocument, open_source
 
@@ -108,6 +109,42 @@ def cmd_info(args: argparse.Namespace) -> int:
         stats = open_index(store, args.name, args.store).stats()
     print_info(stats, args.store, args.backend)
     return 0
+
+
+def cmd_search_defaults(args: argparse.Namespace) -> int:
+    """``colbert-store search-defaults``: print the search knobs stored with an index, after changing them
+    where ``--set`` or ``--reset`` asks to."""
+    knobs = dict(parse_knob(assignment) for assignment in args.set or ())
+    with opened_store(args.store, args.backend, must_exist=True) as store:
+        index = open_index(store, args.name, args.store)
+        if knobs or args.reset:
+            from colbert_store.search import SearchParams
+
+            params = index.set_search_defaults(SearchParams() if args.reset else None, **knobs)
+        else:
+            params = index.settings.search
+    print_search_params(params)
+    return 0
+
+
+def parse_knob(assignment: str) -> tuple[str, int | float | None]:
+    """``KNOB=VALUE`` as a knob name and its value: an integer, a number, or ``none``.
+
+    >>> parse_knob("nprobe=2"), parse_knob("centroid_threshold=0.45"), parse_knob("centroid_threshold=none")
+    (('nprobe', 2), ('centroid_threshold', 0.45), ('centroid_threshold', None))
+    """
+    knob, separator, text = (part.strip() for part in assignment.partition("="))
+    if not separator or not knob:
+        raise CliError(f"--set takes KNOB=VALUE (e.g. nprobe=2), got {assignment!r}")
+    knob = knob.replace("-", "_")
+    if text.lower() == "none":
+        return knob, None
+    for kind in (int, float):
+        try:
+            return knob, kind(text)
+        except ValueError:
+            continue
+    raise CliError(f"--set {knob}: {text!r} is not a number or none")
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from colbert_store.cli.errors import PROG
@@ -11,9 +12,11 @@ from colbert_store.cli.errors import PROG
 if TYPE_CHECKING:
     from colbert_store.hits import Hit
     from colbert_store.maintenance import IndexHealth
+    from colbert_store.search import SearchParams
 
 SNIPPET_CHARS = 100
 LABEL_WIDTH = 13
+SEARCH_LABEL_WIDTH = 20
 
 
 def snippet(text: str | None, width: int = SNIPPET_CHARS) -> str:
@@ -68,7 +71,14 @@ def _info_rows(stats: Mapping[str, Any], location: str, backend: str) -> list[tu
         rows.append(("bytes/token", "-"))
     encoder = stats.get("encoder")
     rows.append(("encoder", ", ".join(f"{k}={v}" for k, v in encoder.items()) if encoder else "not recorded"))
+    rows.append(("search", ", ".join(f"{knob}={value}" for knob, value in asdict(stats["search"]).items())))
     return rows
+
+
+def print_search_params(params: SearchParams) -> None:
+    """Print the search knobs, one labelled row per knob."""
+    for knob, value in asdict(params).items():
+        print(f"{knob:<{SEARCH_LABEL_WIDTH}}{value}")
 
 
 def _pooling(pool_factor: int) -> str:
