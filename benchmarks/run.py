@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--systems", nargs="+", choices=systems, default=systems, metavar="SYSTEM",
                         help=f"systems to measure (default: all): {', '.join(systems)}")
     parser.add_argument("--queries", type=int, default=None, help="evaluate only the first N queries")
-    parser.add_argument("--slow-queries", type=int, default=100, help="queries for the slow native systems and each sweep point")
+    parser.add_argument("--slow-queries", type=int, default=100, help="queries for the slow native systems")
     parser.add_argument("--scale-tokens", type=int, nargs="*", default=list(SCALE_TOKENS), help="scale curve sizes (none: skip)")
     args = parser.parse_args(argv)
 

@@ -64,7 +64,6 @@ class BenchData:
         exact: Exact top-k ids per query (filled in by the exact system itself).
         k: Results per query.
         workdir: An empty folder for the system's index.
-        sweep_queries: How many queries each point of a search-settings sweep evaluates (``None``: all).
         cache_dir: The cache folder the vectors came from (PLAID reads it itself).
     """
 
@@ -73,7 +72,6 @@ class BenchData:
     exact: list[list[str]]
     k: int
     workdir: Path
-    sweep_queries: int | None = None
     cache_dir: Path = DEFAULT_CACHE_DIR
 
     @cached_property
