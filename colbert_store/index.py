@@ -87,8 +87,6 @@ class Index:
         self._source = DocumentSource(store, name, self._cache)
         self._write_lock = threading.Lock()
         self._reload_lock = threading.Lock()
-        self._pool: tuple[int, ThreadPoolExecutor] | None = None  # the process that started it, the pool
-        self._pool_lock = threading.Lock()
 
     # -- lifecycle ----------------------------------------------------------------------------
     @classmethod
@@ -273,7 +271,11 @@ class Index:
                 with self._source.one_version(shared=live):
                     return hits_of(self._search_one(query, k, where, search_params, hybrid))
 
-            return list(self._search_pool().map(answer, matrices, per_query))
+            # Threads of this call only: idle threads that have run torch keep OpenMP teams, and while they
+            # exist OpenMP stops spinning between parallel regions, which slows every later search of the process.
+            threads = min(self._search_threads, len(matrices))
+            with ThreadPoolExecutor(threads, thread_name_prefix=f"colbert-store-search-{self._name}") as pool:
+                return list(pool.map(answer, matrices, per_query))
 
     def set_search_defaults(self, params: SearchParams | None = None, **knobs: Any) -> SearchParams:
         """Change the search knobs stored with the index (it keeps those it was created with, across
@@ -397,15 +399,6 @@ class Index:
         return self._store.scan(self._name, batch_size)
 
     # -- internals ----------------------------------------------------------------------------
-    def _search_pool(self) -> ThreadPoolExecutor:
-        """The threads of :meth:`search_batch`, started on first use (again in a forked child: a fork
-        copies the pool but not its threads)."""
-        with self._pool_lock:
-            if self._pool is None or self._pool[0] != os.getpid():
-                pool = ThreadPoolExecutor(self._search_threads, thread_name_prefix=f"colbert-store-search-{self._name}")
-                self._pool = (os.getpid(), pool)
-            return self._pool[1]
-
     def _search_one(
         self, query: np.ndarray, k: int, where: Filter | None, params: SearchParams,
         hybrid: tuple[Fusion, str] | None = None,

@@ -89,7 +89,27 @@ def test_a_threaded_batch_answers_each_query_as_a_lone_search_would(store):
         batch = index.search_batch(queries, k=5, filter=where)
         lone = [index.search(query, k=5, filter=where) for query in queries]
         assert [[(h.id, h.score) for h in hits] for hits in batch] == [[(h.id, h.score) for h in hits] for hits in lone]
-    assert any(thread.name.startswith("colbert-store-search-papers") for thread in threading.enumerate())
+
+
+def test_a_batch_searches_on_threads_of_its_own_that_end_with_it(store):
+    """Idle threads that have run torch keep OpenMP teams, which slow every later search of the process:
+    a batch's threads must not outlive it."""
+    corpus = make_corpus(n_docs=120)
+    build(store, corpus)
+    index = cs.Index.open(store, "papers", search_threads=2)
+    queries = [corpus.query(i % 10, seed=i) for i in range(400)]
+
+    def search_threads() -> set[str]:
+        return {thread.name for thread in threading.enumerate() if thread.name.startswith("colbert-store-search-papers")}
+
+    batch = threading.Thread(target=index.search_batch, args=(queries,))
+    batch.start()
+    seen: set[str] = set()
+    while batch.is_alive():
+        seen |= search_threads()
+    batch.join()
+    assert len(seen) == 2
+    assert search_threads() == set()
 
 
 def _batch_ids_in_child(index: cs.Index, queries: list[np.ndarray], results: multiprocessing.Queue) -> None:
