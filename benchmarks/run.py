@@ -219,7 +219,7 @@ def plot_latency_recall(rows: dict[str, dict[str, Any]], path: Path) -> None:
             points = row["sweep"]
             recalls, latencies = [p["recall_at_10_vs_exact"] for p in points], [p["p50_ms"] for p in points]
             axes.plot(recalls, latencies, marker="o", markersize=4, color=colours[system],
-                      label=f"{label(system)}: search settings (first {points[0]['n_queries']} queries)")
+                      label=f"{label(system)}: search settings")
     for system, row in rows.items():
         ours = system.startswith("colbert")
         axes.scatter(row["recall_at_10_vs_exact"], row["p50_ms"], marker="*" if ours else "s", s=90, zorder=3,
