@@ -16,7 +16,6 @@ if TYPE_CHECKING:
 
 SNIPPET_CHARS = 100
 LABEL_WIDTH = 13
-SEARCH_LABEL_WIDTH = 20
 
 
 def snippet(text: str | None, width: int = SNIPPET_CHARS) -> str:
@@ -77,8 +76,10 @@ def _info_rows(stats: Mapping[str, Any], location: str, backend: str) -> list[tu
 
 def print_search_params(params: SearchParams) -> None:
     """Print the search knobs, one labelled row per knob."""
-    for knob, value in asdict(params).items():
-        print(f"{knob:<{SEARCH_LABEL_WIDTH}}{value}")
+    knobs = asdict(params)
+    width = max(map(len, knobs)) + 2
+    for knob, value in knobs.items():
+        print(f"{knob:<{width}}{value}")
 
 
 def _pooling(pool_factor: int) -> str:
