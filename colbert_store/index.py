@@ -22,6 +22,7 @@ from colbert_store.fitting import fit_first_codec
 from colbert_store.fusion import Fusion
 from colbert_store.hits import Hit, hits_of
 from colbert_store.hybrid import search_hybrid
+from colbert_store.kernel_loading import load_kernels_in_background, note_search_call, wait_for_kernels
 from colbert_store.maintenance import IndexHealth, TextEncoder, measure_health
 from colbert_store.pooling import pool_documents, pooling_encoder
 from colbert_store.reading import DocumentSource
@@ -262,20 +263,9 @@ class Index:
             self._reload()  # a new codec, or a first add made here or by another process
         if self._state.current is None:
             return [[] for _ in matrices]
-        with self._source.one_version():  # the store's version is checked once for the whole batch
-            if len(matrices) < 2 or self._search_threads == 1:
-                return [hits_of(self._search_one(q, k, where, search_params, h)) for q, h in zip(matrices, per_query)]
-            live = self._source.pinned_live()
-
-            def answer(query: np.ndarray, hybrid: tuple[Fusion, str] | None) -> list[Hit]:
-                with self._source.one_version(shared=live):
-                    return hits_of(self._search_one(query, k, where, search_params, hybrid))
-
-            # Threads of this call only: idle threads that have run torch keep OpenMP teams, and while they
-            # exist OpenMP stops spinning between parallel regions, which slows every later search of the process.
-            threads = min(self._search_threads, len(matrices))
-            with ThreadPoolExecutor(threads, thread_name_prefix=f"colbert-store-search-{self._name}") as pool:
-                return list(pool.map(answer, matrices, per_query))
+        hits = self._answer(matrices, k, where, search_params, per_query)
+        note_search_call()  # the second loads the compiled stages in the background
+        return hits
 
     def set_search_defaults(self, params: SearchParams | None = None, **knobs: Any) -> SearchParams:
         """Change the search knobs stored with the index (it keeps those it was created with, across
@@ -296,9 +286,11 @@ class Index:
     def warm(self) -> int:
         """Read stored documents into the in-memory cache until it is full (and, when they do not all fit,
         every document's centroid lists into memory), so that first searches, like later ones, read little
-        from the store. Optional: searches fill the cache as they go, and documents written later are
-        fetched as usual. Returns how many documents it cached.
+        from the store, and load the compiled search stages (which a process otherwise loads in the
+        background at its second search call). Optional: searches fill the cache as they go, and documents
+        written later are fetched as usual. Returns how many documents it cached.
         """
+        load_kernels_in_background()  # compiles meanwhile
         codecs = self._reload().by_generation()
         warmed = 0
         for batch in self._store.scan(self._name, _WARM_BATCH_DOCS):
@@ -314,6 +306,7 @@ class Index:
                 docs.inverse_norms(token_positions(docs.batch.token_offsets, mine)[0], codec)
             warmed += len(batch)
         self._source.prepare()
+        wait_for_kernels()
         return warmed
 
     def health(self) -> IndexHealth:
@@ -399,6 +392,26 @@ class Index:
         return self._store.scan(self._name, batch_size)
 
     # -- internals ----------------------------------------------------------------------------
+    def _answer(
+        self, matrices: list[np.ndarray], k: int, where: Filter | None, params: SearchParams,
+        per_query: list[tuple[Fusion, str] | None],
+    ) -> list[list[Hit]]:
+        """The hits of each query, all at the store's version when the batch starts."""
+        with self._source.one_version():  # the store's version is checked once for the whole batch
+            if len(matrices) < 2 or self._search_threads == 1:
+                return [hits_of(self._search_one(q, k, where, params, h)) for q, h in zip(matrices, per_query)]
+            live = self._source.pinned_live()
+
+            def answer(query: np.ndarray, hybrid: tuple[Fusion, str] | None) -> list[Hit]:
+                with self._source.one_version(shared=live):
+                    return hits_of(self._search_one(query, k, where, params, hybrid))
+
+            # Threads of this call only: idle threads that have run torch keep OpenMP teams, and while they
+            # exist OpenMP stops spinning between parallel regions, which slows every later search of the process.
+            threads = min(self._search_threads, len(matrices))
+            with ThreadPoolExecutor(threads, thread_name_prefix=f"colbert-store-search-{self._name}") as pool:
+                return list(pool.map(answer, matrices, per_query))
+
     def _search_one(
         self, query: np.ndarray, k: int, where: Filter | None, params: SearchParams,
         hybrid: tuple[Fusion, str] | None = None,

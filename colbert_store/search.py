@@ -1,11 +1,16 @@
 """The PLAID-style search pipeline: probe centroids, candidates from the store, approximate scores
-from centroid ids alone, then exact MaxSim on the decompressed survivors."""
+from centroid ids alone, then exact MaxSim on the decompressed survivors.
+
+The stages that gather scores per document run as compiled loops (:mod:`colbert_store.kernels`) once
+those have loaded (:mod:`colbert_store.kernel_loading`), and as torch operations until then.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -16,6 +21,7 @@ from colbert_store.centroid_lists import CentroidLists, range_positions
 from colbert_store.codec import ResidualCodec
 from colbert_store.errors import InvalidInputError
 from colbert_store.filters import Filter
+from colbert_store.kernel_loading import load_kernels, loaded_kernels
 from colbert_store.maxsim import segment_max_sum
 from colbert_store.reading import DocumentSource
 from colbert_store.storage import DocumentBatch, revision_generations
@@ -80,6 +86,7 @@ def search_one(
     k: int,
     where: Filter | None,
     params: SearchParams,
+    compiled: bool | None = None,
 ) -> ScoredDocuments:
     """Run the whole pipeline for one ``(n_query_tokens, dim)`` query.
 
@@ -87,9 +94,11 @@ def search_one(
     a stored document may be encoded with (more than one while a retrain moves documents to a new
     codec). Candidates come from the store for the probes of every codec; each codec's documents are
     shortlisted by its own approximate stages, only the shortlists are read whole, and the exact scores,
-    comparable across codecs, are merged.
+    comparable across codecs, are merged. ``compiled``: run the compiled stages (``True``, loading them
+    first if need be) or the torch ones (``False``); ``None``: the compiled ones if loaded.
     """
-    views = {generation: _QueryView.of(codec, query, params.nprobe) for generation, codec in codecs.items()}
+    kernels = loaded_kernels() if compiled is None else load_kernels() if compiled else None
+    views = {generation: _QueryView.of(codec, query, params.nprobe, kernels) for generation, codec in codecs.items()}
     probes = np.unique(np.concatenate([view.probes for view in views.values()]))
     lists, slots = source.candidate_lists(probes, where)
     if len(slots) < k:  # too few share a probed centroid (e.g. a selective filter)
@@ -121,52 +130,58 @@ def search_one(
 @dataclass(frozen=True)
 class _QueryView:
     """A query as one codec sees it: rotated into the codec's space, its scores against every centroid
-    ``(n_centroids, n_query_tokens)`` (contiguous: the stages gather whole rows) and its probes."""
+    ``(n_centroids, n_query_tokens)`` (contiguous: the stages gather whole rows), each centroid's best
+    of those, its probes, and the compiled kernels the stages run on (``None``: torch's operations)."""
 
     codec: ResidualCodec
     query: torch.Tensor
     centroid_scores: torch.Tensor
+    centroid_best: np.ndarray
     probes: np.ndarray
+    kernels: ModuleType | None
 
     @classmethod
-    def of(cls, codec: ResidualCodec, query: np.ndarray, nprobe: int) -> _QueryView:
+    def of(cls, codec: ResidualCodec, query: np.ndarray, nprobe: int, kernels: ModuleType | None) -> _QueryView:
         rotated = torch.from_numpy(codec.rotate(query))
         centroid_scores = codec.centroids_tensor @ rotated.T
-        if nprobe == 1:  # torch's max along this axis is several times faster than its topk
-            best = centroid_scores.max(dim=0).indices
+        if kernels is not None:
+            centroid_best, token_best = kernels.centroid_maxima(centroid_scores.numpy())
         else:
-            best = centroid_scores.topk(min(nprobe, codec.n_centroids), dim=0).indices
-        return cls(codec, rotated, centroid_scores, np.unique(best.numpy()))
+            centroid_best, token_best = centroid_scores.amax(dim=1).numpy(), None
+        if nprobe > 1:
+            token_best = centroid_scores.topk(min(nprobe, codec.n_centroids), dim=0).indices.numpy()
+        elif token_best is None:  # torch's max along this axis is several times faster than its topk
+            token_best = centroid_scores.max(dim=0).indices.numpy()
+        return cls(codec, rotated, centroid_scores, centroid_best, np.unique(token_best), kernels)
 
 
 def _approximate_top(lists: CentroidLists, slots: np.ndarray, view: _QueryView, k: int, params: SearchParams) -> np.ndarray:
     """The slots of ``lists`` (documents of ``view``'s codec) worth scoring exactly: PLAID's stages 2 and 3."""
+    keep = max(k, params.nrerank)
+    if view.kernels is not None:
+        return _compiled_approximate_top(view.kernels, lists, slots, view, keep, params)
     # These stages only choose whom to score exactly: they read the centroid scores in half precision,
     # zero-padded to a multiple of 16 query tokens, the widths at which torch's float16 scatter_reduce is
     # fast (at most others it is 2-3x slower than float32); a zero column adds 0 to every score.
     approx_scores = torch.nn.functional.pad(view.centroid_scores, (0, -view.centroid_scores.shape[1] % 16)).half()
     if len(slots) > params.ncandidates:
-        relevant = _relevant_centroids(
-            view.centroid_scores, view.probes, params.centroid_threshold, lists, params.max_pruned_pairs
-        )
+        relevant = _relevant_centroids(view, params.centroid_threshold, lists, params.max_pruned_pairs)
         slots = _pruned_centroid_top(lists, slots, approx_scores, relevant, params.ncandidates)
-    return _centroid_top(lists, slots, approx_scores, max(k, params.nrerank))
+    return _centroid_top(lists, slots, approx_scores, keep)
 
 
 def _exact_top(docs: CachedDocuments, slots: np.ndarray, view: _QueryView, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The top ``k`` of ``slots`` (cached documents of ``view``'s codec) and their exact scores, best first."""
-    scores = _exact_scores(docs, slots, view.codec, view.query, view.centroid_scores)
+    scores = _exact_scores(docs, slots, view)
     best = scores.topk(min(k, len(slots))).indices.numpy()
     return slots[best], scores.numpy()[best]
 
 
-def _relevant_centroids(
-    centroid_scores: torch.Tensor, probes: np.ndarray, threshold: float | None, lists: CentroidLists, max_pairs: int
-) -> np.ndarray:
+def _relevant_centroids(view: _QueryView, threshold: float | None, lists: CentroidLists, max_pairs: int) -> np.ndarray:
     """Centroids scoring at least ``threshold`` against some query token (all of them if ``None``), the
     best-scoring first, as many as hold at most ``max_pairs`` documents of ``lists`` together; and the
-    query tokens' ``probes`` however low they score, so that a token's best matches are never pruned away."""
-    best = centroid_scores.amax(dim=1).numpy()
+    query tokens' probes however low they score, so that a token's best matches are never pruned away."""
+    best = view.centroid_best
     relevant = np.arange(len(best)) if threshold is None else np.flatnonzero(best >= threshold)
     held = lists.holder_counts(relevant)
     if held.sum() > max_pairs:
@@ -175,8 +190,40 @@ def _relevant_centroids(
         relevant = relevant[order[:kept]]
     chosen = np.zeros(len(best), dtype=bool)
     chosen[relevant] = True
-    chosen[probes] = True
+    chosen[view.probes] = True
     return np.flatnonzero(chosen)
+
+
+def _compiled_approximate_top(
+    kernels: ModuleType, lists: CentroidLists, slots: np.ndarray, view: _QueryView, keep: int, params: SearchParams
+) -> np.ndarray:
+    """:func:`_approximate_top` on the compiled kernels, in float32."""
+    centroid_scores = view.centroid_scores.numpy()
+    if len(slots) > params.ncandidates:
+        relevant = _relevant_centroids(view, params.centroid_threshold, lists, params.max_pruned_pairs)
+        if lists.inverted_lists:
+            row_of_slot = np.full(len(lists), -1, dtype=np.int64)
+            row_of_slot[slots] = np.arange(len(slots))
+            best = np.zeros((len(slots), centroid_scores.shape[1]), dtype=np.float32)
+            for inverted in lists.inverted_lists:
+                kernels.listed_pair_maxima(inverted.offsets, inverted.slots, relevant, row_of_slot, centroid_scores, best)
+            pruned = best.sum(axis=1)
+        else:
+            wanted = np.zeros(len(centroid_scores), dtype=np.bool_)
+            wanted[relevant] = True
+            pruned = kernels.scanned_max_sums(lists.offsets, lists.centroids, slots, wanted, centroid_scores)
+        slots = slots[_top(pruned, params.ncandidates)]
+    if len(slots) <= keep:
+        return slots
+    every = np.ones(len(centroid_scores), dtype=np.bool_)
+    return slots[_top(kernels.scanned_max_sums(lists.offsets, lists.centroids, slots, every, centroid_scores), keep)]
+
+
+def _top(scores: np.ndarray, keep: int) -> np.ndarray:
+    """Positions of the ``keep`` highest ``scores`` (in no particular order)."""
+    if keep >= len(scores):
+        return np.arange(len(scores))
+    return np.argpartition(-scores, keep - 1)[:keep]
 
 
 def _pruned_centroid_top(
@@ -210,9 +257,7 @@ def _max_sim_over_centroids(
     return best.sum(dim=1, dtype=torch.float32)
 
 
-def _exact_scores(
-    docs: CachedDocuments, slots: np.ndarray, codec: ResidualCodec, query: torch.Tensor, centroid_scores: torch.Tensor
-) -> torch.Tensor:
+def _exact_scores(docs: CachedDocuments, slots: np.ndarray, view: _QueryView) -> torch.Tensor:
     """Exact MaxSim of the query against the decompressed documents in ``slots`` (PLAID stage 4).
 
     A decoded token is ``(c + r) / |c + r|``, so its dot product with a query token is the centroid's
@@ -226,7 +271,11 @@ def _exact_scores(
     rows = torch.from_numpy(positions)
     ids = torch.from_numpy(batch.centroid_ids[positions].astype(np.int32))
     packed = torch.from_numpy(batch.residuals).index_select(0, rows)
-    token_scores = codec.token_dots(ids, packed, codec.query_tables(query), centroid_scores)
-    token_scores *= torch.from_numpy(docs.inverse_norms(positions, codec))[:, None]
+    codec = view.codec
+    token_scores = codec.token_dots(ids, packed, codec.query_tables(view.query), view.centroid_scores)
+    inverse_norms = docs.inverse_norms(positions, codec)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
+    if view.kernels is not None:
+        return torch.from_numpy(view.kernels.document_max_sums(token_scores.numpy(), inverse_norms, offsets))
+    token_scores *= torch.from_numpy(inverse_norms)[:, None]
     return segment_max_sum(token_scores, offsets)

@@ -15,6 +15,7 @@ from qdrant_client import QdrantClient
 from colbert_store.adapters.lancedb import LanceDBStore
 from colbert_store.adapters.qdrant import QdrantStore
 from colbert_store.adapters.qdrant_edge import QdrantEdgeStore
+from colbert_store.kernel_loading import load_kernels
 from colbert_store.storage import Store
 from tests import s3
 
@@ -63,6 +64,13 @@ STORE_FACTORIES: dict[str, Callable[[Path], Store]] = {
 }
 if os.environ.get("QDRANT_URL"):
     STORE_FACTORIES["qdrant-server"] = _qdrant_server
+
+
+@pytest.fixture(scope="session", autouse=True)
+def search_kernels() -> None:
+    """Every search of this process runs the compiled stages, from the first (the torch stages, which
+    a process uses until they load, are held to the same results in test_search.py)."""
+    load_kernels()
 
 
 @pytest.fixture(scope="session", autouse=True)

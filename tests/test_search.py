@@ -1,5 +1,5 @@
-"""Search knobs: validation, the pruned stage's bound on the (document, centroid) pairs it reads, and
-batches answered by several threads."""
+"""Search knobs: validation, the pruned stage's bound on the (document, centroid) pairs it reads, the
+compiled and torch stages held to the same results, and batches answered by several threads."""
 
 from __future__ import annotations
 
@@ -15,9 +15,22 @@ from qdrant_client import QdrantClient
 import colbert_store as cs
 from colbert_store.adapters.qdrant import QdrantStore
 from colbert_store.centroid_lists import CentroidLists
-from colbert_store.search import SearchParams, _approximate_top, _QueryView, _relevant_centroids
+from colbert_store.filters import parse_filter
+from colbert_store.kernel_loading import load_kernels
+from colbert_store.search import SearchParams, _approximate_top, _QueryView, _relevant_centroids, search_one
 from tests.conftest import make_corpus
 from tests.test_index import build
+
+STAGES = pytest.mark.parametrize("compiled", [False, True], ids=["torch", "compiled"])
+
+
+def view_of(scores: torch.Tensor, probes: np.ndarray, compiled: bool) -> _QueryView:
+    """A query's view from its centroid scores alone (the stages under test read nothing else)."""
+    kernels = load_kernels() if compiled else None
+    best = scores.amax(dim=1).numpy()
+    return _QueryView(
+        codec=None, query=torch.empty(0), centroid_scores=scores, centroid_best=best, probes=probes, kernels=kernels
+    )
 
 
 @pytest.mark.parametrize("knob", ["nprobe", "ncandidates", "nrerank", "max_pruned_pairs"])
@@ -41,44 +54,75 @@ def test_the_pairs_budget_keeps_the_best_scoring_centroids_above_the_threshold_t
     offsets = np.concatenate([[0], np.cumsum(np.bincount(docs, minlength=8))])
     lists = CentroidLists.of(np.arange(1, 9), offsets, np.array([c for _, c in pairs], dtype=np.uint16))
     scores = torch.tensor([[0.1], [0.6], [0.7], [0.75], [0.8], [0.99], [0.85], [0.9]])
-    no_probes = np.array([], dtype=np.int64)
-    assert _relevant_centroids(scores, no_probes, 0.5, lists, 1000).tolist() == [1, 2, 3, 4, 5, 6, 7]
+    view = view_of(scores, np.array([], dtype=np.int64), compiled=False)
+    assert _relevant_centroids(view, 0.5, lists, 1000).tolist() == [1, 2, 3, 4, 5, 6, 7]
     # Best first: 5 (6 holders), 7 (8 -> 14), 6 (7 -> 21), 4 (5 -> 26), 3 (4 -> 30) ...
-    assert _relevant_centroids(scores, no_probes, 0.5, lists, 26).tolist() == [4, 5, 6, 7]
-    assert _relevant_centroids(scores, no_probes, 0.5, lists, 29).tolist() == [4, 5, 6, 7]
-    assert _relevant_centroids(scores, no_probes, 0.5, lists, 1).tolist() == [5]  # always at least the best one
+    assert _relevant_centroids(view, 0.5, lists, 26).tolist() == [4, 5, 6, 7]
+    assert _relevant_centroids(view, 0.5, lists, 29).tolist() == [4, 5, 6, 7]
+    assert _relevant_centroids(view, 0.5, lists, 1).tolist() == [5]  # always at least the best one
     unlisted = CentroidLists.unlisted(lists.revisions, lists.offsets, lists.centroids)
-    assert _relevant_centroids(scores, no_probes, 0.5, unlisted, 26).tolist() == [4, 5, 6, 7]
+    assert _relevant_centroids(view, 0.5, unlisted, 26).tolist() == [4, 5, 6, 7]
     # Probes count below the threshold and past the budget.
-    assert _relevant_centroids(scores, np.array([0, 2]), 0.5, lists, 26).tolist() == [0, 2, 4, 5, 6, 7]
+    probed = view_of(scores, np.array([0, 2]), compiled=False)
+    assert _relevant_centroids(probed, 0.5, lists, 26).tolist() == [0, 2, 4, 5, 6, 7]
 
 
+@STAGES
+@pytest.mark.parametrize("listed", [True, False], ids=["inverted-lists", "scanned"])
+@pytest.mark.parametrize("pruned", [False, True], ids=["every-centroid", "threshold"])
 @pytest.mark.parametrize("n_query_tokens", [5, 13, 16, 17, 32])
-def test_the_approximate_stages_rank_by_maxsim_over_centroids_at_any_query_length(n_query_tokens):
+def test_the_approximate_stages_rank_by_maxsim_over_centroids_at_any_query_length(n_query_tokens, pruned, listed, compiled):
     rng = np.random.default_rng(n_query_tokens)
-    n_docs, n_centroids = 30, 40
-    held = [np.sort(rng.choice(n_centroids, 5, replace=False)) for _ in range(n_docs)]
-    lists = CentroidLists.of(
-        np.arange(1, n_docs + 1), np.arange(0, 5 * n_docs + 1, 5), np.concatenate(held).astype(np.uint16)
-    )
+    n_docs, n_centroids, per_doc = 30, 40, 8
+    held = [np.sort(rng.choice(n_centroids, per_doc, replace=False)) for _ in range(n_docs)]
+    offsets, centroids = np.arange(0, per_doc * n_docs + 1, per_doc), np.concatenate(held).astype(np.uint16)
+    make = CentroidLists.of if listed else CentroidLists.unlisted
+    lists = make(np.arange(1, n_docs + 1), offsets, centroids)
     scores = torch.from_numpy(rng.uniform(-0.5, 1.0, (n_centroids, n_query_tokens)).astype(np.float32))
-    view = _QueryView(codec=None, query=torch.empty(0), centroid_scores=scores, probes=np.array([], np.int64))
-    params = SearchParams(ncandidates=10, nrerank=5, centroid_threshold=None)
-    chosen = _approximate_top(lists, np.arange(n_docs), view, 5, params)
-    half = scores.half().float().numpy()
-    maxsim = np.array([np.maximum(half[centroids].max(axis=0), 0).sum() for centroids in held])
-    assert sorted(chosen.tolist()) == sorted(np.argsort(-maxsim)[:5].tolist())
+    probes = np.array([3, 7])
+    threshold = float(np.median(scores.numpy().max(axis=1))) if pruned else None  # about half the centroids count
+    params = SearchParams(ncandidates=10, nrerank=5, centroid_threshold=threshold)
+    chosen = _approximate_top(lists, np.arange(n_docs), view_of(scores, probes, compiled), 5, params)
+    read = scores.numpy() if compiled else scores.half().float().numpy()  # the torch stages read half precision
+    relevant = np.ones(n_centroids, dtype=bool) if threshold is None else scores.numpy().max(axis=1) >= threshold
+    relevant[probes] = True
+
+    def maxsim(docs: np.ndarray, among: np.ndarray) -> np.ndarray:
+        return np.array([np.maximum(np.where(among[held[d], None], read[held[d]], 0).max(axis=0), 0).sum() for d in docs])
+
+    stage_2 = maxsim(np.arange(n_docs), relevant)  # the relevant centroids only
+    shortlist = np.argsort(-stage_2)[:10]
+    stage_3 = maxsim(shortlist, np.ones(n_centroids, dtype=bool))  # every centroid
+    assert np.sort(stage_2)[-10] != np.sort(stage_2)[-11] and np.sort(stage_3)[-5] != np.sort(stage_3)[-6]  # no ties at the cuts
+    assert sorted(chosen.tolist()) == sorted(shortlist[np.argsort(-stage_3)[:5]].tolist())
 
 
+@STAGES
 @pytest.mark.parametrize("nprobe", [1, 2, 3, 500])
-def test_each_query_token_probes_its_nprobe_best_centroids(nprobe):
+def test_each_query_token_probes_its_nprobe_best_centroids(nprobe, compiled):
     rng = np.random.default_rng(nprobe)
     codec = cs.ResidualCodec.fit(rng.normal(size=(3000, 16)).astype(np.float32), nbits=2, n_centroids=64)
     query = rng.normal(size=(7, 16)).astype(np.float32)
-    view = _QueryView.of(codec, query, nprobe)
+    view = _QueryView.of(codec, query, nprobe, load_kernels() if compiled else None)
     scores = codec.centroids @ codec.rotate(query).T  # (centroids, query tokens)
     best = np.argsort(-scores, axis=0, kind="stable")[: min(nprobe, codec.n_centroids)]
     assert view.probes.tolist() == np.unique(best).tolist()
+    np.testing.assert_allclose(view.centroid_best, scores.max(axis=1), atol=1e-6)
+
+
+def test_the_compiled_and_the_torch_stages_give_the_same_hits_and_exact_scores(store):
+    corpus = make_corpus(n_docs=200)
+    index = build(store, corpus)
+    state = index._state
+    queries = [corpus.query(i % 10, n_tokens=5 + i, seed=i) for i in range(20)]
+    for where in (None, parse_filter({"lang": "en"})):
+        for query in queries:
+            normalised = query / np.linalg.norm(query, axis=1, keepdims=True)
+            found = [search_one(index._source, state.by_generation(), normalised, 10, where, SearchParams(), compiled=c)
+                     for c in (False, True)]
+            ids = [[result.batch.ids[row] for row in result.rows] for result in found]
+            assert ids[0] == ids[1]
+            np.testing.assert_allclose(found[0].scores, found[1].scores, rtol=1e-6, atol=1e-6)
 
 
 def test_a_threaded_batch_answers_each_query_as_a_lone_search_would(store):
