@@ -22,6 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -289,6 +291,17 @@ def _epilog() -> str:
     return "\n".join(lines)
 
 
+@contextmanager
+def _indexes_folder(folder: Path | None) -> Iterator[Path]:
+    """``folder``, created and kept, or a temporary folder deleted afterwards."""
+    if folder is not None:
+        folder.mkdir(parents=True)
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix="colbert-store-run-") as temporary:
+        yield Path(temporary)
+
+
 def main(argv: list[str] | None = None) -> None:
     systems = list(system_runners())
     parser = argparse.ArgumentParser(
@@ -300,6 +313,8 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"systems to measure (default: all): {', '.join(systems)}")
     parser.add_argument("--queries", type=int, default=None, help="evaluate only the first N queries")
     parser.add_argument("--slow-queries", type=int, default=100, help="queries for the slow native systems")
+    parser.add_argument("--keep-indexes", type=Path, default=None, metavar="DIR",
+                        help="keep the paired run's indexes in this new folder, one subfolder per system (for head_to_head)")
     parser.add_argument("--scale-tokens", type=int, nargs="*", default=list(SCALE_TOKENS), help="scale curve sizes (none: skip)")
     args = parser.parse_args(argv)
 
@@ -307,8 +322,8 @@ def main(argv: list[str] | None = None) -> None:
     exact_path = args.cache / "exact_rankings.json"  # next to the vectors it was computed from
     selected = ["exact", *[s for s in args.systems if s != "exact"]]
     paired = None
-    with tempfile.TemporaryDirectory(prefix="colbert-store-run-") as kept:
-        keep = {system: Path(kept) / system for system in (*HEAD_TO_HEAD, EDGE) if system in selected}
+    with _indexes_folder(args.keep_indexes) as kept:
+        keep = {system: kept / system for system in (*HEAD_TO_HEAD, EDGE) if system in selected}
         rows = {system: run_system(system, args, exact_path, keep.get(system)) for system in selected}
         if all(system in keep for system in HEAD_TO_HEAD):
             print("== paired latency: PLAID, colbert-store and exact taking turns", flush=True)
