@@ -3,8 +3,8 @@
 Compiling them takes about a second the first time (numba caches the machine code on disk) and loading
 that cache about half a second in each process, so they load in a background thread once a process makes
 its second search call (one that searches once, as a CLI command does, never pays for them), and searches
-use the torch stages until they have loaded. The two give the same scores,
-up to the torch stages' half-precision rounding.
+use the torch stages until they have loaded. The two give the same scores, up to the torch stages'
+half-precision rounding.
 """
 
 from __future__ import annotations
