@@ -60,7 +60,7 @@ class ColbertStoreRetriever(BaseRetriever):
     Settings are layered, later ones winning: the ``k`` and ``filter`` fields, then ``search_kwargs``, then
     the keyword arguments of one call (``retriever.invoke(query, k=2, filter={...}, nprobe=4)``). Each layer
     may hold ``k``, ``filter`` and any :class:`~colbert_store.SearchParams` knob (``nprobe``,
-    ``ncandidates``, ``nrerank``, ``centroid_threshold``, ``max_pruned_pairs``); other names raise
+    ``ncandidates``, ``nrerank``, ``rerank_margin``, ``centroid_threshold``, ``max_pruned_pairs``); other names raise
     ``InvalidInputError``. To change settings inside a chain, make ``search_kwargs`` configurable
     (``retriever.configurable_fields(search_kwargs=ConfigurableField(id="search_kwargs"))``).
 

@@ -30,14 +30,14 @@ from benchmarks.lib.timing import batch_seconds, time_exhaustive, time_searches,
 from benchmarks.native_multivector import edge_native, lancedb_native, qdrant_native
 
 SWEEP: tuple[dict[str, Any], ...] = (
-    {"nprobe": 1, "ncandidates": 128, "nrerank": 32, "centroid_threshold": 0.5},
-    {"nprobe": 2, "ncandidates": 256, "nrerank": 32, "centroid_threshold": 0.45},
-    {"nprobe": 1, "ncandidates": 192, "nrerank": 64, "centroid_threshold": 0.5},
-    {"nprobe": 2, "ncandidates": 256, "nrerank": 64, "centroid_threshold": 0.45},
-    {"nprobe": 2, "ncandidates": 256, "nrerank": 128, "centroid_threshold": 0.45},
-    {"nprobe": 4, "ncandidates": 512, "nrerank": 128, "centroid_threshold": 0.4},
-    {"nprobe": 4, "ncandidates": 512, "nrerank": 256, "centroid_threshold": 0.4},
-    {"nprobe": 8, "ncandidates": 1024, "nrerank": 512, "centroid_threshold": None},
+    {"nprobe": 1, "ncandidates": 128, "nrerank": 32, "rerank_margin": None, "centroid_threshold": 0.5},
+    {"nprobe": 2, "ncandidates": 256, "nrerank": 32, "rerank_margin": None, "centroid_threshold": 0.45},
+    {"nprobe": 1, "ncandidates": 192, "nrerank": 96, "rerank_margin": 0.08, "centroid_threshold": 0.5},
+    {"nprobe": 2, "ncandidates": 256, "nrerank": 64, "rerank_margin": None, "centroid_threshold": 0.45},
+    {"nprobe": 2, "ncandidates": 256, "nrerank": 128, "rerank_margin": None, "centroid_threshold": 0.45},
+    {"nprobe": 4, "ncandidates": 512, "nrerank": 128, "rerank_margin": None, "centroid_threshold": 0.4},
+    {"nprobe": 4, "ncandidates": 512, "nrerank": 256, "rerank_margin": None, "centroid_threshold": 0.4},
+    {"nprobe": 8, "ncandidates": 1024, "nrerank": 512, "rerank_margin": None, "centroid_threshold": None},
 )
 """Search settings of the latency-vs-recall curve, from fastest to most thorough."""
 SLOW_SYSTEMS = frozenset({"qdrant-native", "lancedb-native-flat", "lancedb-native-indexed", "edge-native-float32",

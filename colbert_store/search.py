@@ -35,8 +35,12 @@ class SearchParams:
     Attributes:
         nprobe: centroids probed per query token for candidate generation.
         ncandidates: documents kept after the pruned approximate scoring (from centroid ids).
-        nrerank: of those, documents kept after unpruned approximate scoring, then decompressed and
-            rescored exactly (at least ``k``).
+        nrerank: of those, the most documents kept after unpruned approximate scoring (from centroid ids),
+            then decompressed and rescored exactly (at least ``k``; all of them where no more survive).
+        rerank_margin: of more than ``nrerank`` survivors, rescore only those whose unpruned approximate
+            score is within this fraction of the ``k``-th best one's (at most ``nrerank``): a decisive
+            approximate ranking rescores few, a flat one (as ``[MASK]``-padded queries give) more.
+            ``None``: always ``nrerank``.
         centroid_threshold: centroids whose best score against any query token is below this are
             ignored by the approximate scorer (PLAID's centroid pruning); ``None`` disables it.
         max_pruned_pairs: the most (document, centroid) pairs the pruned scoring reads: where the
@@ -46,18 +50,19 @@ class SearchParams:
 
     nprobe: int = 1
     ncandidates: int = 192
-    nrerank: int = 64
+    nrerank: int = 96
+    rerank_margin: float | None = 0.08
     centroid_threshold: float | None = 0.5
     max_pruned_pairs: int = 1 << 18
 
     def __post_init__(self) -> None:
         for knob in ("nprobe", "ncandidates", "nrerank", "max_pruned_pairs"):
             check_count(getattr(self, knob), knob)
-        threshold = self.centroid_threshold
-        if threshold is not None and (
-            isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold)
-        ):
+        threshold, margin = self.centroid_threshold, self.rerank_margin
+        if threshold is not None and not _is_finite_number(threshold):
             raise InvalidInputError(f"centroid_threshold must be a finite number or None, got {threshold!r}")
+        if margin is not None and not (_is_finite_number(margin) and margin >= 0):
+            raise InvalidInputError(f"rerank_margin must be a finite number >= 0 or None, got {margin!r}")
 
     def updated(self, **overrides: Any) -> SearchParams:
         """A copy with some knobs changed (unknown names raise)."""
@@ -65,6 +70,10 @@ class SearchParams:
         if unknown:
             raise InvalidInputError(f"unknown search parameters: {sorted(unknown)}")
         return replace(self, **overrides)
+
+
+def _is_finite_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -157,9 +166,8 @@ class _QueryView:
 
 def _approximate_top(lists: CentroidLists, slots: np.ndarray, view: _QueryView, k: int, params: SearchParams) -> np.ndarray:
     """The slots of ``lists`` (documents of ``view``'s codec) worth scoring exactly: PLAID's stages 2 and 3."""
-    keep = max(k, params.nrerank)
     if view.kernels is not None:
-        return _compiled_approximate_top(view.kernels, lists, slots, view, keep, params)
+        return _compiled_approximate_top(view.kernels, lists, slots, view, k, params)
     # These stages only choose whom to score exactly: they read the centroid scores in half precision,
     # zero-padded to a multiple of 16 query tokens, the widths at which torch's float16 scatter_reduce is
     # fast (at most others it is 2-3x slower than float32); a zero column adds 0 to every score.
@@ -167,7 +175,9 @@ def _approximate_top(lists: CentroidLists, slots: np.ndarray, view: _QueryView, 
     if len(slots) > params.ncandidates:
         relevant = _relevant_centroids(view, params.centroid_threshold, lists, params.max_pruned_pairs)
         slots = _pruned_centroid_top(lists, slots, approx_scores, relevant, params.ncandidates)
-    return _centroid_top(lists, slots, approx_scores, keep)
+    if len(slots) <= max(k, params.nrerank):
+        return slots
+    return slots[_finalists(_centroid_scores(lists, slots, approx_scores).numpy(), k, params)]
 
 
 def _exact_top(docs: CachedDocuments, slots: np.ndarray, view: _QueryView, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -195,7 +205,7 @@ def _relevant_centroids(view: _QueryView, threshold: float | None, lists: Centro
 
 
 def _compiled_approximate_top(
-    kernels: ModuleType, lists: CentroidLists, slots: np.ndarray, view: _QueryView, keep: int, params: SearchParams
+    kernels: ModuleType, lists: CentroidLists, slots: np.ndarray, view: _QueryView, k: int, params: SearchParams
 ) -> np.ndarray:
     """:func:`_approximate_top` on the compiled kernels, in float32."""
     centroid_scores = view.centroid_scores.numpy()
@@ -213,10 +223,21 @@ def _compiled_approximate_top(
             wanted[relevant] = True
             pruned = kernels.scanned_max_sums(lists.offsets, lists.centroids, slots, wanted, centroid_scores)
         slots = slots[_top(pruned, params.ncandidates)]
-    if len(slots) <= keep:
+    if len(slots) <= max(k, params.nrerank):
         return slots
     every = np.ones(len(centroid_scores), dtype=np.bool_)
-    return slots[_top(kernels.scanned_max_sums(lists.offsets, lists.centroids, slots, every, centroid_scores), keep)]
+    return slots[_finalists(kernels.scanned_max_sums(lists.offsets, lists.centroids, slots, every, centroid_scores), k, params)]
+
+
+def _finalists(scores: np.ndarray, k: int, params: SearchParams) -> np.ndarray:
+    """Positions of the documents to rescore exactly, from their unpruned approximate ``scores`` (more
+    than ``max(k, nrerank)``): the best ``nrerank``, or those of them within ``rerank_margin`` of the
+    ``k``-th best score (at least ``k``)."""
+    best = _top(scores, max(k, params.nrerank))
+    if params.rerank_margin is None:
+        return best
+    kth_best = np.partition(scores[best], len(best) - k)[len(best) - k]
+    return best[scores[best] >= kth_best * (1 - params.rerank_margin)]
 
 
 def _top(scores: np.ndarray, keep: int) -> np.ndarray:
@@ -236,14 +257,11 @@ def _pruned_centroid_top(
     return slots[approx.topk(keep).indices.numpy()]
 
 
-def _centroid_top(lists: CentroidLists, slots: np.ndarray, approx_scores: torch.Tensor, keep: int) -> np.ndarray:
-    """The ``keep`` best slots by MaxSim with every token replaced by its centroid (PLAID stage 3),
-    over each document's distinct centroids (fewer than its tokens: a centroid repeats within a document)."""
-    if len(slots) <= keep:
-        return slots
+def _centroid_scores(lists: CentroidLists, slots: np.ndarray, approx_scores: torch.Tensor) -> torch.Tensor:
+    """MaxSim of each slot with every token replaced by its centroid (PLAID stage 3), over each document's
+    distinct centroids (fewer than its tokens: a centroid repeats within a document)."""
     centroids, owner = lists.distinct_centroids_of(slots)
-    approx = _max_sim_over_centroids(approx_scores, centroids, owner, len(slots))
-    return slots[approx.topk(keep).indices.numpy()]
+    return _max_sim_over_centroids(approx_scores, centroids, owner, len(slots))
 
 
 def _max_sim_over_centroids(

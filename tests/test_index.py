@@ -314,7 +314,7 @@ def test_stored_search_defaults_can_be_changed_for_every_process(store_factory, 
     monkeypatch.setattr("colbert_store.index.MANIFEST_CHECK_SECONDS", 0.0)  # the next search reads the manifest
     other.search(query)
     assert other.settings.search == changed
-    assert index.set_search_defaults(cs.SearchParams(), nrerank=80) == cs.SearchParams(nrerank=80)
+    assert index.set_search_defaults(cs.SearchParams(), nrerank=96) == cs.SearchParams(nrerank=96)
 
     version = index.store.read_manifest("papers")["version"]
     for bad, message in [({"nprobe": 0}, "nprobe"), ({"nprobes": 2}, "unknown search parameters"),
@@ -324,7 +324,7 @@ def test_stored_search_defaults_can_be_changed_for_every_process(store_factory, 
     with pytest.raises(cs.InvalidInputError, match="SearchParams"):
         index.set_search_defaults({"nprobe": 2})
     assert index.store.read_manifest("papers")["version"] == version
-    assert cs.Index.open(store_factory(), "papers").settings.search == cs.SearchParams(nrerank=80)
+    assert cs.Index.open(store_factory(), "papers").settings.search == cs.SearchParams(nrerank=96)
     assert [hit.id for hit in index.search(query, k=5)] == [hit.id for hit in other.search(query, k=5)]
 
 

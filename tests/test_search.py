@@ -17,7 +17,7 @@ from colbert_store.adapters.qdrant import QdrantStore
 from colbert_store.centroid_lists import CentroidLists
 from colbert_store.filters import parse_filter
 from colbert_store.kernel_loading import load_kernels
-from colbert_store.search import SearchParams, _approximate_top, _QueryView, _relevant_centroids, search_one
+from colbert_store.search import SearchParams, _approximate_top, _finalists, _QueryView, _relevant_centroids, search_one
 from tests.conftest import make_corpus
 from tests.test_index import build
 
@@ -46,6 +46,22 @@ def test_a_bad_centroid_threshold_raises(value):
         SearchParams(centroid_threshold=value)
 
 
+@pytest.mark.parametrize("value", [-0.1, True, float("nan"), "0.1"])
+def test_a_bad_rerank_margin_raises(value):
+    with pytest.raises(cs.InvalidInputError, match="rerank_margin must be a finite number >= 0 or None"):
+        SearchParams(rerank_margin=value)
+
+
+def test_the_rerank_margin_rescores_the_survivors_within_it_of_the_kth_best():
+    scores = np.array([10.0, 9.5, 9.0, 8.6, 8.0, 7.0, 9.9, 1.0], dtype=np.float32)
+    # k=2: the 2nd best scores 9.9, so a margin of 0.1 keeps those scoring at least 8.91.
+    assert sorted(_finalists(scores, 2, SearchParams(nrerank=6, rerank_margin=0.1))) == [0, 1, 2, 6]
+    assert sorted(_finalists(scores, 2, SearchParams(nrerank=3, rerank_margin=0.1))) == [0, 1, 6]  # at most nrerank
+    assert sorted(_finalists(scores, 2, SearchParams(nrerank=5, rerank_margin=None))) == [0, 1, 2, 3, 6]
+    assert sorted(_finalists(scores, 3, SearchParams(nrerank=6, rerank_margin=0))) == [0, 1, 6]  # at least k
+    assert sorted(_finalists(scores, 4, SearchParams(nrerank=2, rerank_margin=0))) == [0, 1, 2, 6]  # k over nrerank
+
+
 def test_the_pairs_budget_keeps_the_best_scoring_centroids_above_the_threshold_that_fit_it():
     # Centroid c is held by c + 1 documents; scores rise with the id, except centroid 5, the best.
     holders = {c: list(range(c + 1)) for c in range(8)}
@@ -70,8 +86,11 @@ def test_the_pairs_budget_keeps_the_best_scoring_centroids_above_the_threshold_t
 @STAGES
 @pytest.mark.parametrize("listed", [True, False], ids=["inverted-lists", "scanned"])
 @pytest.mark.parametrize("pruned", [False, True], ids=["every-centroid", "threshold"])
+@pytest.mark.parametrize("margin", [None, 0.05])
 @pytest.mark.parametrize("n_query_tokens", [5, 13, 16, 17, 32])
-def test_the_approximate_stages_rank_by_maxsim_over_centroids_at_any_query_length(n_query_tokens, pruned, listed, compiled):
+def test_the_approximate_stages_rank_by_maxsim_over_centroids_at_any_query_length(
+    n_query_tokens, margin, pruned, listed, compiled
+):
     rng = np.random.default_rng(n_query_tokens)
     n_docs, n_centroids, per_doc = 30, 40, 8
     held = [np.sort(rng.choice(n_centroids, per_doc, replace=False)) for _ in range(n_docs)]
@@ -81,8 +100,8 @@ def test_the_approximate_stages_rank_by_maxsim_over_centroids_at_any_query_lengt
     scores = torch.from_numpy(rng.uniform(-0.5, 1.0, (n_centroids, n_query_tokens)).astype(np.float32))
     probes = np.array([3, 7])
     threshold = float(np.median(scores.numpy().max(axis=1))) if pruned else None  # about half the centroids count
-    params = SearchParams(ncandidates=10, nrerank=5, centroid_threshold=threshold)
-    chosen = _approximate_top(lists, np.arange(n_docs), view_of(scores, probes, compiled), 5, params)
+    params = SearchParams(ncandidates=10, nrerank=5, rerank_margin=margin, centroid_threshold=threshold)
+    chosen = _approximate_top(lists, np.arange(n_docs), view_of(scores, probes, compiled), 3, params)
     read = scores.numpy() if compiled else scores.half().float().numpy()  # the torch stages read half precision
     relevant = np.ones(n_centroids, dtype=bool) if threshold is None else scores.numpy().max(axis=1) >= threshold
     relevant[probes] = True
@@ -94,7 +113,12 @@ def test_the_approximate_stages_rank_by_maxsim_over_centroids_at_any_query_lengt
     shortlist = np.argsort(-stage_2)[:10]
     stage_3 = maxsim(shortlist, np.ones(n_centroids, dtype=bool))  # every centroid
     assert np.sort(stage_2)[-10] != np.sort(stage_2)[-11] and np.sort(stage_3)[-5] != np.sort(stage_3)[-6]  # no ties at the cuts
-    assert sorted(chosen.tolist()) == sorted(shortlist[np.argsort(-stage_3)[:5]].tolist())
+    best = np.argsort(-stage_3)[:5]
+    if margin is not None:  # those within the margin of the 3rd best
+        cut = np.sort(stage_3)[-3] * (1 - margin)
+        assert np.abs(stage_3 - cut).min() > 1e-3
+        best = best[stage_3[best] >= cut]
+    assert sorted(chosen.tolist()) == sorted(shortlist[best].tolist())
 
 
 @STAGES
