@@ -69,5 +69,9 @@ class IndexSettings:
 
     @classmethod
     def from_json(cls, values: Mapping[str, Any]) -> IndexSettings:
-        """Inverse of :meth:`to_json`."""
-        return cls(**{**values, "search": SearchParams(**values.get("search", {}))})
+        """Inverse of :meth:`to_json`. Search defaults stored before ``rerank_margin`` existed keep the
+        fixed number of finalists they meant (``rerank_margin=None``)."""
+        search = dict(values.get("search", {}))
+        if search:
+            search.setdefault("rerank_margin", None)
+        return cls(**{**values, "search": SearchParams(**search)})

@@ -302,6 +302,16 @@ def test_per_call_knobs_do_not_change_the_index_settings(store, corpus):
     assert index.settings.search == defaults
 
 
+def test_search_defaults_stored_before_the_rerank_margin_keep_a_fixed_number_of_finalists(store, corpus):
+    build(store, corpus, search=cs.SearchParams(nrerank=64))
+    manifest = store.read_manifest("papers")
+    older = {**manifest, "version": manifest["version"] + 1}
+    older["settings"] = {**manifest["settings"], "search": {
+        knob: value for knob, value in manifest["settings"]["search"].items() if knob != "rerank_margin"}}
+    assert store.replace_manifest("papers", older, expected_version=manifest["version"])
+    assert cs.Index.open(store, "papers").settings.search == cs.SearchParams(nrerank=64, rerank_margin=None)
+
+
 def test_stored_search_defaults_can_be_changed_for_every_process(store_factory, corpus, monkeypatch):
     index = build(store_factory(), corpus, search=cs.SearchParams(nprobe=3, nrerank=20))
     other = cs.Index.open(store_factory(), "papers")  # another connection, as another process would hold
