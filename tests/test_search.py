@@ -111,7 +111,8 @@ def test_the_approximate_stages_rank_by_maxsim_over_centroids_at_any_query_lengt
     shortlist = np.argsort(-stage_2)[:10]
     stage_3 = maxsim(shortlist, np.ones(n_centroids, dtype=bool))  # every centroid
     ranked = np.sort(stage_3)[::-1]
-    assert np.sort(stage_2)[-10] != np.sort(stage_2)[-11] and ranked[3] - ranked[4] > 1e-3  # no ties at the cuts
+    assert np.sort(stage_2)[-10] != np.sort(stage_2)[-11] and ranked[4] != ranked[5]  # no ties at the cuts
+    assert ranked[3] - ranked[4] > 1e-3  # room for the margin's cut between the 4th and 5th
     # With a margin, k=3 and nrerank=5: one that cuts between the 4th and 5th best, so 4 are rescored.
     rerank_margin = float(1 - (ranked[3] + ranked[4]) / 2 / ranked[2]) if margin else None
     params = SearchParams(ncandidates=10, nrerank=5, rerank_margin=rerank_margin, centroid_threshold=threshold)
