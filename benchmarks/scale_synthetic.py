@@ -8,9 +8,10 @@ so nothing holds all the vectors. The codec is trained first on the corpus's lea
 ``sample_tokens`` plus held-out tokens), with the centroid count the first ``add`` of the whole corpus would pick; every
 ``add`` then reuses it. Build time counts create + train + add (not generating the vectors); the folder is then compacted
 (old versions deleted) before its size is measured. Peak RSS (VmHWM, what ``ru_maxrss`` reports) is read per phase and
-reset in between: training (with its sample), the adds, then compaction + searches + size. Latency: single queries of
-32 tokens drawn from a random document's topics, ``--queries`` timed after ``--warmup`` untimed ones, k=10, default
-search knobs; then the same queries again, every candidate now in the document cache ("hot"). Cold start: ``--cold-runs``
+reset in between: training (with its sample), the adds, then compaction + searches + size. Latency ("warm": the folder
+read into the OS page cache first, as on a machine that has served it for a while): single queries of 32 tokens drawn
+from a random document's topics, ``--queries`` timed after ``--warmup`` untimed ones, k=10, default search knobs; then
+the same queries again, every finalist now in the document cache ("hot"). Cold start: ``--cold-runs``
 fresh processes (``--cold-child``), each after the index folder has been dropped from the OS page cache, open the index
 and answer one of those queries; their open and first-search times are timed from the store's construction (interpreter
 start and ``import colbert_store`` left out; lancedb, which the first ``LanceDBStore`` imports, counted in the open).
@@ -36,7 +37,7 @@ from typing import Any
 import numpy as np
 
 import colbert_store as cs
-from benchmarks.lib.data import evict_page_cache, folder_bytes
+from benchmarks.lib.data import evict_page_cache, folder_bytes, load_page_cache
 from benchmarks.lib.paths import REPO_ROOT, RESULTS_DIR
 from benchmarks.lib.report import markdown_table, save_results
 from benchmarks.lib.timing import latency_summary, time_searches, use_search_threads
@@ -180,6 +181,7 @@ def measure(n_tokens: int, workdir: Path, chunk_docs: int, n_queries: int, warmu
     all_topics, all_n_topics = np.concatenate(topics), np.concatenate(n_topics)
     sources = rng.choice(len(all_topics), size=warmup + n_queries, replace=False)
     queries = [corpus.query(rng, all_topics[d, : all_n_topics[d]]) for d in sources]
+    load_page_cache(workdir)
     for query in queries[:warmup]:
         index.search(query, k=K)
     rankings, seconds = time_searches(index, queries[warmup:], K, warmup=0)
@@ -218,10 +220,13 @@ def measure(n_tokens: int, workdir: Path, chunk_docs: int, n_queries: int, warmu
 
 def measure_reused(n_tokens: int, workdir: Path, chunk_docs: int, n_queries: int, warmup: int, seed: int) -> dict[str, Any]:
     """Search measurements of an index kept by an earlier run (``--keep``) with the same sizes and seed, in a fresh
-    process: ``index.warm()`` first (timed), ``warmup`` untimed queries drawn from the first chunk's documents, then
-    the kept queries timed twice. Build figures are not re-measured."""
+    process: the folder dropped from the page cache, ``index.warm()`` (timed), ``warmup`` untimed queries and
+    ``n_queries`` timed ones drawn from the first chunk's documents (what a warm process answers while the disk is
+    still cold); then the folder read into the page cache and the kept queries timed twice, as :func:`measure` times
+    them. Build figures are not re-measured."""
     threads = use_search_threads()
     corpus = SyntheticCorpus(n_tokens, seed=seed)
+    evict_page_cache(workdir)
     store = LanceDBStore(workdir)
     index = cs.Index.open(store, NAME)
     start = time.perf_counter()
@@ -230,8 +235,11 @@ def measure_reused(n_tokens: int, workdir: Path, chunk_docs: int, n_queries: int
     rng = np.random.default_rng([seed, 2])
     sources = rng.choice(len(index), size=warmup + n_queries, replace=False)[warmup:]  # as measure() drew them
     first = next(corpus.chunks(chunk_docs))
-    for d in range(warmup):
-        index.search(corpus.query(rng, first.topics[d, : first.n_topics[d]]), k=K)
+    first_queries = [corpus.query(rng, first.topics[d, : first.n_topics[d]]) for d in range(warmup + n_queries)]
+    for query in first_queries[:warmup]:
+        index.search(query, k=K)
+    _, disk_seconds = time_searches(index, first_queries[warmup:], K, warmup=0)
+    load_page_cache(workdir)
     queries = list(np.load(workdir / COLD_QUERIES, allow_pickle=False))
     rankings, seconds = time_searches(index, queries, K, warmup=0)
     _, hot_seconds = time_searches(index, queries, K, warmup=0)
@@ -246,6 +254,8 @@ def measure_reused(n_tokens: int, workdir: Path, chunk_docs: int, n_queries: int
         **latency_summary(seconds),
         "hot_p50_ms": hot["p50_ms"],
         "hot_p95_ms": hot["p95_ms"],
+        "disk_cold_p50_ms": latency_summary(disk_seconds)["p50_ms"],
+        "disk_cold_p95_ms": latency_summary(disk_seconds)["p95_ms"],
         "source_doc_at_10": float(np.mean([f"d{d}" in ranking for d, ranking in zip(sources, rankings)])),
         "torch_threads": threads,
     }

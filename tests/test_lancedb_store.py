@@ -15,6 +15,7 @@ import colbert_store as cs
 from colbert_store import writing
 from colbert_store.adapters.lancedb import LanceDBStore
 from colbert_store.adapters.lancedb.retries import retrying
+from tests.batches import by_id, make_batch, manifest
 from tests.conftest import DIM, make_corpus
 from tests.test_index import build, ranked
 
@@ -65,6 +66,33 @@ def _documents_folder(folder: Path) -> Path:
     """The folder of index ``papers``'s documents table."""
     docs = lancedb.connect(folder).open_table("_colbert_store_indexes").search().where("name = 'papers'").to_arrow()["docs"][0]
     return folder / f"{docs.as_py()}.lance"
+
+
+def test_a_fetch_by_the_row_ids_of_the_last_live_set_read_answers_what_a_lookup_by_revision_would(tmp_path):
+    """Row ids noted by a live-set read go stale as documents are deleted, replaced, added and moved by
+    compaction: a fetch still returns each stored document asked for, once, whole, and nothing else."""
+    store = LanceDBStore(tmp_path)
+    store.create_index("papers", manifest())
+    first = make_batch([f"a{i}" for i in range(40)], seed=1, first_revision=1)
+    store.upsert("papers", first)
+    store.candidates("papers", None, None)  # the live set: notes the 40 rows' ids
+    later = make_batch([f"b{i}" for i in range(10)], seed=2, first_revision=100)
+    replacement = make_batch(["a2"], seed=3, first_revision=200)
+    store.upsert("papers", later)
+    store.upsert("papers", replacement)
+    store.delete("papers", ["a0", "a1"])
+    expected = {**by_id(first), **by_id(later), **by_id(replacement)}
+    for gone in ("a0", "a1"):
+        del expected[gone]
+    asked = np.concatenate([first.revisions, later.revisions, replacement.revisions, [999]])
+    for step in ("ids noted before the writes", "ids moved by compaction", "ids read again"):
+        found = store.fetch("papers", np.random.default_rng(0).permutation(asked))
+        assert sorted(found.ids) == sorted(expected), step
+        assert by_id(found) == expected, step
+        if step == "ids noted before the writes":
+            store.optimize("papers", cleanup_older_than=timedelta(0))
+        elif step == "ids moved by compaction":
+            store.candidates("papers", None, None)
 
 
 def test_a_connection_passed_in_and_a_closed_store_answer_like_an_opened_path(tmp_path):

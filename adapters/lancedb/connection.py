@@ -68,9 +68,17 @@ class AsyncReads:
         self._db = self._run(connecting)
         self._tables: dict[str, Any] = {}  # used on the loop's thread only
 
-    def rows(self, table_name: str, centroid_ids: np.ndarray | None, where: Filter | None, columns: list[str]) -> pa.Table:
-        """``columns`` of the rows of ``table_name`` holding any of ``centroid_ids`` and meeting ``where``."""
-        return self._run(self._rows(table_name, centroid_ids, where, columns))
+    def rows(
+        self,
+        table_name: str,
+        centroid_ids: np.ndarray | None,
+        where: Filter | None,
+        columns: list[str],
+        with_row_id: bool = False,
+    ) -> pa.Table:
+        """``columns`` (and, ``with_row_id``, the row id) of the rows of ``table_name`` holding any of
+        ``centroid_ids`` and meeting ``where``."""
+        return self._run(self._rows(table_name, centroid_ids, where, columns, with_row_id))
 
     def text_search(self, table_name: str, text: str, limit: int, where: Filter | None) -> pa.Table:
         """``rev`` and ``_score`` of the best ``limit`` rows of ``table_name`` for a BM25 match query on
@@ -86,10 +94,14 @@ class AsyncReads:
         """Close the handle of ``table_name``; the next query opens the table again."""
         self._run(self._forget(table_name))
 
-    async def _rows(self, table_name: str, centroid_ids: np.ndarray | None, where: Filter | None, columns: list[str]) -> pa.Table:
+    async def _rows(
+        self, table_name: str, centroid_ids: np.ndarray | None, where: Filter | None, columns: list[str], with_row_id: bool
+    ) -> pa.Table:
         table = await self._open(table_name)
         predicate = condition(centroid_ids, where, await table.schema() if where is not None else None)
         query = table.query().select(columns)
+        if with_row_id:
+            query = query.with_row_id()
         return await (query.where(predicate) if predicate else query).to_arrow()
 
     async def _text_search(self, table_name: str, text: str, limit: int, where: Filter | None) -> pa.Table:

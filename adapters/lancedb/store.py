@@ -35,6 +35,7 @@ from colbert_store.adapters.lancedb.records import (
     metadata_columns,
 )
 from colbert_store.adapters.lancedb.retries import RetryableConflict, is_retryable, retrying
+from colbert_store.adapters.lancedb.row_ids import RowIds
 from colbert_store.errors import IndexExistsError, IndexNotFoundError, LexicalSearchUnavailableError
 from colbert_store.filters import Filter
 from colbert_store.storage import DocumentBatch, Store
@@ -66,6 +67,7 @@ class LanceDBStore(Store):
         self._catalogue = Catalogue(self._db)
         self._tables: dict[str, Any] = {}  # index name -> its documents table
         self._text_indexed: set[str] = set()  # documents tables known to have their full-text index
+        self._row_ids: dict[str, RowIds] = {}  # documents table -> its rows' ids as of the latest whole live-set read
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -178,15 +180,21 @@ class LanceDBStore(Store):
 
     @translated
     def candidates(self, name: str, centroid_ids: np.ndarray | None, where: Filter | None) -> np.ndarray:
+        """Read through the async connection where the store has one. Asked for every document (the live
+        set a search reads at each new version), it also notes their row ids, by which :meth:`fetch` then
+        reads them (see :mod:`~colbert_store.adapters.lancedb.row_ids`)."""
         table = self._table(name)
+        every = centroid_ids is None and where is None
         reads = self._reads  # read once: close() may run meanwhile
         if reads is not None:
-            revisions = reads.rows(table.name, centroid_ids, where, ["rev"]).column("rev")
+            rows = reads.rows(table.name, centroid_ids, where, ["rev"], with_row_id=every)
         else:
-            query = table.search().select(["rev"]).limit(None)
+            query = table.search().select(["rev"]).with_row_id(every).limit(None)
             predicate = condition(centroid_ids, where, table.schema if where is not None else None)
-            revisions = (query.where(predicate) if predicate else query).to_arrow().column("rev")
-        return revisions.to_numpy().astype(np.int64, copy=False)
+            rows = (query.where(predicate) if predicate else query).to_arrow()
+        if every:
+            self._row_ids[table.name] = RowIds.of(rows)
+        return rows.column("rev").to_numpy().astype(np.int64, copy=False)
 
     @translated
     def candidate_lists(
@@ -228,7 +236,7 @@ class LanceDBStore(Store):
 
     @translated
     def fetch(self, name: str, revisions: np.ndarray) -> DocumentBatch:
-        return arrow_to_batch(_rows_with_revisions(self._table(name), revisions, STORED_COLUMNS))
+        return arrow_to_batch(self._rows_with_revisions(self._table(name), revisions, STORED_COLUMNS))
 
     @translated
     def centroid_lists(self, name: str, revisions: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -237,7 +245,7 @@ class LanceDBStore(Store):
         columns = ["rev", "centroids"]
         if revisions is None:
             return _lists_of(table.search().select(columns).limit(None).to_arrow())
-        return _lists_of(_rows_with_revisions(table, revisions, columns))
+        return _lists_of(self._rows_with_revisions(table, revisions, columns))
 
     @translated
     def scan(self, name: str, batch_size: int = 1024) -> Iterator[DocumentBatch]:
@@ -272,7 +280,8 @@ class LanceDBStore(Store):
 
     # -- helpers ------------------------------------------------------------------------------
     def _forget_table(self, docs: str) -> None:
-        """Drop the async handle of documents table ``docs`` (dropped)."""
+        """Drop the async handle and the row ids of documents table ``docs`` (dropped)."""
+        self._row_ids.pop(docs, None)
         reads = self._reads
         if reads is not None:
             reads.forget(docs)
@@ -286,6 +295,14 @@ class LanceDBStore(Store):
                 raise IndexNotFoundError(name)
             table = self._tables[name] = self._db.open_table(docs)
         return table
+
+    def _rows_with_revisions(self, table: Any, revisions: np.ndarray, columns: Sequence[str]) -> pa.Table:
+        """``columns`` (``rev`` among them) of the rows of ``table`` holding these revisions: by row id where
+        the last live-set read noted one, the rest (and the rows gone from those ids) by ``rev``."""
+        row_ids = self._row_ids.get(table.name)
+        taken, missing = (None, revisions) if row_ids is None else row_ids.take(table, revisions, columns)
+        looked_up = _rows_with_revisions(table, missing, columns) if len(missing) or taken is None else None
+        return pa.concat_tables([part for part in (taken, looked_up) if part is not None])
 
     def _has_text_index(self, table: Any) -> bool:
         """Whether the documents table has its full-text index (remembered once seen: it is only ever replaced)."""
