@@ -104,6 +104,19 @@ def test_search_finds_the_matching_file(built: Path) -> None:
     assert " ".join(snippet).startswith("Mount Everest is the highest mountain")
 
 
+def test_search_knobs_apply_to_that_search_only(built: Path) -> None:
+    where = ("--store", built, "--name", "notes")
+    stored = run("search-defaults", *where).stdout
+    tuned = run("search", "which mountain is the highest?", *where, "-k", "1", "--set", "nrerank=1",
+                "--set", "ncandidates=1", "--set", "centroid-threshold=none")
+    assert tuned.returncode == 0, tuned.stderr
+    assert tuned.stdout.split()[:3:2] == ["1", "everest.txt"]
+    assert run("search-defaults", *where).stdout == stored
+    # The library refuses these: the knobs reach the search.
+    assert_user_error(run("search", "q", *where, "--set", "nprobe=0"), "nprobe must be a positive integer")
+    assert_user_error(run("search", "q", *where, "--set", "probes=2"), "unknown search parameters: ['probes']")
+
+
 def test_search_json_with_filter(built: Path) -> None:
     where = json.dumps({"extension": ".md"})
     result = run("search", "interest rates", "--store", built, "--name", "notes", "--filter", where, "--json")

@@ -5,6 +5,7 @@ Commands::
     colbert-store index SOURCE --store DIR --name NAME [--model PATH_OR_NAME] [--doc-maxlen N] [--nbits 1|2|4] [--pool-factor N]
                                [--batch-size N]
     colbert-store search "QUERY" --store DIR --name NAME [-k 10] [--filter JSON] [--hybrid] [--json] [--model PATH_OR_NAME]
+                         [--set KNOB=VALUE ...]
     colbert-store info --store DIR --name NAME
     colbert-store search-defaults --store DIR --name NAME [--set KNOB=VALUE ...] [--reset]
     colbert-store retrain --store DIR --name NAME [--from-vectors] [--queries FILE] [--model PATH_OR_NAME]
@@ -136,6 +137,8 @@ def _add_search_command(commands: Any) -> None:
     parser.add_argument("--hybrid", action="store_true",
                         help="fuse with the store's BM25 ranking of QUERY (the index must hold the documents' text)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per hit instead of a table")
+    parser.add_argument("--set", action="append", metavar="KNOB=VALUE",
+                        help="a search knob for this search only, e.g. nprobe=2 (repeatable; see search-defaults)")
     parser.set_defaults(handler=cmd_search)
 
 

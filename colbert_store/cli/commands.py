@@ -74,12 +74,13 @@ def _add_chunks(retriever: Retriever, chunks: Iterable[list[SourceDocument]], to
 def cmd_search(args: argparse.Namespace) -> int:
     """``colbert-store search``: print the top hits of a query."""
     where = parse_filter(args.filter)
+    knobs: dict[str, Any] = dict(parse_knob(assignment) for assignment in args.set or ())
     with opened_store(args.store, args.backend, must_exist=True) as store:
         index = open_index(store, args.name, args.store)
         from colbert_store.retriever import Retriever
 
         retriever = Retriever(index, load_encoder(args.model, index.settings.encoder, None))
-        hits = retriever.search(args.query, k=args.k, filter=where, hybrid=args.hybrid)
+        hits = retriever.search(args.query, k=args.k, filter=where, hybrid=args.hybrid, **knobs)
     if args.json:
         print_hits_json(hits)
     else:
