@@ -15,6 +15,8 @@ the same queries again, every finalist now in the document cache ("hot"). Cold s
 fresh processes (``--cold-child``), each after the index folder has been dropped from the OS page cache, open the index
 and answer one of those queries; their open and first-search times are timed from the store's construction (interpreter
 start and ``import colbert_store`` left out; lancedb, which the first ``LanceDBStore`` imports, counted in the open).
+One more fresh process (``--cold-process-child``), after the same drop, answers all of them in turn from its first,
+with no ``warm()``: the latencies of a process started into traffic.
 Results go to benchmarks/results/scale_synthetic.json and a markdown table on stdout.
 """
 
@@ -275,6 +277,18 @@ def measure_cold(workdir: Path, query: int) -> dict[str, float]:
             "total_ms": (searched - start) * 1000}
 
 
+def measure_cold_process(workdir: Path) -> dict[str, float]:
+    """Open the index in ``workdir`` (page cache dropped first) and answer every saved query in turn, timing each."""
+    use_search_threads()
+    queries = list(np.load(workdir / COLD_QUERIES, allow_pickle=False))
+    evict_page_cache(workdir)
+    index = cs.Index.open(LanceDBStore(workdir), NAME)
+    _, seconds = time_searches(index, queries, K, warmup=0)
+    summary = latency_summary(seconds)
+    return {"cold_process_p50_ms": summary["p50_ms"], "cold_process_p95_ms": summary["p95_ms"],
+            "cold_process_max_ms": max(seconds) * 1000, "cold_process_total_s": sum(seconds)}
+
+
 def cold_summary(runs: list[dict[str, float]]) -> dict[str, float]:
     """Medians and maxima over the fresh-process runs."""
     return {f"cold_{key}_{stat}": float(fn([run[key] for run in runs]))
@@ -310,7 +324,8 @@ def scale_rows(
             ))
             cold = [json.loads(_child("--cold-child", "--workdir", str(workdir), "--query", str(run)))
                     for run in range(cold_runs)]
-            rows.append({**row, **cold_summary(cold), "cold_runs": cold_runs})
+            process = json.loads(_child("--cold-process-child", "--workdir", str(workdir)))
+            rows.append({**row, **cold_summary(cold), "cold_runs": cold_runs, **process})
             print(json.dumps(rows[-1]), file=sys.stderr)
         finally:
             if keep:
@@ -324,13 +339,14 @@ def scale_table(rows: list[dict[str, Any]]) -> str:
     """One row per corpus size, as a markdown table."""
     columns = ["tokens", "docs", "centroids", "build s", "tokens/s", "peak RSS MiB indexing", "training", "adds",
                "folder B/token", "codes B/token", "p50 ms", "p95 ms", "hot p50 ms", "fresh-process open + first search ms",
-               "source doc in top 10"]
+               "fresh process p50 ms", "source doc in top 10"]
     return markdown_table(columns, [
         [f"{row['tokens']:,}", f"{row['docs']:,}", f"{row['centroids']:,}", f"{row['build_seconds']:.1f}",
          f"{row['tokens_per_second']:,.0f}", f"{row['peak_rss_indexing_mib']:.0f}", f"{row['peak_rss_train_mib']:.0f}",
          f"{row['peak_rss_adds_mib']:.0f}", f"{row['folder_bytes_per_token']:.1f}", f"{row['codes_bytes_per_token']:.1f}",
          f"{row['p50_ms']:.1f}", f"{row['p95_ms']:.1f}", f"{row['hot_p50_ms']:.1f}",
-         f"{row['cold_open_ms_p50']:.0f} + {row['cold_first_search_ms_p50']:.0f}", f"{row['source_doc_at_10']:.2f}"]
+         f"{row['cold_open_ms_p50']:.0f} + {row['cold_first_search_ms_p50']:.0f}", f"{row['cold_process_p50_ms']:.1f}",
+         f"{row['source_doc_at_10']:.2f}"]
         for row in rows
     ])
 
@@ -350,6 +366,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="measure only the searches of a folder kept (--keep) by a run of this --tokens size and seed")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--cold-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--cold-process-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--query", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -362,13 +379,17 @@ def main(argv: list[str] | None = None) -> None:
     if args.cold_child:
         print(json.dumps(measure_cold(Path(args.workdir), args.query)))
         return
+    if args.cold_process_child:
+        print(json.dumps(measure_cold_process(Path(args.workdir))))
+        return
     if args.reuse:
         folder = str(args.reuse)
         row = json.loads(_child("--child", "--tokens", str(args.tokens[0]), "--workdir", folder, "--chunk-docs",
                                 str(args.chunk_docs), "--queries", str(args.queries), "--warmup", str(args.warmup),
                                 "--seed", str(args.seed), "--reuse", folder))
         cold = [json.loads(_child("--cold-child", "--workdir", folder, "--query", str(run))) for run in range(args.cold_runs)]
-        print(json.dumps({**row, **cold_summary(cold), "cold_runs": args.cold_runs}))
+        process = json.loads(_child("--cold-process-child", "--workdir", folder))
+        print(json.dumps({**row, **cold_summary(cold), "cold_runs": args.cold_runs, **process}))
         return
     rows = scale_rows(
         args.tokens, chunk_docs=args.chunk_docs, n_queries=args.queries, warmup=args.warmup, seed=args.seed,

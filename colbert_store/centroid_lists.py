@@ -165,7 +165,8 @@ class GrowingLists:
         listed = self._centroids.extend(centroids)
         all_offsets = self._offsets.extend(offsets[1:] + held.offsets[-1])
         all_revisions = self._revisions.extend(revisions)
-        lists = [*held.inverted_lists, InvertedList.build(all_offsets, listed, first_slot, len(all_revisions))]
+        held_lists = [inverted for inverted in held.inverted_lists if inverted.end_slot > inverted.first_slot]
+        lists = [*held_lists, InvertedList.build(all_offsets, listed, first_slot, len(all_revisions))]
         while len(lists) > 1 and 2 * len(lists[-1].slots) >= len(lists[-2].slots):
             lists[-2:] = [InvertedList.build(all_offsets, listed, lists[-2].first_slot, lists[-1].end_slot)]
         self.snapshot = CentroidLists(all_revisions, all_offsets, listed, tuple(lists))
