@@ -301,7 +301,7 @@ class LanceDBStore(Store):
         the last live-set read noted one, the rest (and the rows gone from those ids) by ``rev``."""
         row_ids = self._row_ids.get(table.name)
         taken, missing = (None, revisions) if row_ids is None else row_ids.take(table, revisions, columns)
-        looked_up = _rows_with_revisions(table, missing, columns) if len(missing) or taken is None else None
+        looked_up = _rows_by_revision(table, missing, columns) if len(missing) or taken is None else None
         return pa.concat_tables([part for part in (taken, looked_up) if part is not None])
 
     def _has_text_index(self, table: Any) -> bool:
@@ -390,7 +390,7 @@ def _lists_of(rows: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return rows.column("rev").to_numpy().astype(np.int64, copy=False), offsets, lists.flatten().to_numpy()
 
 
-def _rows_with_revisions(table: Any, revisions: np.ndarray, columns: Sequence[str]) -> pa.Table:
+def _rows_by_revision(table: Any, revisions: np.ndarray, columns: Sequence[str]) -> pa.Table:
     """``columns`` of the rows of ``table`` holding these revisions, in ``IN`` lists of a bounded length."""
     chunks = [revisions[start : start + _IN_LIST_CHUNK] for start in range(0, len(revisions), _IN_LIST_CHUNK)]
     parts = [table.search().where(f"rev IN ({_listed(chunk)})").select(list(columns)).limit(None).to_arrow() for chunk in chunks]
