@@ -177,7 +177,9 @@ class DocumentSource:
         check read them again) and whether the cache holds them all; an index found too large for the
         cache at the ``earlier`` version goes on with the centroid map."""
         epoch = self.cache.epoch
-        revisions = np.sort(self.store.candidates(self.name, None, None))
+        revisions = self.store.candidates(self.name, None, None)
+        if len(revisions) and not (revisions[1:] >= revisions[:-1]).all():  # a store may answer them sorted
+            revisions = np.sort(revisions)
         if earlier is not None and earlier.uncacheable:
             return _Live(version, revisions, epoch, None, cached=False, uncacheable=True)
         _, slots = self.cache.lookup(revisions)

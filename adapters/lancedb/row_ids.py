@@ -33,7 +33,9 @@ class RowIds:
         """The ids in ``rows``, which hold the ``rev`` and ``_rowid`` columns."""
         revisions = rows.column("rev").to_numpy().astype(np.int64, copy=False)
         order = np.argsort(revisions)
-        return cls(revisions[order], rows.column(ROW_ID).to_numpy()[order])
+        by_revision = revisions[order]
+        by_revision.flags.writeable = False  # handed to callers of the live-set read as well
+        return cls(by_revision, rows.column(ROW_ID).to_numpy()[order])
 
     def take(self, table: Any, revisions: np.ndarray, columns: Sequence[str]) -> tuple[pa.Table | None, np.ndarray]:
         """``columns`` (``rev`` among them) of the rows still holding these revisions at the ids known for

@@ -193,7 +193,8 @@ class LanceDBStore(Store):
             predicate = condition(centroid_ids, where, table.schema if where is not None else None)
             rows = (query.where(predicate) if predicate else query).to_arrow()
         if every:
-            self._row_ids[table.name] = RowIds.of(rows)
+            row_ids = self._row_ids[table.name] = RowIds.of(rows)
+            return row_ids.revisions  # sorted: the caller need not sort them again
         return rows.column("rev").to_numpy().astype(np.int64, copy=False)
 
     @translated
