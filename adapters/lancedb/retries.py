@@ -4,6 +4,11 @@ Each LanceDB write is a commit of a new table version; when two processes commit
 applies one and refuses the other with "Retryable commit conflict ... Please retry" (its merge-insert
 retries some of these itself, and gives up with "Too many concurrent writers" when its own retries
 run out). Nothing of the refused commit is applied, so running the operation again is safe.
+
+A table created by several callers at once (the catalogue tables, on a store's first writes) may get
+a second creation committed as an overwrite of the still empty table; a write that read the first is
+then refused as incompatible with that overwrite, and running it again against the latest version is
+safe too.
 """
 
 from __future__ import annotations
@@ -26,7 +31,11 @@ _FIRST_DELAY = 0.02
 _LONGEST_DELAY = 1.0
 
 
-_CONFLICT_MESSAGES = ("Retryable commit conflict", "Too many concurrent writers")
+_CONFLICT_MESSAGES = (
+    "Retryable commit conflict",
+    "Too many concurrent writers",
+    "incompatible with concurrent transaction Overwrite",
+)
 
 
 class RetryableConflict(Exception):
