@@ -14,6 +14,7 @@ import pytest
 import colbert_store as cs
 from colbert_store import writing
 from colbert_store.adapters.lancedb import LanceDBStore
+from colbert_store.adapters.lancedb.creation import CREATOR_KEY, restore_rows_erased_by
 from colbert_store.adapters.lancedb.retries import retrying
 from tests.batches import by_id, make_batch, manifest
 from tests.conftest import DIM, make_corpus
@@ -144,6 +145,26 @@ def test_a_writer_with_an_old_schema_names_its_new_metadata_column_after_another
     assert [hit.id for hit in first.search(corpus.query(2), k=3, filter={"venue": "y"})] == ["late-2"]
     assert [hit.id for hit in first.search(corpus.query(1), k=3, filter={"lab": "x"})] == ["first-1"]
     assert len(first) == 63
+
+
+def test_a_creation_of_the_catalogue_that_lands_on_a_written_one_puts_back_the_rows_it_overwrote(tmp_path):
+    """Lance commits a creation that finds the table created meanwhile as an overwrite of it. That race
+    cannot be provoked on demand, so the overwrite it commits (the late creator's schema, no rows) is
+    committed here directly, after an index was created and before another one is."""
+    store = LanceDBStore(tmp_path)
+    store.create_index("papers", manifest())
+    db = lancedb.connect(tmp_path)
+    catalogue = "_colbert_store_indexes"
+    late_schema = db.open_table(catalogue).schema.with_metadata({CREATOR_KEY: b"late"})
+    db.create_table(catalogue, schema=late_schema, mode="overwrite")
+    store.create_index("notes", manifest())
+    assert store.list_indexes() == ["notes"]  # what the overwrite did
+    assert restore_rows_erased_by(db.open_table(catalogue), "late", ["name"]) == 1
+    assert store.list_indexes() == ["notes", "papers"]
+    assert store.read_manifest("papers") == manifest()
+    assert restore_rows_erased_by(db.open_table(catalogue), "late", ["name"]) == 0  # already back
+    assert restore_rows_erased_by(db.open_table(catalogue), "never-created", ["name"]) == 0
+    assert store.list_indexes() == ["notes", "papers"]
 
 
 def test_a_commit_lance_gave_up_on_under_concurrent_writers_is_retried_and_other_errors_are_not() -> None:

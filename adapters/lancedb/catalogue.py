@@ -16,6 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from colbert_store.adapters.lancedb.creation import create_shared_table
 from colbert_store.adapters.lancedb.filters import sql_string
 from colbert_store.adapters.lancedb.records import PRIMARY_KEY
 from colbert_store.adapters.lancedb.retries import retrying
@@ -40,6 +41,9 @@ _CODECS_SCHEMA = pa.schema(
         pa.field("data", pa.large_binary(), nullable=False),
     ]
 )
+_INDEXES_KEY = ["name"]
+_CODECS_KEY = ["index_name", "codec_id"]
+_SCHEMAS_AND_KEYS = {_INDEXES: (_INDEXES_SCHEMA, _INDEXES_KEY), _CODECS: (_CODECS_SCHEMA, _CODECS_KEY)}
 
 
 class Catalogue:
@@ -68,7 +72,7 @@ class Catalogue:
         table = self._table(_INDEXES, create=True)
         row = _index_row(name, manifest, docs)
         result = retrying(
-            lambda: table.merge_insert("name").when_not_matched_insert_all().execute(row), f"creating index {name!r}"
+            lambda: table.merge_insert(_INDEXES_KEY).when_not_matched_insert_all().execute(row), f"creating index {name!r}"
         )
         return bool(result.num_inserted_rows)
 
@@ -79,7 +83,7 @@ class Catalogue:
         row = _index_row(name, manifest, current["docs"])
         condition = f"target.version = {int(expected_version)} AND target.docs = {sql_string(current['docs'])}"
         result = retrying(
-            lambda: table.merge_insert("name").when_matched_update_all(where=condition).execute(row),
+            lambda: table.merge_insert(_INDEXES_KEY).when_matched_update_all(where=condition).execute(row),
             f"committing the manifest of index {name!r}",
         )
         return bool(result.num_updated_rows)
@@ -94,7 +98,7 @@ class Catalogue:
         table = self._table(_CODECS, create=True)
         row = pa.table({"index_name": [name], "codec_id": [codec_id], "data": [data]}, schema=_CODECS_SCHEMA)
         retrying(
-            lambda: table.merge_insert(["index_name", "codec_id"]).when_not_matched_insert_all().execute(row),
+            lambda: table.merge_insert(_CODECS_KEY).when_not_matched_insert_all().execute(row),
             f"writing a codec of index {name!r}",
         )
 
@@ -125,8 +129,8 @@ class Catalogue:
                     return self._db.open_table(table_name)
                 if not create:
                     return None
-                schema = _INDEXES_SCHEMA if table_name == _INDEXES else _CODECS_SCHEMA
-                return self._db.create_table(table_name, schema=schema, exist_ok=True)
+                schema, keys = _SCHEMAS_AND_KEYS[table_name]
+                return create_shared_table(self._db, table_name, schema, keys)
             except Exception as error:  # listed but not yet openable, or created by another process meanwhile
                 last_error = error
                 time.sleep(0.02 * (attempt + 1))
