@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from colbert_store.cache import CacheInfo
 from colbert_store.codec import ResidualCodec
 from colbert_store.errors import (
     ColbertStoreError,
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from colbert_store.encoder import ColBERTEncoder
 
 __all__ = [
+    "CacheInfo",
     "ColBERTEncoder",
     "ColbertStoreError",
     "FilterError",

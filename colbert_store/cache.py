@@ -2,7 +2,9 @@
 
 A revision is unique to one write of one document: replacing a document gives it a new revision
 and deleting it removes it from the store's candidate answers. The cache therefore never serves a
-stale document; the store stays the source of truth.
+stale document; the store stays the source of truth. When full, it keeps the documents that searches
+found in it since it was last full (the most recently found first, up to half its budget) and drops the
+rest: what a search needs again survives, and the copy an eviction makes is no larger than that.
 
 Besides the encoded documents, the cache remembers each token's renormalisation factor once a
 search has needed it, so exact scoring of a cached document decodes no vectors (see
@@ -11,6 +13,7 @@ search has needed it, so exact scoring of a cached document decodes no vectors (
 
 from __future__ import annotations
 
+import itertools
 import threading
 from dataclasses import dataclass
 
@@ -21,24 +24,27 @@ from colbert_store.codec import ResidualCodec
 from colbert_store.storage import DocumentBatch
 
 _NORM_BYTES = np.dtype(np.float32).itemsize
+_DOCUMENT_BYTES = 16  # a distinct-centroid offset and a hit time
 DEFAULT_CACHE_BYTES = 1 << 30
 """Memory an index's cached documents may take (``Index.open(..., cache_bytes=...)``)."""
 
 
 @dataclass(frozen=True)
 class CachedDocuments:
-    """A snapshot of the cache: the documents, their centroid lists and, per token, the memo of
-    :meth:`inverse_norms` (NaN where not computed yet; the only part that changes)."""
+    """A snapshot of the cache: the documents, their centroid lists, per token the memo of
+    :meth:`inverse_norms` (NaN where not computed yet) and per document when a search last found it
+    in the cache (0: never); the memo and those times are the parts that change."""
 
     batch: DocumentBatch
     lists: CentroidLists
     known_inverse_norms: np.ndarray
+    last_hit: np.ndarray
 
     @classmethod
     def of(cls, batch: DocumentBatch) -> CachedDocuments:
         """A snapshot holding ``batch`` alone."""
         lists = CentroidLists.of(batch.revisions, *batch.distinct_centroids())
-        return cls(batch, lists, _unknown_norms(len(batch.centroid_ids)))
+        return cls(batch, lists, _unknown_norms(len(batch.centroid_ids)), np.zeros(len(batch), np.int64))
 
     @property
     def nbytes(self) -> int:
@@ -76,6 +82,28 @@ def _unknown_norms(n_tokens: int) -> np.ndarray:
     return np.full(n_tokens, np.nan, dtype=np.float32)
 
 
+@dataclass(frozen=True)
+class CacheInfo:
+    """An index's document cache (``Index.cache_info()``): what it holds, and what searches asked of it
+    since the index was opened.
+
+    Attributes:
+        documents: documents held.
+        bytes: their size as the budget counts it (about 40 bytes per token at 128 dimensions, nbits=2).
+        max_bytes: the budget (``cache_bytes``).
+        hits: finalists that searches found in the cache.
+        misses: finalists read from the store instead.
+        evictions: times the cache was full and dropped documents.
+    """
+
+    documents: int
+    bytes: int
+    max_bytes: int
+    hits: int
+    misses: int
+    evictions: int
+
+
 class DocumentCache:
     """Thread-safe revision-keyed cache of encoded documents with a byte budget.
 
@@ -90,13 +118,31 @@ class DocumentCache:
         self._arrays: dict[str, GrowingArray] = {}
         self._lists = GrowingLists()
         self._snapshot = CachedDocuments.of(_empty_batch())
+        self._clock = itertools.count(1)
+        self._last_eviction = 0  # the clock's reading then
+        self._counts_lock = threading.Lock()
+        self._hits = self._misses = self._evictions = 0
         self.epoch = 0
-        """Counts the times the cache was emptied: what it held before an epoch may be gone since."""
+        """Counts the times documents were dropped: what the cache held before an epoch may be gone since."""
 
-    def lookup(self, revisions: np.ndarray) -> tuple[CachedDocuments, np.ndarray]:
-        """The current snapshot and the slot of each revision in it (-1 where not cached)."""
+    def lookup(self, revisions: np.ndarray, searched: bool = False) -> tuple[CachedDocuments, np.ndarray]:
+        """The current snapshot and the slot of each revision in it (-1 where not cached); ``searched``: a
+        search asks for these documents, and those found count as hits, which a full cache keeps."""
         snapshot = self._snapshot
-        return snapshot, snapshot.slots(revisions)
+        slots = snapshot.slots(revisions)
+        if searched:
+            found = slots[slots >= 0]
+            snapshot.last_hit[found] = next(self._clock)
+            with self._counts_lock:
+                self._hits += len(found)
+                self._misses += len(slots) - len(found)
+        return snapshot, slots
+
+    def info(self) -> CacheInfo:
+        """What the cache holds and how searches used it."""
+        snapshot = self._snapshot
+        with self._counts_lock:
+            return CacheInfo(len(snapshot.batch), snapshot.nbytes, self._max_bytes, self._hits, self._misses, self._evictions)
 
     def fits(self, batch: DocumentBatch) -> bool:
         """Whether ``batch`` can be added without dropping what is cached."""
@@ -107,16 +153,16 @@ class DocumentCache:
         return self._max_bytes
 
     def insert(self, batch: DocumentBatch) -> None:
-        """Add documents; when over budget, the cache is emptied first and then holds ``batch`` alone
-        (all of it, even beyond the budget, so that a search's documents stay together)."""
+        """Add documents; when over budget, first drop all but the documents hit since the last eviction,
+        the most recent first, up to half the budget (less where ``batch`` needs more room). ``batch`` is
+        then cached whole, even beyond the budget, so that a search's documents stay together."""
         with self._lock:
-            new = np.flatnonzero(self._snapshot.slots(batch.revisions) < 0)
-            if not len(new):
+            fresh = self._uncached(batch)
+            if not len(fresh):
                 return
-            fresh = subset_batch(batch, new)
             if self._snapshot.nbytes + cached_bytes(fresh) > self._max_bytes:
-                self._reset()
-                fresh = batch
+                self._keep_recent_hits(min(self._max_bytes // 2, self._max_bytes - cached_bytes(fresh)))
+                fresh = self._uncached(batch)
             self._snapshot = self._appended(fresh)
 
     def clear(self) -> None:
@@ -129,8 +175,31 @@ class DocumentCache:
         self._snapshot = CachedDocuments.of(_empty_batch())
         self.epoch += 1
 
-    def _appended(self, fresh: DocumentBatch) -> CachedDocuments:
-        """A snapshot of the cached documents followed by ``fresh``."""
+    def _uncached(self, batch: DocumentBatch) -> DocumentBatch:
+        return subset_batch(batch, np.flatnonzero(self._snapshot.slots(batch.revisions) < 0))
+
+    def _keep_recent_hits(self, budget: int) -> None:
+        """Drop every document but those hit since the last eviction, the most recent first, as many as fit
+        ``budget`` bytes together (the kept ones get new slots, and keep their distinct centroid ids,
+        remembered norms and hit times)."""
+        docs = self._snapshot
+        hit = np.flatnonzero(docs.last_hit > self._last_eviction)
+        self._last_eviction = next(self._clock)
+        with self._counts_lock:
+            self._evictions += 1
+        recent_first = hit[np.argsort(-docs.last_hit[hit], kind="stable")]
+        kept = np.sort(recent_first[np.cumsum(document_bytes(docs.batch)[recent_first]) <= budget])
+        positions, _ = token_positions(docs.batch.token_offsets, kept)
+        centroids, holders = docs.lists.distinct_centroids_of(kept)
+        distinct_offsets = np.concatenate([[0], np.cumsum(np.bincount(holders, minlength=len(kept)))])
+        carried = _Carried((distinct_offsets, centroids), docs.known_inverse_norms[positions], docs.last_hit[kept])
+        survivors = subset_batch(docs.batch, kept)
+        self._reset()
+        if len(kept):
+            self._snapshot = self._appended(survivors, carried)
+
+    def _appended(self, fresh: DocumentBatch, carried: _Carried | None = None) -> CachedDocuments:
+        """A snapshot of the cached documents followed by ``fresh`` (new to the cache, unless ``carried``)."""
         cached = self._snapshot.batch
         if not self._arrays:
             self._arrays = {
@@ -138,8 +207,13 @@ class DocumentCache:
                 "centroid_ids": GrowingArray(fresh.centroid_ids[:0]),
                 "residuals": GrowingArray(fresh.residuals[:0]),
                 "inverse_norms": GrowingArray(_unknown_norms(0)),
+                "last_hit": GrowingArray(np.zeros(0, np.int64)),
             }
-        lists = self._lists.append(fresh.revisions, *fresh.distinct_centroids())
+        if carried is None:
+            carried = _Carried(
+                fresh.distinct_centroids(), _unknown_norms(len(fresh.centroid_ids)), np.zeros(len(fresh), np.int64)
+            )
+        lists = self._lists.append(fresh.revisions, *carried.distinct)
         batch = DocumentBatch(
             ids=cached.ids + fresh.ids,
             revisions=lists.revisions,
@@ -149,15 +223,34 @@ class DocumentCache:
             texts=cached.texts + (fresh.texts or [None] * len(fresh)),
             metadata=cached.metadata + (fresh.metadata or [{}] * len(fresh)),
         )
-        inverse_norms = self._arrays["inverse_norms"].extend(_unknown_norms(len(fresh.centroid_ids)))
-        return CachedDocuments(batch, lists, inverse_norms)
+        inverse_norms = self._arrays["inverse_norms"].extend(carried.known_inverse_norms)
+        return CachedDocuments(batch, lists, inverse_norms, self._arrays["last_hit"].extend(carried.last_hit))
+
+
+@dataclass(frozen=True)
+class _Carried:
+    """What documents kept through an eviction bring from their earlier slots: distinct centroid ids
+    (offsets, ids), remembered inverse norms and hit times."""
+
+    distinct: tuple[np.ndarray, np.ndarray]
+    known_inverse_norms: np.ndarray
+    last_hit: np.ndarray
 
 
 def cached_bytes(batch: DocumentBatch) -> int:
     """Bytes the cache counts for ``batch``: its codes and residuals, a remembered norm per token, and
-    each document's distinct centroid ids (counted as if every token's were distinct) and their offset."""
-    per_token = 2 * batch.centroid_ids.itemsize + batch.residuals.shape[1] + _NORM_BYTES
-    return int(len(batch.centroid_ids) * per_token + 8 * len(batch))
+    each document's distinct centroid ids (counted as if every token's were distinct), their offset and
+    when it was last hit."""
+    return int(len(batch.centroid_ids) * _token_bytes(batch) + _DOCUMENT_BYTES * len(batch))
+
+
+def document_bytes(batch: DocumentBatch) -> np.ndarray:
+    """:func:`cached_bytes` of each document of ``batch``."""
+    return np.diff(batch.token_offsets) * _token_bytes(batch) + _DOCUMENT_BYTES
+
+
+def _token_bytes(batch: DocumentBatch) -> int:
+    return 2 * batch.centroid_ids.itemsize + batch.residuals.shape[1] + _NORM_BYTES
 
 
 def subset_batch(batch: DocumentBatch, rows: np.ndarray) -> DocumentBatch:

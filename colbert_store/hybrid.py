@@ -37,8 +37,8 @@ def search_hybrid(
     Each leg keeps its best ``max(k, fusion.depth)`` documents (the lexical leg first, so an index that
     cannot serve it raises before any other work). The documents of the top ``k`` that only the lexical
     leg returned are read like any candidate: one replaced or deleted since drops out. The cache only
-    appends between two of its emptyings, so the snapshot read last holds every document of the answer;
-    one emptied meanwhile drops them from this answer.
+    appends between two of its evictions, so the snapshot read last holds every document of the answer;
+    an eviction meanwhile that drops some of them drops them from this answer.
     """
     lexical_revisions, lexical_scores = source.text_search(text, max(k, fusion.depth), where)
     dense = search_one(source, codecs, query, max(k, fusion.depth), where, params)

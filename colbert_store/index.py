@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from colbert_store.cache import DEFAULT_CACHE_BYTES, DocumentCache, subset_batch
+from colbert_store.cache import DEFAULT_CACHE_BYTES, CacheInfo, DocumentCache, subset_batch
 from colbert_store.centroid_lists import token_positions
 from colbert_store.codec import ResidualCodec, query_second_moment
 from colbert_store.errors import InvalidInputError, NotTrainedError, WriteConflictError
@@ -308,6 +308,12 @@ class Index:
         self._source.prepare()
         wait_for_kernels()
         return warmed
+
+    def cache_info(self) -> CacheInfo:
+        """The in-memory document cache: documents and bytes held, the ``cache_bytes`` budget, and since
+        opening, the finalists searches found there (hits) or read from the store (misses) and how often
+        a full cache dropped documents: to size ``cache_bytes`` by."""
+        return self._cache.info()
 
     def health(self) -> IndexHealth:
         """How well the codec still fits the stored documents (streams the store once).

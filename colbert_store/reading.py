@@ -6,8 +6,8 @@ memory while the store can say cheaply that its documents have not changed (a da
 document cache when it holds every live document, or from the centroid map
 (:mod:`colbert_store.centroid_map`) when the live documents do not fit the cache. Either answers only
 for a store version whose set of live revisions it has read from the store; with a metadata filter the
-store still evaluates the filter. The live set is read again when the version changes or the cache is
-emptied. Until the cache holds it all, each search also reads the next :data:`FILL_DOCUMENTS` live
+store still evaluates the filter. The live set is read again when the version changes or the cache
+drops documents. Until the cache holds it all, each search also reads the next :data:`FILL_DOCUMENTS` live
 documents into it, so a cold process answers its first search at once and its cache still comes to
 hold the whole index (``Index.warm`` fills it at once). Once they look too many for the cache, a
 background thread brings the map up to date instead, at each new version, while searches ask the store.
@@ -88,11 +88,11 @@ class DocumentSource:
     def documents(self, revisions: np.ndarray) -> tuple[CachedDocuments, np.ndarray]:
         """Cache slots of these revisions, fetching the missing ones from the store first; revisions
         no longer stored (replaced or deleted since they were named) drop out."""
-        docs, slots = self.cache.lookup(revisions)
+        docs, slots = self.cache.lookup(revisions, searched=True)
         missing = revisions[slots < 0]
         if len(missing):
             fetched = self.store.fetch(self.name, missing)
-            if not self.cache.fits(fetched):  # the insert empties the cache first: keep this call's cached ones
+            if not self.cache.fits(fetched):  # the insert drops documents first: bring this call's cached ones along
                 fetched = concatenated_batches([subset_batch(docs.batch, slots[slots >= 0]), fetched])
             self.cache.insert(fetched)
             docs, slots = self.cache.lookup(revisions)
@@ -141,7 +141,7 @@ class DocumentSource:
         """The lists that answer for ``live`` from memory, if any."""
         if live.cached:
             docs, _ = self.cache.lookup(live.revisions[:0])  # the current snapshot
-            # Unless emptied since the live set was read, it holds every one of them.
+            # Unless it dropped documents since the live set was read, it holds every one of them.
             return docs.lists if self.cache.epoch == live.epoch else None
         return live.mapped
 
@@ -156,7 +156,7 @@ class DocumentSource:
         if version is None:
             return None
         live = self._live
-        # The map does not depend on what the cache holds: only a cached live set is read again when emptied.
+        # The map does not depend on what the cache holds: only a cached live set is read again when documents are dropped.
         if live is None or live.version != version or (live.epoch != self.cache.epoch and not live.uncacheable):
             with self._refresh_lock:
                 live = self._live = self._read_live(version, live)

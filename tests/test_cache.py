@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from colbert_store.cache import CachedDocuments, DocumentCache, cached_bytes
+from colbert_store.cache import CachedDocuments, CacheInfo, DocumentCache, cached_bytes, subset_batch
 from colbert_store.centroid_lists import CentroidLists, InvertedList, range_positions
 from colbert_store.codec import ResidualCodec
 from colbert_store.storage import DocumentBatch
@@ -118,9 +118,51 @@ def test_cache_inserts_only_new_revisions_and_drops_old_entries_over_budget():
 
     small = DocumentCache(max_bytes=CachedDocuments.of(first).nbytes)
     small.insert(first)
-    small.insert(second)  # over budget: the first batch is dropped
-    docs, slots = small.lookup(np.concatenate([first.revisions, second.revisions]))
+    small.insert(random_batch(12, 2, first_revision=11))  # more than the budget alone: everything else is dropped
+    docs, slots = small.lookup(np.arange(1, 23))
     assert (slots[:10] == -1).all() and (slots[10:] >= 0).all()
+
+
+def even_batch(n_docs: int, first_revision: int, tokens: int = 10) -> DocumentBatch:
+    """Documents of ``tokens`` tokens each, every token's codes telling its document and position apart."""
+    revisions = np.arange(first_revision, first_revision + n_docs, dtype=np.int64)
+    token_revisions = np.repeat(revisions, tokens)
+    return DocumentBatch(
+        ids=[f"d{r}" for r in revisions],
+        revisions=revisions,
+        token_offsets=np.arange(0, (n_docs + 1) * tokens, tokens, dtype=np.int64),
+        centroid_ids=(token_revisions % 50).astype(np.uint16),
+        residuals=np.stack([token_revisions % 256, np.tile(np.arange(tokens), n_docs)] * 2, axis=1).astype(np.uint8),
+    )
+
+
+def test_a_full_cache_keeps_the_documents_searches_found_in_it_since_it_was_last_full_up_to_half_its_budget():
+    first = even_batch(10, first_revision=1)
+    cache = DocumentCache(max_bytes=cached_bytes(first))  # room for 10 documents; half of it for 5
+    cache.insert(first)
+    cache.lookup(np.array([3, 7, 2]), searched=True)
+    cache.lookup(np.array([6, 4, 8]))  # looked up, not asked for by a search
+    cache.lookup(np.array([5, 7, 99]), searched=True)  # 99 is not cached
+    cache.lookup(np.array([9, 1]), searched=True)  # the hits, the most recent first: 1 and 9, 5 and 7, 2 and 3
+    epoch = cache.epoch
+    assert (cache.info().hits, cache.info().misses, cache.info().evictions) == (7, 1, 0)
+    cache.insert(even_batch(2, first_revision=11))
+    docs, slots = cache.lookup(np.arange(1, 13))
+    assert set(docs.batch.revisions[slots[slots >= 0]].tolist()) == {1, 9, 5, 7, 2, 11, 12}
+    assert cache.epoch == epoch + 1  # documents were dropped
+    kept = subset_batch(first, np.array([0, 1, 4, 6, 8]))
+    again = subset_batch(docs.batch, slots[[0, 1, 4, 6, 8]])
+    for field in ("token_offsets", "centroid_ids", "residuals"):
+        np.testing.assert_array_equal(getattr(again, field), getattr(kept, field))
+    assert again.ids == kept.ids
+    held, _ = docs.lists.pairs_among(np.arange(50), np.arange(len(docs.batch)))  # lists cover the kept documents
+    assert set(docs.batch.revisions[held].tolist()) == {1, 2, 5, 7, 9, 11, 12}
+
+    cache.lookup(np.array([12, 2]), searched=True)
+    cache.insert(even_batch(4, first_revision=21))  # 7 + 4 over 10: only the hits since the last eviction stay
+    docs, slots = cache.lookup(np.arange(1, 25))
+    assert set(docs.batch.revisions[slots[slots >= 0]].tolist()) == {2, 12, 21, 22, 23, 24}
+    assert cache.info() == CacheInfo(6, cached_bytes(docs.batch), cached_bytes(first), 9, 1, 2)
 
 
 def test_remembered_inverse_norms_are_computed_once_and_shared_by_later_snapshots():
@@ -156,5 +198,5 @@ def test_fits_tells_whether_a_batch_needs_no_eviction():
     assert cache.fits(first)
     cache.insert(first)
     assert not cache.fits(second)
-    cache.insert(second)  # evicts the first batch
-    assert cache.lookup(first.revisions)[1].max() == -1
+    cache.insert(second)  # drops some of the first batch
+    assert (cache.lookup(first.revisions)[1] == -1).any() and (cache.lookup(second.revisions)[1] >= 0).all()

@@ -91,6 +91,14 @@ def test_an_index_larger_than_its_cache_searches_from_the_centroid_map_reading_o
     assert live is not None and live.mapped is not None and not live.cached
     cached, _ = small._cache.lookup(live.revisions[:0])
     assert len(cached.batch) < len(corpus.ids)  # finalists only, not every candidate
+    info = small.cache_info()
+    assert (info.max_bytes, info.documents) == (40_000, len(cached.batch))
+    assert info.hits > 0 and info.misses > 0
+    small.search(corpus.embeddings[3], k=5, nrerank=8)
+    before = small.cache_info()
+    small.search(corpus.embeddings[3], k=5, nrerank=8)  # the same finalists, all cached by the search before
+    after = small.cache_info()
+    assert after.misses == before.misses and after.hits > before.hits
     writer.delete(corpus.ids[:30:2])
     writer.add(corpus.ids[1:30:2], make_corpus(n_docs=15, seed=1).embeddings, metadata=[{"lang": "de"}] * 15)
     assert_same_answers()
