@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from colbert_store.adapters.lancedb.creation import create_shared_table
+from colbert_store.adapters.lancedb.creation import create_signed, restore_rows_erased_by
 from colbert_store.adapters.lancedb.filters import sql_string
 from colbert_store.adapters.lancedb.records import PRIMARY_KEY
 from colbert_store.adapters.lancedb.retries import retrying
@@ -123,17 +123,21 @@ class Catalogue:
     def _table(self, table_name: str, create: bool) -> Any:
         """The catalogue table, created if asked; another process may be creating it at the same moment."""
         last_error: Exception | None = None
+        schema, keys = _SCHEMAS_AND_KEYS[table_name]
         for attempt in range(_OPEN_ATTEMPTS):
             try:
                 if table_name in self._db.list_tables().tables:
                     return self._db.open_table(table_name)
                 if not create:
                     return None
-                schema, keys = _SCHEMAS_AND_KEYS[table_name]
-                return create_shared_table(self._db, table_name, schema, keys)
+                table, creator = create_signed(self._db, table_name, schema)
             except Exception as error:  # listed but not yet openable, or created by another process meanwhile
                 last_error = error
                 time.sleep(0.02 * (attempt + 1))
+                continue
+            if table.version > 1:  # it may have landed on rows others wrote: put them back (errors are raised)
+                restore_rows_erased_by(self._db.open_table(table_name), creator, keys)
+            return table
         raise ColbertStoreError(f"could not open or create the LanceDB table {table_name!r}: {last_error}") from last_error
 
     def _refuse_format_1(self, name: str) -> None:

@@ -20,18 +20,12 @@ CREATOR_KEY = b"colbert_store.creator"
 """Schema metadata naming the creation that committed a table version's schema."""
 
 
-def create_shared_table(db: Any, table_name: str, schema: pa.Schema, keys: list[str]) -> Any:
-    """Create the table, its rows identified by ``keys``; raises if it already exists.
-
-    If the creation landed on top of a table another caller had created and written, the rows it
-    overwrote are inserted again (those whose keys are still absent) before this returns.
-    """
+def create_signed(db: Any, table_name: str, schema: pa.Schema) -> tuple[Any, str]:
+    """Create the table with a new creator id in its schema's metadata; the table and the id. Raises if
+    the table exists. Past version 1, the creation may have overwritten rows: see :func:`restore_rows_erased_by`."""
     creator = uuid.uuid4().hex
     metadata = {**(schema.metadata or {}), CREATOR_KEY: creator.encode()}
-    table = db.create_table(table_name, schema=schema.with_metadata(metadata))
-    if table.version > 1:
-        restore_rows_erased_by(db.open_table(table_name), creator, keys)
-    return table
+    return db.create_table(table_name, schema=schema.with_metadata(metadata)), creator
 
 
 def restore_rows_erased_by(table: Any, creator: str, keys: list[str]) -> int:
