@@ -188,7 +188,7 @@ class DocumentCache:
         with self._counts_lock:
             self._evictions += 1
         recent_first = hit[np.argsort(-docs.last_hit[hit], kind="stable")]
-        kept = np.sort(recent_first[np.cumsum(document_bytes(docs.batch)[recent_first]) <= budget])
+        kept = np.sort(recent_first[np.cumsum(_document_bytes(docs.batch)[recent_first]) <= budget])
         positions, _ = token_positions(docs.batch.token_offsets, kept)
         centroids, holders = docs.lists.distinct_centroids_of(kept)
         distinct_offsets = np.concatenate([[0], np.cumsum(np.bincount(holders, minlength=len(kept)))])
@@ -229,8 +229,9 @@ class DocumentCache:
 
 @dataclass(frozen=True)
 class _Carried:
-    """What documents kept through an eviction bring from their earlier slots: distinct centroid ids
-    (offsets, ids), remembered inverse norms and hit times."""
+    """What the cache holds beside a batch's own arrays, for documents being appended: their distinct
+    centroid ids (offsets, ids), remembered inverse norms and hit times (unknown and none for documents new
+    to the cache; carried over for those kept through an eviction)."""
 
     distinct: tuple[np.ndarray, np.ndarray]
     known_inverse_norms: np.ndarray
@@ -244,7 +245,7 @@ def cached_bytes(batch: DocumentBatch) -> int:
     return int(len(batch.centroid_ids) * _token_bytes(batch) + _DOCUMENT_BYTES * len(batch))
 
 
-def document_bytes(batch: DocumentBatch) -> np.ndarray:
+def _document_bytes(batch: DocumentBatch) -> np.ndarray:
     """:func:`cached_bytes` of each document of ``batch``."""
     return np.diff(batch.token_offsets) * _token_bytes(batch) + _DOCUMENT_BYTES
 
