@@ -190,8 +190,8 @@ class DocumentCache:
         recent_first = hit[np.argsort(-docs.last_hit[hit], kind="stable")]
         kept = np.sort(recent_first[np.cumsum(_document_bytes(docs.batch)[recent_first]) <= budget])
         positions, _ = token_positions(docs.batch.token_offsets, kept)
-        centroids, holders = docs.lists.distinct_centroids_of(kept)
-        distinct_offsets = np.concatenate([[0], np.cumsum(np.bincount(holders, minlength=len(kept)))])
+        centroids, _ = docs.lists.distinct_centroids_of(kept)
+        distinct_offsets = np.concatenate([[0], np.cumsum(np.diff(docs.lists.offsets)[kept])])
         carried = _Carried((distinct_offsets, centroids), docs.known_inverse_norms[positions], docs.last_hit[kept])
         survivors = subset_batch(docs.batch, kept)
         self._reset()
