@@ -3,7 +3,8 @@ and the approximate stages of a search read (the exact stage reads the documents
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse
@@ -60,18 +61,32 @@ class CentroidLists:
     offsets: np.ndarray
     centroids: np.ndarray
     inverted_lists: tuple[InvertedList, ...]
-    sorted_revisions: np.ndarray = field(init=False)
-    order: np.ndarray = field(init=False)
 
-    def __post_init__(self) -> None:
-        order = np.argsort(self.revisions, kind="stable")
-        object.__setattr__(self, "order", order)
-        object.__setattr__(self, "sorted_revisions", self.revisions[order])
+    @cached_property
+    def order(self) -> np.ndarray:
+        """Slots in revision order (what :meth:`slots` searches; made at its first call)."""
+        return np.argsort(self.revisions, kind="stable")
+
+    @cached_property
+    def sorted_revisions(self) -> np.ndarray:
+        return self.revisions[self.order]
 
     @classmethod
     def of(cls, revisions: np.ndarray, offsets: np.ndarray, centroids: np.ndarray) -> CentroidLists:
         """The lists of these documents, with one inverted list over all of them."""
         return cls(revisions, offsets, centroids, (InvertedList.build(offsets, centroids, 0, len(revisions)),))
+
+    @classmethod
+    def posted(cls, documents: int, centroid_ids: np.ndarray, offsets: np.ndarray, positions: np.ndarray) -> CentroidLists:
+        """The posting lists of some centroids (a store's, :meth:`Store.postings`) over ``documents`` documents
+        numbered by position (slot = position; ``revisions`` holds the positions): the holders of
+        ``centroid_ids[i]`` (ascending) are ``positions[offsets[i]:offsets[i + 1]]``. Inverted lists alone,
+        what PLAID's stage 2 reads; every other centroid holds none."""
+        lengths = np.zeros(int(centroid_ids.max(initial=-1)) + 2, np.int64)
+        lengths[centroid_ids + 1] = np.diff(offsets)
+        inverted = InvertedList(0, documents, np.cumsum(lengths), positions)
+        no_forward_lists = np.broadcast_to(np.int64(0), documents + 1)  # every document's range empty, in no memory
+        return cls(np.arange(documents, dtype=np.int64), no_forward_lists, np.empty(0, np.int32), (inverted,))
 
     @classmethod
     def unlisted(cls, revisions: np.ndarray, offsets: np.ndarray, centroids: np.ndarray) -> CentroidLists:

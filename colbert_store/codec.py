@@ -38,6 +38,7 @@ from colbert_store.errors import IncompatibleIndexError
 from colbert_store.kmeans import CentroidGroups, nearest_centroids, spherical_kmeans
 
 _COMPRESS_CHUNK = 65_536
+_DECODE_CHUNK = 4096  # tokens decoded at once for their norms: buffers small enough for the allocator to reuse
 _LLOYD_ITERATIONS = 6
 _CODEBOOK_ITERATIONS = 6
 _CODEBOOK_SAMPLE = 65_536  # residuals the codebooks are fitted on: 256 per entry
@@ -225,8 +226,8 @@ class ResidualCodec:
     def inverse_norms(self, ids: np.ndarray, packed: np.ndarray) -> np.ndarray:
         """``1 / |centroid + residual|`` per token (float32): the factor that renormalises a decoded token."""
         inverse = np.empty(len(packed), dtype=np.float32)
-        for start in range(0, len(packed), _COMPRESS_CHUNK):
-            stop = start + _COMPRESS_CHUNK
+        for start in range(0, len(packed), _DECODE_CHUNK):
+            stop = start + _DECODE_CHUNK
             inverse[start:stop] = (1 / torch.linalg.vector_norm(self._decode(ids[start:stop], packed[start:stop]), dim=1)).numpy()
         return inverse
 

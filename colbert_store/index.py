@@ -432,9 +432,12 @@ class Index:
             return search_hybrid(self._source, state.by_generation(), query, text, k, where, params, fusion)
 
         state = self._state
-        result = run(state)
-        if result.undecodable and self._reload() is not state:
-            result = run(self._state)
+        try:
+            result = run(state)
+            if result.undecodable and self._reload() is not state:
+                result = run(self._state)
+        finally:
+            self._source.after_search()
         return result
 
     def _current_health(self) -> IndexHealth | None:

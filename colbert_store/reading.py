@@ -11,13 +11,18 @@ drops documents. Until the cache holds it all, each search also reads the next :
 documents into it, so a cold process answers its first search at once and its cache still comes to
 hold the whole index (``Index.warm`` fills it at once). Once they look too many for the cache, a
 background thread brings the map up to date instead, at each new version, while searches ask the store.
+
+Where memory cannot answer yet, an unfiltered search reads the store's posting lists instead, if it keeps
+some built at the current version (:meth:`Store.posting_holders`; LanceDB's ``optimize`` writes them): the
+lists of the centroids the pruned stage counts, and then its survivors whole. A process that has read
+nothing yet answers its first search so, without reading the live set first; that is read after the search.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
@@ -27,7 +32,7 @@ from colbert_store.cache import CachedDocuments, DocumentCache, cached_bytes, su
 from colbert_store.centroid_lists import CentroidLists
 from colbert_store.centroid_map import CentroidMap
 from colbert_store.filters import Filter
-from colbert_store.storage import Store, concatenated_batches
+from colbert_store.storage import PostingHolders, Store, concatenated_batches
 
 logger = logging.getLogger(__name__)
 
@@ -64,12 +69,27 @@ class DocumentSource:
         self._live: _Live | None = None
         self._refresh_lock = threading.Lock()
         self._mapping = False  # a thread is updating the map (guarded by the refresh lock)
+        self._reading_live = threading.Lock()  # held while a thread reads the live set
+        self._live_wanted = False  # a search answered from postings: read the live set after it
+        self._postings: tuple[int, PostingHolders | None] | None = None  # (data version, the postings answering it)
         self._pinned = threading.local()  # .live: the live set this thread's searches use (one_version)
 
     def candidate_lists(self, centroid_ids: np.ndarray | None, where: Filter | None) -> tuple[CentroidLists, np.ndarray]:
         """Slots, in centroid lists that the approximate stages read, of the documents holding one of
         ``centroid_ids`` (``None``: any) and matching ``where`` (see the module docstring for whose lists)."""
-        live = self._current()
+        return self._candidate_lists(self._current(posted=False)[0], centroid_ids, where)
+
+    def candidates_or_postings(
+        self, centroid_ids: np.ndarray, where: Filter | None
+    ) -> tuple[CentroidLists, np.ndarray] | PostingHolders:
+        """:meth:`candidate_lists`, or where the store's posting lists answer instead (see the module
+        docstring), their snapshot, to read the lists of the centroids a search needs (:meth:`posted_lists`)."""
+        live, snapshot = self._current(posted=where is None)
+        return snapshot if snapshot is not None else self._candidate_lists(live, centroid_ids, where)
+
+    def _candidate_lists(
+        self, live: _Live | None, centroid_ids: np.ndarray | None, where: Filter | None
+    ) -> tuple[CentroidLists, np.ndarray]:
         lists = None if live is None else self._lists_of(live)
         if live is None or lists is None:
             found = CentroidLists.unlisted(*self.store.candidate_lists(self.name, centroid_ids, where))
@@ -85,6 +105,25 @@ class DocumentSource:
         held = lists.slots_holding(centroid_ids)
         return lists, held[_contains(live.revisions, lists.revisions[held])]
 
+    def posted_lists(
+        self, snapshot: PostingHolders, centroid_ids: Mapping[int, np.ndarray]
+    ) -> dict[int, CentroidLists] | None:
+        """Per codec generation, the posting lists of its ``centroid_ids`` (ascending) in ``snapshot``, over
+        documents numbered by position; ``None`` if the store holds another snapshot now."""
+        found = self.store.postings(self.name, snapshot, centroid_ids)
+        if found is None:
+            return None
+        return {g: CentroidLists.posted(snapshot.documents, centroid_ids[g], *lists) for g, lists in found.items()}
+
+    def posted_documents(self, positions: np.ndarray) -> tuple[CentroidLists, np.ndarray]:
+        """Read the documents at these positions of the store's posting snapshot into the cache; their slots
+        in the cache's lists (those no longer stored left out)."""
+        fetched = self.store.fetch_posted(self.name, positions)
+        self._live_wanted = True
+        self.cache.insert(fetched)
+        docs, slots = self.cache.lookup(fetched.revisions)
+        return docs.lists, slots[slots >= 0]
+
     def documents(self, revisions: np.ndarray) -> tuple[CachedDocuments, np.ndarray]:
         """Cache slots of these revisions, fetching the missing ones from the store first; revisions
         no longer stored (replaced or deleted since they were named) drop out."""
@@ -97,6 +136,13 @@ class DocumentSource:
             self.cache.insert(fetched)
             docs, slots = self.cache.lookup(revisions)
         return docs, slots[slots >= 0]
+
+    def after_search(self) -> None:
+        """Start what a search put off: where postings answered it, reading the live set in the background
+        (after the search, so that a process's first search has the machine to itself)."""
+        if self._live_wanted:
+            self._live_wanted = False
+            self._read_live_in_background()
 
     def text_search(self, text: str, limit: int, where: Filter | None) -> tuple[np.ndarray, np.ndarray]:
         """Revisions and BM25 scores of the best ``limit`` documents for ``text`` matching ``where``,
@@ -135,7 +181,7 @@ class DocumentSource:
     def pinned_live(self) -> _Live | None:
         """Inside :meth:`one_version`, the live set this thread's searches read (the store's version is
         checked now if no search has yet); ``None`` where the store has no cheap version."""
-        return self._current()
+        return self._current(posted=False)[0]
 
     def _lists_of(self, live: _Live) -> CentroidLists | None:
         """The lists that answer for ``live`` from memory, if any."""
@@ -145,17 +191,20 @@ class DocumentSource:
             return docs.lists if self.cache.epoch == live.epoch else None
         return live.mapped
 
-    def _current(self) -> _Live | None:
+    def _current(self, posted: bool) -> tuple[_Live | None, PostingHolders | None]:
         """The live set of the store's current version, after reading the next live documents into the
         cache if it does not hold them all yet (see the module docstring); ``None`` when the store has no
-        cheap version."""
+        cheap version. With ``posted``, also the store's posting lists where they answer that version and
+        nothing in memory does; a live set not read yet is then read in the background."""
         if getattr(self._pinned, "active", False) and self._pinned.live is not None:
             live = self._live  # the version pinned, as the latest fill or map update left it
-            return live if live is not None and live.version == self._pinned.live.version else self._pinned.live
+            return (live if live is not None and live.version == self._pinned.live.version else self._pinned.live), None
         version = self.store.data_version(self.name)
         if version is None:
-            return None
+            return None, None
         live = self._live
+        if (live is None or live.version != version) and posted and (snapshot := self._postings_at(version)) is not None:
+            return None, snapshot  # the live set is read after the search (after_search)
         # The map does not depend on what the cache holds: only a cached live set is read again when documents are dropped.
         if live is None or live.version != version or (live.epoch != self.cache.epoch and not live.uncacheable):
             with self._refresh_lock:
@@ -170,7 +219,34 @@ class DocumentSource:
             self._update_map_in_background()
         if getattr(self._pinned, "active", False):
             self._pinned.live = live
-        return live
+        answers = posted and self._lists_of(live) is None
+        return live, self._postings_at(version) if answers else None
+
+    def _postings_at(self, version: int) -> PostingHolders | None:
+        """The store's posting lists if they were built at ``version`` (asked once per version)."""
+        checked = self._postings
+        if checked is None or checked[0] != version:
+            snapshot = self.store.posting_holders(self.name)
+            checked = self._postings = (version, snapshot if snapshot is not None and snapshot.version == version else None)
+        return checked[1]
+
+    def _read_live_in_background(self) -> None:
+        """Start a thread reading the live set of the store's version, unless one runs or it is read."""
+        if not self._reading_live.acquire(blocking=False):
+            return
+
+        def read() -> None:
+            try:
+                version = self.store.data_version(self.name)
+                with self._refresh_lock:
+                    if version is not None and (self._live is None or self._live.version != version):
+                        self._live = self._read_live(version, self._live)
+            except Exception:
+                logger.warning("could not read the live documents of index %r; the next search will", self.name, exc_info=True)
+            finally:
+                self._reading_live.release()
+
+        threading.Thread(target=read, name="colbert-store-live-set").start()
 
     def _read_live(self, version: int, earlier: _Live | None) -> _Live:
         """The revisions the store holds now (labelled ``version``: a later write makes the next version

@@ -8,8 +8,9 @@ those have loaded (:mod:`colbert_store.kernel_loading`), and as torch operations
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
+from functools import cached_property
 from types import ModuleType
 from typing import Any
 
@@ -24,8 +25,12 @@ from colbert_store.filters import Filter
 from colbert_store.kernel_loading import load_kernels, loaded_kernels
 from colbert_store.maxsim import segment_max_sum
 from colbert_store.reading import DocumentSource
-from colbert_store.storage import DocumentBatch, revision_generations
+from colbert_store.storage import DocumentBatch, PostingHolders, revision_generations
 from colbert_store.validation import check_count
+
+_PAIRS_AT_ONCE = 32_768
+"""(document, centroid) pairs the torch approximate stages gather at once: buffers small enough for the allocator
+to reuse (a process's first touch of fresh memory can cost more than the scoring)."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +114,10 @@ def search_one(
     kernels = loaded_kernels() if compiled is None else load_kernels() if compiled else None
     views = {generation: _QueryView.of(codec, query, params.nprobe, kernels) for generation, codec in codecs.items()}
     probes = np.unique(np.concatenate([view.probes for view in views.values()]))
-    lists, slots = source.candidate_lists(probes, where)
+    found = source.candidates_or_postings(probes, where)
+    if isinstance(found, PostingHolders):
+        found = _posted_candidates(source, found, views, params) or source.candidate_lists(probes, where)
+    lists, slots = found
     if len(slots) < k:  # too few share a probed centroid (e.g. a selective filter)
         lists, slots = source.candidate_lists(None, where)
     generations = revision_generations(lists.revisions[slots])
@@ -163,21 +171,49 @@ class _QueryView:
             token_best = centroid_scores.max(dim=0).indices.numpy()
         return cls(codec, rotated, centroid_scores, centroid_best, np.unique(token_best), kernels)
 
+    @cached_property
+    def approx_scores(self) -> torch.Tensor:
+        """The centroid scores the torch approximate stages read: they only choose whom to score exactly,
+        so in half precision, zero-padded to a multiple of 16 query tokens, the widths at which torch's
+        float16 ``scatter_reduce`` is fast (at most others it is 2-3x slower than float32); a zero column
+        adds 0 to every score."""
+        return torch.nn.functional.pad(self.centroid_scores, (0, -self.centroid_scores.shape[1] % 16)).half()
+
 
 def _approximate_top(lists: CentroidLists, slots: np.ndarray, view: _QueryView, k: int, params: SearchParams) -> np.ndarray:
     """The slots of ``lists`` (documents of ``view``'s codec) worth scoring exactly: PLAID's stages 2 and 3."""
-    if view.kernels is not None:
-        return _compiled_approximate_top(view.kernels, lists, slots, view, k, params)
-    # These stages only choose whom to score exactly: they read the centroid scores in half precision,
-    # zero-padded to a multiple of 16 query tokens, the widths at which torch's float16 scatter_reduce is
-    # fast (at most others it is 2-3x slower than float32); a zero column adds 0 to every score.
-    approx_scores = torch.nn.functional.pad(view.centroid_scores, (0, -view.centroid_scores.shape[1] % 16)).half()
     if len(slots) > params.ncandidates:
-        relevant = _relevant_centroids(view, params.centroid_threshold, lists, params.max_pruned_pairs)
-        slots = _pruned_centroid_top(lists, slots, approx_scores, relevant, params.ncandidates)
+        relevant = _relevant_centroids(view, params.centroid_threshold, lists.holder_counts, params.max_pruned_pairs)
+        slots = _pruned_top(lists, slots, view, relevant, params.ncandidates)
     if len(slots) <= max(k, params.nrerank):
         return slots
-    return slots[_finalists(_centroid_scores(lists, slots, approx_scores).numpy(), k, params)]
+    return slots[_finalists(_unpruned_scores(lists, slots, view), k, params)]
+
+
+def _posted_candidates(
+    source: DocumentSource, snapshot: PostingHolders, views: Mapping[int, _QueryView], params: SearchParams
+) -> tuple[CentroidLists, np.ndarray] | None:
+    """PLAID's stage 2 on the store's posting lists (``snapshot``): of each codec's documents holding a probe,
+    the best ``ncandidates``, read into the document cache; their lists and slots there. It reads the lists
+    of the centroids the stage counts alone, and scores as :func:`_approximate_top` does over lists of every
+    document. ``None`` where the snapshot has a codec not loaded, or was replaced meanwhile."""
+    if not snapshot.holders.keys() <= views.keys():
+        return None
+    holders = np.zeros(max(view.codec.n_centroids for view in views.values()), np.int64)
+    for counts in snapshot.holders.values():  # counted over every document, as lists of them all count
+        holders[: len(counts)] += counts[: len(holders)]
+    threshold, max_pairs = params.centroid_threshold, params.max_pruned_pairs
+    relevant = {g: _relevant_centroids(views[g], threshold, holders.__getitem__, max_pairs) for g in snapshot.holders}
+    posted = source.posted_lists(snapshot, relevant)
+    if posted is None:
+        return None
+    survivors = []
+    for generation, lists in posted.items():
+        slots = lists.slots_holding(views[generation].probes)
+        if len(slots) > params.ncandidates:
+            slots = _pruned_top(lists, slots, views[generation], relevant[generation], params.ncandidates)
+        survivors.append(slots)  # a slot of posted lists is the document's position
+    return source.posted_documents(np.concatenate(survivors)) if survivors else None
 
 
 def _exact_top(docs: CachedDocuments, slots: np.ndarray, view: _QueryView, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -187,13 +223,15 @@ def _exact_top(docs: CachedDocuments, slots: np.ndarray, view: _QueryView, k: in
     return slots[best], scores.numpy()[best]
 
 
-def _relevant_centroids(view: _QueryView, threshold: float | None, lists: CentroidLists, max_pairs: int) -> np.ndarray:
+def _relevant_centroids(
+    view: _QueryView, threshold: float | None, holder_counts: Callable[[np.ndarray], np.ndarray], max_pairs: int
+) -> np.ndarray:
     """Centroids scoring at least ``threshold`` against some query token (all of them if ``None``), the
-    best-scoring first, as many as hold at most ``max_pairs`` documents of ``lists`` together; and the
-    query tokens' probes however low they score, so that a token's best matches are never pruned away."""
+    best-scoring first, as many as ``holder_counts`` documents hold at most ``max_pairs`` times together;
+    and the query tokens' probes however low they score, so that a token's best matches are never pruned away."""
     best = view.centroid_best
     relevant = np.arange(len(best)) if threshold is None else np.flatnonzero(best >= threshold)
-    held = lists.holder_counts(relevant)
+    held = holder_counts(relevant)
     if held.sum() > max_pairs:
         order = np.argsort(-best[relevant], kind="stable")
         kept = max(1, int(np.searchsorted(np.cumsum(held[order]), max_pairs, side="right")))
@@ -204,29 +242,36 @@ def _relevant_centroids(view: _QueryView, threshold: float | None, lists: Centro
     return np.flatnonzero(chosen)
 
 
-def _compiled_approximate_top(
-    kernels: ModuleType, lists: CentroidLists, slots: np.ndarray, view: _QueryView, k: int, params: SearchParams
-) -> np.ndarray:
-    """:func:`_approximate_top` on the compiled kernels, in float32."""
+def _pruned_top(lists: CentroidLists, slots: np.ndarray, view: _QueryView, relevant: np.ndarray, keep: int) -> np.ndarray:
+    """The ``keep`` best of ``slots`` by MaxSim over centroids, counting only the ``relevant`` centroids
+    (PLAID stage 2 with centroid pruning), from inverted lists where ``lists`` has them."""
+    if view.kernels is None:
+        rows, centroids = lists.pairs_among(relevant, slots)
+        approx = _max_sim_over_centroids(view.approx_scores, centroids, rows, len(slots))
+        return slots[approx.topk(keep).indices.numpy()]
     centroid_scores = view.centroid_scores.numpy()
-    if len(slots) > params.ncandidates:
-        relevant = _relevant_centroids(view, params.centroid_threshold, lists, params.max_pruned_pairs)
-        if lists.inverted_lists:
-            row_of_slot = np.full(len(lists), -1, dtype=np.int64)
-            row_of_slot[slots] = np.arange(len(slots))
-            best = np.zeros((len(slots), centroid_scores.shape[1]), dtype=np.float32)
-            for inverted in lists.inverted_lists:
-                kernels.listed_pair_maxima(inverted.offsets, inverted.slots, relevant, row_of_slot, centroid_scores, best)
-            pruned = best.sum(axis=1)
-        else:
-            wanted = np.zeros(len(centroid_scores), dtype=np.bool_)
-            wanted[relevant] = True
-            pruned = kernels.scanned_max_sums(lists.offsets, lists.centroids, slots, wanted, centroid_scores)
-        slots = slots[_top(pruned, params.ncandidates)]
-    if len(slots) <= max(k, params.nrerank):
-        return slots
-    every = np.ones(len(centroid_scores), dtype=np.bool_)
-    return slots[_finalists(kernels.scanned_max_sums(lists.offsets, lists.centroids, slots, every, centroid_scores), k, params)]
+    if lists.inverted_lists:
+        row_of_slot = np.full(len(lists), -1, dtype=np.int64)
+        row_of_slot[slots] = np.arange(len(slots))
+        best = np.zeros((len(slots), centroid_scores.shape[1]), dtype=np.float32)
+        for inverted in lists.inverted_lists:
+            view.kernels.listed_pair_maxima(inverted.offsets, inverted.slots, relevant, row_of_slot, centroid_scores, best)
+        pruned = best.sum(axis=1)
+    else:
+        wanted = np.zeros(len(centroid_scores), dtype=np.bool_)
+        wanted[relevant] = True
+        pruned = view.kernels.scanned_max_sums(lists.offsets, lists.centroids, slots, wanted, centroid_scores)
+    return slots[_top(pruned, keep)]
+
+
+def _unpruned_scores(lists: CentroidLists, slots: np.ndarray, view: _QueryView) -> np.ndarray:
+    """MaxSim of each slot with every token replaced by its centroid (PLAID stage 3), over each document's
+    distinct centroids (fewer than its tokens: a centroid repeats within a document)."""
+    if view.kernels is None:
+        centroids, owner = lists.distinct_centroids_of(slots)
+        return _max_sim_over_centroids(view.approx_scores, centroids, owner, len(slots)).numpy()
+    every = np.ones(len(view.centroid_scores), dtype=np.bool_)
+    return view.kernels.scanned_max_sums(lists.offsets, lists.centroids, slots, every, view.centroid_scores.numpy())
 
 
 def _finalists(scores: np.ndarray, k: int, params: SearchParams) -> np.ndarray:
@@ -247,31 +292,16 @@ def _top(scores: np.ndarray, keep: int) -> np.ndarray:
     return np.argpartition(-scores, keep - 1)[:keep]
 
 
-def _pruned_centroid_top(
-    lists: CentroidLists, slots: np.ndarray, approx_scores: torch.Tensor, relevant: np.ndarray, keep: int
-) -> np.ndarray:
-    """The ``keep`` best slots by MaxSim over centroids, counting only the ``relevant`` centroids
-    (PLAID stage 2 with centroid pruning, from inverted lists)."""
-    rows, centroids = lists.pairs_among(relevant, slots)
-    approx = _max_sim_over_centroids(approx_scores, centroids, rows, len(slots))
-    return slots[approx.topk(keep).indices.numpy()]
-
-
-def _centroid_scores(lists: CentroidLists, slots: np.ndarray, approx_scores: torch.Tensor) -> torch.Tensor:
-    """MaxSim of each slot with every token replaced by its centroid (PLAID stage 3), over each document's
-    distinct centroids (fewer than its tokens: a centroid repeats within a document)."""
-    centroids, owner = lists.distinct_centroids_of(slots)
-    return _max_sim_over_centroids(approx_scores, centroids, owner, len(slots))
-
-
 def _max_sim_over_centroids(
     approx_scores: torch.Tensor, centroids: np.ndarray, rows: np.ndarray, n_rows: int
 ) -> torch.Tensor:
     """Per row: sum over query tokens of the best score among the row's ``centroids`` (floored at 0), in float32."""
-    # (n_pairs, n_query_tokens); torch's row gather, since numpy's take is slow on float16 rows
-    token_scores = approx_scores.index_select(0, torch.from_numpy(centroids.astype(np.int64, copy=False)))
-    best = torch.zeros((n_rows, approx_scores.shape[1]), dtype=token_scores.dtype)
-    best.scatter_reduce_(0, torch.from_numpy(rows)[:, None].expand_as(token_scores), token_scores, reduce="amax")
+    best = torch.zeros((n_rows, approx_scores.shape[1]), dtype=approx_scores.dtype)
+    ids, owners = torch.from_numpy(centroids.astype(np.int64, copy=False)), torch.from_numpy(rows)
+    for start in range(0, len(centroids), _PAIRS_AT_ONCE):
+        # (pairs, n_query_tokens); torch's row gather, since numpy's take is slow on float16 rows
+        token_scores = approx_scores.index_select(0, ids[start : start + _PAIRS_AT_ONCE])
+        best.scatter_reduce_(0, owners[start : start + _PAIRS_AT_ONCE, None].expand_as(token_scores), token_scores, reduce="amax")
     return best.sum(dim=1, dtype=torch.float32)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,6 +103,18 @@ def concatenated_batches(batches: Sequence[DocumentBatch]) -> DocumentBatch:
         texts=[text for batch in batches for text in (batch.texts or [None] * len(batch))],
         metadata=[meta for batch in batches for meta in (batch.metadata or [{}] * len(batch))],
     )
+
+
+@dataclass(frozen=True)
+class PostingHolders:
+    """A store's snapshot of per-centroid posting lists, as of one :meth:`Store.data_version`: how many
+    documents it names (by position, ``0`` to ``documents - 1``) and per codec generation (modulo 256)
+    how many hold each centroid (int64, indexed by centroid id; ids past the end hold none). A search
+    reads the lists themselves (:meth:`Store.postings`) only while ``version`` is still the store's."""
+
+    version: int
+    documents: int
+    holders: dict[int, np.ndarray]
 
 
 class Store(ABC):
@@ -219,6 +231,24 @@ class Store(ABC):
         (a search then answers candidates from its cache while the number stays the same); ``None``
         (the default) when it cannot."""
         return None
+
+    def posting_holders(self, name: str) -> PostingHolders | None:
+        """The snapshot of posting lists the store keeps for the index (built by its own maintenance), if
+        any: the data version it was built at and its holder counts. The default keeps none."""
+        return None
+
+    def postings(
+        self, name: str, snapshot: PostingHolders, centroid_ids: Mapping[int, np.ndarray]
+    ) -> dict[int, tuple[np.ndarray, np.ndarray]] | None:
+        """From ``snapshot``, per codec generation, the documents holding each of its ``centroid_ids``
+        (ascending) as ``(offsets, positions)``: the positions of centroid ``centroid_ids[g][i]``'s holders
+        are ``positions[offsets[i]:offsets[i + 1]]``; ``None`` where the store holds another snapshot now."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no posting lists")
+
+    def fetch_posted(self, name: str, positions: np.ndarray) -> DocumentBatch:
+        """The stored documents at these positions of the latest posting snapshot, any order (read after the
+        store's version moved on, they may be other stored documents, never a deleted or replaced one)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no posting lists")
 
     def settle(self, name: str) -> None:  # noqa: B027 - optional hook
         """Called once a call's writes are all done (an add of many batches, a retrain's pass): where a

@@ -71,16 +71,16 @@ def test_the_pairs_budget_keeps_the_best_scoring_centroids_above_the_threshold_t
     lists = CentroidLists.of(np.arange(1, 9), offsets, np.array([c for _, c in pairs], dtype=np.uint16))
     scores = torch.tensor([[0.1], [0.6], [0.7], [0.75], [0.8], [0.99], [0.85], [0.9]])
     view = view_of(scores, np.array([], dtype=np.int64), compiled=False)
-    assert _relevant_centroids(view, 0.5, lists, 1000).tolist() == [1, 2, 3, 4, 5, 6, 7]
+    assert _relevant_centroids(view, 0.5, lists.holder_counts, 1000).tolist() == [1, 2, 3, 4, 5, 6, 7]
     # Best first: 5 (6 holders), 7 (8 -> 14), 6 (7 -> 21), 4 (5 -> 26), 3 (4 -> 30) ...
-    assert _relevant_centroids(view, 0.5, lists, 26).tolist() == [4, 5, 6, 7]
-    assert _relevant_centroids(view, 0.5, lists, 29).tolist() == [4, 5, 6, 7]
-    assert _relevant_centroids(view, 0.5, lists, 1).tolist() == [5]  # always at least the best one
+    assert _relevant_centroids(view, 0.5, lists.holder_counts, 26).tolist() == [4, 5, 6, 7]
+    assert _relevant_centroids(view, 0.5, lists.holder_counts, 29).tolist() == [4, 5, 6, 7]
+    assert _relevant_centroids(view, 0.5, lists.holder_counts, 1).tolist() == [5]  # always at least the best one
     unlisted = CentroidLists.unlisted(lists.revisions, lists.offsets, lists.centroids)
-    assert _relevant_centroids(view, 0.5, unlisted, 26).tolist() == [4, 5, 6, 7]
+    assert _relevant_centroids(view, 0.5, unlisted.holder_counts, 26).tolist() == [4, 5, 6, 7]
     # Probes count below the threshold and past the budget.
     probed = view_of(scores, np.array([0, 2]), compiled=False)
-    assert _relevant_centroids(probed, 0.5, lists, 26).tolist() == [0, 2, 4, 5, 6, 7]
+    assert _relevant_centroids(probed, 0.5, lists.holder_counts, 26).tolist() == [0, 2, 4, 5, 6, 7]
 
 
 @STAGES
