@@ -27,12 +27,21 @@ def sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def sql_integers(values: np.ndarray) -> str:
+    """Integers as the items of a SQL list.
+
+    >>> sql_integers(np.array([3, 1]))
+    '3, 1'
+    """
+    return ", ".join(str(int(value)) for value in values)
+
+
 def condition(centroid_ids: np.ndarray | None, where: Filter | None, schema: pa.Schema | None) -> str | None:
     """The predicate of a candidate query: documents holding any of ``centroid_ids`` and matching
     ``where`` (rendered against the table's ``schema``, which holds the metadata columns)."""
     conditions = []
     if centroid_ids is not None:
-        conditions.append(f"array_has_any(centroids, [{', '.join(str(int(c)) for c in np.unique(centroid_ids))}])")
+        conditions.append(f"array_has_any(centroids, [{sql_integers(np.unique(centroid_ids))}])")
     if where is not None:
         assert schema is not None
         conditions.append(f"({render_filter(where, existing_metadata_columns(schema))}) IS TRUE")

@@ -20,7 +20,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from colbert_store.adapters.lancedb.records import STORED_COLUMNS, arrow_to_batch
+from colbert_store.adapters.lancedb.filters import sql_integers
+from colbert_store.adapters.lancedb.records import (
+    STORED_COLUMNS,
+    arrow_to_batch,
+    binary_from_numpy,
+    centroid_lists_of,
+    numpy_from_binary,
+)
 from colbert_store.adapters.lancedb.retries import retrying
 from colbert_store.centroid_lists import InvertedList, range_positions, token_positions
 from colbert_store.storage import DocumentBatch, PostingHolders, revision_generations
@@ -52,11 +59,8 @@ def write_postings(db: Any, docs: str, cleanup_older_than: timedelta | None) -> 
     rows = table.search().select(["rev", "centroids"]).limit(None).to_arrow()  # in position order
     if rows.num_rows > np.iinfo(_KEY).max:
         raise ValueError(f"{docs!r} holds {rows.num_rows} documents: more than posting lists of int32 positions can name")
-    lists = rows.column("centroids").combine_chunks()
-    offsets = np.zeros(len(lists) + 1, np.int64)
-    np.cumsum(lists.value_lengths().to_numpy(zero_copy_only=False), out=offsets[1:])
-    centroids = lists.flatten().to_numpy().astype(np.int32)
-    generations = revision_generations(rows.column("rev").to_numpy().astype(np.int64, copy=False))
+    revisions, offsets, centroids = centroid_lists_of(rows)
+    generations = revision_generations(revisions)
     parts = [_generation_rows(version, g, np.flatnonzero(generations == g), offsets, centroids) for g in np.unique(generations)]
     snapshot = pa.concat_tables([_SCHEMA.empty_table(), *parts])
     retrying(partial(_replace, db, postings_table(docs), snapshot), f"writing the posting lists of {docs!r}")
@@ -72,9 +76,8 @@ def _generation_rows(version: int, generation: int, members: np.ndarray, offsets
     inverted = InvertedList.build(offsets, centroids, 0, len(members))
     holders = np.diff(inverted.offsets)
     held = np.flatnonzero(holders)  # each held centroid's holders follow the previous one's in ``inverted.slots``
-    keys = members[inverted.slots].astype(_KEY)
-    byte_offsets = np.append(inverted.offsets[held], inverted.offsets[-1]).astype(np.int64) * _KEY.itemsize
-    lists = pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(held), [None, pa.py_buffer(byte_offsets), pa.py_buffer(keys)])
+    positions = members[inverted.slots].astype(_KEY)
+    lists = binary_from_numpy(positions.view(np.uint8), np.append(inverted.offsets[held], inverted.offsets[-1]) * _KEY.itemsize)
     return pa.table(
         {
             "version": pa.array(np.full(len(held), version, np.int64)),
@@ -133,16 +136,15 @@ def read_postings(
     wanted = {g: np.asarray(c, np.int64) for g, c in centroid_ids.items() if len(c)}
     if not wanted:
         return {}
-    predicate = " OR ".join(f"(generation = {int(g)} AND centroid IN ({_listed(c)}))" for g, c in wanted.items())
+    predicate = " OR ".join(f"(generation = {int(g)} AND centroid IN ({sql_integers(c)}))" for g, c in wanted.items())
     query = db.open_table(postings_table(docs)).search().where(predicate)
     found = query.select(["version", "generation", "centroid", "positions"]).limit(None).to_arrow()
     if (found.column("version").to_numpy() != snapshot.version).any():
         return None
     generation = found.column("generation").to_numpy()
     centroid = found.column("centroid").to_numpy()
-    lists = found.column("positions").combine_chunks()
-    byte_offsets = np.frombuffer(lists.buffers()[1], np.int64, len(lists) + 1, lists.offset * 8)
-    data = np.frombuffer(lists.buffers()[2], _KEY) if len(lists) else np.empty(0, _KEY)
+    data, byte_offsets = numpy_from_binary(found.column("positions"))
+    held_positions, row_offsets = data.view(_KEY), byte_offsets // _KEY.itemsize
     answer = {}
     for g, asked in wanted.items():
         mine = np.flatnonzero(generation == g)
@@ -151,14 +153,10 @@ def read_postings(
         held = centroid[mine][at] == asked if len(mine) else np.zeros(len(asked), bool)
         rows_of = mine[at[held]]  # the row of each asked centroid with holders, in the order asked
         lengths = np.zeros(len(asked), np.int64)
-        lengths[held] = (byte_offsets[rows_of + 1] - byte_offsets[rows_of]) // _KEY.itemsize
-        positions = data[range_positions(byte_offsets[rows_of] // _KEY.itemsize, lengths[held])]
+        lengths[held] = row_offsets[rows_of + 1] - row_offsets[rows_of]
+        positions = held_positions[range_positions(row_offsets[rows_of], lengths[held])]
         answer[g] = (np.concatenate([[0], np.cumsum(lengths)]), positions)
     return answer
-
-
-def _listed(values: np.ndarray) -> str:
-    return ", ".join(str(int(value)) for value in values)
 
 
 def fetch_posted(table: Any, positions: np.ndarray) -> DocumentBatch:

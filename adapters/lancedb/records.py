@@ -113,11 +113,13 @@ def batch_to_arrow(batch: DocumentBatch, columns: dict[str, MetadataColumn]) -> 
         "centroids": pa.ListArray.from_arrays(
             pa.array(centroid_offsets.astype(np.int32)), pa.array(centroid_values.astype(np.int64))
         ),
-        "codes": _binary_from_numpy(
+        "codes": binary_from_numpy(
             np.ascontiguousarray(batch.centroid_ids.astype(batch.centroid_ids.dtype.newbyteorder("<"))).view(np.uint8),
             batch.token_offsets * code_bytes,
-        ),
-        "residuals": _binary_from_numpy(np.ascontiguousarray(batch.residuals).ravel(), batch.token_offsets * residual_bytes),
+        ).cast(pa.binary()),
+        "residuals": binary_from_numpy(
+            np.ascontiguousarray(batch.residuals).ravel(), batch.token_offsets * residual_bytes
+        ).cast(pa.binary()),
         "n_tokens": pa.array(n_tokens.astype(np.int32)),
         "sq_error": pa.nulls(len(batch), pa.float64()) if batch.sq_errors is None else pa.array(batch.sq_errors),
         "text": pa.array(batch.texts or [None] * len(batch), pa.string()),
@@ -136,8 +138,8 @@ def arrow_to_batch(table: pa.Table) -> DocumentBatch:
     n_tokens = table.column("n_tokens").to_numpy().astype(np.int64)
     token_offsets = np.concatenate([[0], np.cumsum(n_tokens)]).astype(np.int64)
     total = int(token_offsets[-1])
-    codes = _numpy_from_binary(table.column("codes"))
-    residuals = _numpy_from_binary(table.column("residuals"))
+    codes, _ = numpy_from_binary(table.column("codes"))
+    residuals, _ = numpy_from_binary(table.column("residuals"))
     code_dtype = np.dtype("<u2") if total == 0 or len(codes) == 2 * total else np.dtype("<u4")
     residual_bytes = len(residuals) // total if total else 0
     return DocumentBatch(
@@ -152,16 +154,24 @@ def arrow_to_batch(table: pa.Table) -> DocumentBatch:
     )
 
 
-def _binary_from_numpy(flat: np.ndarray, byte_offsets: np.ndarray) -> pa.Array:
-    """A binary array over ``flat`` split at ``byte_offsets``, without a Python loop per row."""
+def binary_from_numpy(flat: np.ndarray, byte_offsets: np.ndarray) -> pa.Array:
+    """A large-binary array over ``flat``'s bytes split at ``byte_offsets``, without a Python loop per row."""
     return pa.LargeBinaryArray.from_buffers(
         pa.large_binary(), len(byte_offsets) - 1, [None, pa.py_buffer(byte_offsets.astype(np.int64)), pa.py_buffer(flat)]
-    ).cast(pa.binary())
+    )
 
 
-def _numpy_from_binary(column: pa.ChunkedArray) -> np.ndarray:
-    """All bytes of a binary column, concatenated, as uint8."""
+def numpy_from_binary(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """A binary column's rows as one uint8 array and each row's byte offsets into it (from 0)."""
     array = column.combine_chunks().cast(pa.large_binary())
     offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)[array.offset : array.offset + len(array) + 1]
     data = np.frombuffer(array.buffers()[2], dtype=np.uint8) if array.buffers()[2] is not None else np.empty(0, np.uint8)
-    return data[offsets[0] : offsets[-1]]
+    return data[offsets[0] : offsets[-1]], offsets - offsets[0]
+
+
+def centroid_lists_of(rows: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``rev`` and ``centroids`` columns of ``rows`` as :meth:`Store.centroid_lists` returns them."""
+    lists = rows.column("centroids").combine_chunks()
+    offsets = np.zeros(len(lists) + 1, np.int64)
+    np.cumsum(lists.value_lengths().to_numpy(zero_copy_only=False), out=offsets[1:])
+    return rows.column("rev").to_numpy().astype(np.int64, copy=False), offsets, lists.flatten().to_numpy()

@@ -25,13 +25,14 @@ from colbert_store._optional import require
 from colbert_store.adapters.lancedb.catalogue import Catalogue
 from colbert_store.adapters.lancedb.connection import TEXT_COLUMN, connect
 from colbert_store.adapters.lancedb.failures import translated
-from colbert_store.adapters.lancedb.filters import condition, sql_string
+from colbert_store.adapters.lancedb.filters import condition, sql_integers, sql_string
 from colbert_store.adapters.lancedb.postings import fetch_posted, posting_holders, postings_table, read_postings, write_postings
 from colbert_store.adapters.lancedb.records import (
     BASE_SCHEMA,
     STORED_COLUMNS,
     arrow_to_batch,
     batch_to_arrow,
+    centroid_lists_of,
     existing_metadata_columns,
     metadata_columns,
 )
@@ -142,8 +143,8 @@ class LanceDBStore(Store):
             return
         table = self._table(name)
         what = f"writing {len(batch)} documents to index {name!r}"
-        first = None if replacing is None else f"target.rev IN ({_listed(replacing)})"
-        own = f"target.rev IN ({_listed(batch.revisions)})"
+        first = None if replacing is None else f"target.rev IN ({sql_integers(replacing)})"
+        own = f"target.rev IN ({sql_integers(batch.revisions)})"
         with self._lock:
             columns = retrying(partial(self._metadata_columns, table, batch), what)
             retrying(partial(_merge, table, batch_to_arrow(batch, columns), first), what)
@@ -207,10 +208,10 @@ class LanceDBStore(Store):
         table = self._table(name)
         reads = self._reads  # read once: close() may run meanwhile
         if reads is not None:
-            return _lists_of(reads.rows(table.name, centroid_ids, where, ["rev", "centroids"]))
+            return centroid_lists_of(reads.rows(table.name, centroid_ids, where, ["rev", "centroids"]))
         query = table.search().select(["rev", "centroids"]).limit(None)
         predicate = condition(centroid_ids, where, table.schema if where is not None else None)
-        return _lists_of((query.where(predicate) if predicate else query).to_arrow())
+        return centroid_lists_of((query.where(predicate) if predicate else query).to_arrow())
 
     @translated
     def text_search(self, name: str, text: str, limit: int, where: Filter | None) -> tuple[np.ndarray, np.ndarray]:
@@ -247,8 +248,8 @@ class LanceDBStore(Store):
         table = self._table(name)
         columns = ["rev", "centroids"]
         if revisions is None:
-            return _lists_of(table.search().select(columns).limit(None).to_arrow())
-        return _lists_of(self._rows_with_revisions(table, revisions, columns))
+            return centroid_lists_of(table.search().select(columns).limit(None).to_arrow())
+        return centroid_lists_of(self._rows_with_revisions(table, revisions, columns))
 
     @translated
     def posting_holders(self, name: str) -> PostingHolders | None:
@@ -408,20 +409,10 @@ def _merge(table: Any, data: pa.Table, condition: str | None) -> Any:
     return merge.when_matched_update_all(where=condition).execute(data)
 
 
-def _lists_of(rows: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The ``rev`` and ``centroids`` columns of ``rows`` as :meth:`Store.centroid_lists` returns them."""
-    lists = rows.column("centroids").combine_chunks()
-    offsets = np.zeros(len(lists) + 1, np.int64)
-    np.cumsum(lists.value_lengths().to_numpy(zero_copy_only=False), out=offsets[1:])
-    return rows.column("rev").to_numpy().astype(np.int64, copy=False), offsets, lists.flatten().to_numpy()
-
-
 def _rows_by_revision(table: Any, revisions: np.ndarray, columns: Sequence[str]) -> pa.Table:
     """``columns`` of the rows of ``table`` holding these revisions, in ``IN`` lists of a bounded length."""
     chunks = [revisions[start : start + _IN_LIST_CHUNK] for start in range(0, len(revisions), _IN_LIST_CHUNK)]
-    parts = [table.search().where(f"rev IN ({_listed(chunk)})").select(list(columns)).limit(None).to_arrow() for chunk in chunks]
+    query = table.search().select(list(columns)).limit(None)
+    parts = [query.where(f"rev IN ({sql_integers(chunk)})").to_arrow() for chunk in chunks]
     return pa.concat_tables(parts) if parts else BASE_SCHEMA.empty_table().select(list(columns))
 
-
-def _listed(revisions: np.ndarray) -> str:
-    return ", ".join(str(int(r)) for r in revisions)
