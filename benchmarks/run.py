@@ -41,6 +41,7 @@ HEAD_TO_HEAD = ("plaid", "colbert-store-lancedb-nbits2")
 """Systems whose indexes are kept for the paired latency run (``benchmarks.head_to_head``)."""
 EDGE = "colbert-store-qdrant-edge-nbits2"
 """Joins the paired run when measured."""
+EDGE_COMPACT = "colbert-store-qdrant-edge-compact-nbits2"
 LABELS = {
     "exact": "exhaustive exact MaxSim (fp32, in memory)",
     "edge-native-float32": "Qdrant Edge native multivector MAX_SIM, float32, HNSW off",
@@ -52,7 +53,9 @@ LABELS = {
 }
 
 
-STORE_NAMES = {"lancedb": "LanceDB", "qdrant": "Qdrant local", "qdrant-edge": "Qdrant Edge"}
+STORE_NAMES = {
+    "lancedb": "LanceDB", "qdrant": "Qdrant local", "qdrant-edge": "Qdrant Edge", "qdrant-edge-compact": "Qdrant Edge compact",
+}
 
 
 def label(system: str) -> str:
@@ -172,6 +175,12 @@ def edge_checks(rows: dict[str, dict[str, Any]], paired: dict[str, Any] | None) 
     if paired and "paired_edge" in paired:
         ratio = paired["paired_edge"]["median_time_ratio"]
         checks.append(("Edge: p50 <= 0.7x PLAID's (paired run)", ratio <= 0.7, f"{ratio:.3f}"))
+    compact = rows.get(EDGE_COMPACT)
+    if compact:
+        checks.append(("Edge compact: disk bytes/token <= 48", compact["bytes_per_token"] <= 48,
+                       f"{compact['bytes_per_token']:.1f}"))
+        same = float(np.mean([a == b for a, b in zip(compact["rankings"], edge["rankings"])]))
+        checks.append(("Edge compact: the same top 10 as Edge for every query", same == 1, f"{same:.1%}"))
     return checks
 
 

@@ -62,7 +62,7 @@ def exact_system(data: BenchData) -> dict[str, Any]:
 
 
 def colbert_store_system(data: BenchData, store_kind: str, nbits: int, sweep: bool) -> dict[str, Any]:
-    """colbert-store on ``store_kind`` ("lancedb", "qdrant" local mode or "qdrant-edge", local folder) at ``nbits``,
+    """colbert-store on ``store_kind`` (a kind of :func:`open_store`, in a local folder) at ``nbits``,
     default settings; with ``sweep``, also recall and latency at each :data:`SWEEP` setting, timed as the
     defaults are (every query, the same warm-up), so that the curve and the row's point compare."""
     store = open_store(store_kind, data.workdir)
@@ -73,7 +73,7 @@ def colbert_store_system(data: BenchData, store_kind: str, nbits: int, sweep: bo
     bytes_before_optimize = folder_bytes(data.workdir)
     if store_kind == "lancedb":
         store.optimize(SCIFACT_INDEX, cleanup_older_than=timedelta(0))  # drop the table versions the writes left behind
-    elif store_kind == "qdrant-edge":
+    elif store_kind.startswith("qdrant-edge"):
         store.optimize()  # merge the segments the writes left, as the engine's optimizer does in the background
     started = time.perf_counter()
     warmed = index.warm()  # codes into memory, as a service would at start-up (PLAID loads its whole index)
@@ -120,7 +120,7 @@ def _sweep_point(data: BenchData, index: cs.Index, params: dict[str, Any]) -> di
 def system_runners() -> dict[str, Callable[[BenchData], dict[str, Any]]]:
     """Every system by name, in the order ``benchmarks.run`` measures them (``exact`` first)."""
     runners: dict[str, Callable[[BenchData], dict[str, Any]]] = {"exact": exact_system}
-    for store_kind in ("lancedb", "qdrant", "qdrant-edge"):
+    for store_kind in ("lancedb", "qdrant", "qdrant-edge", "qdrant-edge-compact"):
         for nbits in (1, 2, 4):
             runners[f"colbert-store-{store_kind}-nbits{nbits}"] = (
                 lambda data, s=store_kind, b=nbits: colbert_store_system(data, s, b, sweep=s == "lancedb" and b != 1)

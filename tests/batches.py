@@ -12,8 +12,12 @@ RESIDUAL_BYTES = 8
 
 
 def manifest(version: int = 1, **extra: Any) -> dict[str, Any]:
-    """A manifest as stores keep it (stores do not interpret anything but ``version``)."""
-    return {"format_version": FORMAT_VERSION, "version": version, "nested": {"a": [1, 2.5, None]}, **extra}
+    """A manifest as stores keep it (stores interpret only ``version``, and a compact Qdrant store the
+    token size in ``settings``: :data:`RESIDUAL_BYTES` packed bytes)."""
+    return {
+        "format_version": FORMAT_VERSION, "version": version, "settings": {"dim": 4 * RESIDUAL_BYTES, "nbits": 2},
+        "nested": {"a": [1, 2.5, None]}, **extra,
+    }
 
 
 def make_batch(

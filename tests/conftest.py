@@ -39,6 +39,11 @@ def _qdrant_edge(path: Path) -> Store:
     return QdrantEdgeStore(path / "edge")
 
 
+def _qdrant_edge_compact(path: Path) -> Store:
+    """Qdrant Edge with tokens as uint8 rows of a multivector instead of base64 payload text."""
+    return QdrantEdgeStore(path / "edge", compact=True)
+
+
 _MEMORY_CLIENTS: dict[Path, QdrantClient] = {}
 
 
@@ -61,6 +66,7 @@ STORE_FACTORIES: dict[str, Callable[[Path], Store]] = {
     "qdrant-path": _qdrant_path,
     "qdrant-memory": _qdrant_memory,
     "qdrant-edge": _qdrant_edge,
+    "qdrant-edge-compact": _qdrant_edge_compact,
 }
 if os.environ.get("QDRANT_URL"):
     STORE_FACTORIES["qdrant-server"] = _qdrant_server

@@ -155,6 +155,21 @@ def test_index_with_a_pool_factor_stores_fewer_vectors_and_info_says_so(
     assert json.loads(hits[0])["id"] == "everest.txt"
 
 
+def test_a_compact_qdrant_edge_index_answers_like_a_lancedb_one(built: Path, corpus_folder: Path, tmp_path: Path) -> None:
+    store = tmp_path / "edge"
+    result = run("index", corpus_folder, "--store", store, "--backend", "qdrant-edge", "--name", "notes", "--compact")
+    assert result.returncode == 0, result.stderr
+    [config] = store.glob("*__notes__*/edge_config.json")
+    assert json.loads(config.read_text())["vectors"]["tokens"]["datatype"] == "uint8"
+    for query in ("highest mountain", "python"):
+        edge = run("search", query, "--store", store, "--backend", "qdrant-edge", "--name", "notes", "--json")
+        lance = run("search", query, "--store", built, "--name", "notes", "--json")
+        assert edge.returncode == 0, edge.stderr
+        assert [json.loads(line)["id"] for line in edge.stdout.splitlines()] == [
+            json.loads(line)["id"] for line in lance.stdout.splitlines()
+        ]
+
+
 def test_search_defaults_are_shown_changed_for_every_later_search_and_reset(built: Path, tmp_path: Path) -> None:
     store = tmp_path / "db"
     shutil.copytree(built, store)
@@ -240,6 +255,12 @@ def test_a_bad_pool_factor_is_refused_before_anything_is_created(tmp_path: Path,
     store = tmp_path / "db"
     assert_user_error(run("index", corpus_folder, "--store", store, "--name", "x", "--pool-factor", "0"), "pool_factor")
     assert not store.exists() or LanceDBStore(store).list_indexes() == []
+
+
+def test_compact_on_lancedb_is_refused_before_anything_is_created(tmp_path: Path, corpus_folder: Path) -> None:
+    store = tmp_path / "db"
+    assert_user_error(run("index", corpus_folder, "--store", store, "--name", "x", "--compact"), "--compact")
+    assert not store.exists()
 
 
 def test_missing_source(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ PROCESS_STORES = {
                                   "storage_options": s3.storage_options()},
 }
 """Stores several processes can open at once, as the specs their worker processes open."""
-THREAD_STORES = ["qdrant-edge", "qdrant-memory", "qdrant-path"]
+THREAD_STORES = ["qdrant-edge", "qdrant-edge-compact", "qdrant-memory", "qdrant-path"]
 """Qdrant Edge and qdrant-client's local mode lock their folder to one process: their workers are threads."""
 
 

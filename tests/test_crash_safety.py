@@ -22,7 +22,7 @@ from tests.conftest import STORE_FACTORIES
 from tests.crash_writer import DELETED, N_DOCS, doc_id, document
 
 ROOT = Path(__file__).resolve().parent.parent
-ON_DISK = ["lancedb", "lancedb-s3", "qdrant-edge", "qdrant-path"]
+ON_DISK = ["lancedb", "lancedb-s3", "qdrant-edge", "qdrant-edge-compact", "qdrant-path"]
 """Stores whose data outlives the writer process (in-memory Qdrant dies with it)."""
 
 

@@ -1,6 +1,7 @@
 """What the Qdrant store needs of a Qdrant engine, and that interface over qdrant-client.
 
-The store keeps payload-only points in collections; every engine that speaks Qdrant's data model
+The store keeps points in collections (a payload, a sparse vector and, in a compact collection, the
+:data:`TOKEN_VECTOR` rows); every engine that speaks Qdrant's data model
 (a server or qdrant-client's local mode through :class:`ClientEngine`, the in-process Qdrant Edge
 engine through :class:`colbert_store.adapters.qdrant_edge.engine.EdgeEngine`) offers these few
 operations, with the same payload layout and the same filter conditions.
@@ -44,20 +45,26 @@ SPARSE_VECTOR = "bm25"
 """The sparse vector every documents collection declares, with Qdrant's IDF modifier: each document's
 BM25 term weights (:mod:`colbert_store.lexical`), the lexical leg of a hybrid search."""
 
+TOKEN_VECTOR = "tokens"
+"""The uint8 multivector of a compact collection: one row per token, the token's stored bytes (see
+:mod:`colbert_store.adapters.qdrant.records`). Never searched, so built without an HNSW graph."""
+
 Terms = tuple[np.ndarray, np.ndarray]
 """A sparse vector: ascending uint32 term ids and their float32 weights."""
 
 
 @dataclass(frozen=True)
 class Record:
-    """A point as read back: its id (a UUID string) and the payload fields asked for."""
+    """A point as read back: its id (a UUID string), the payload fields asked for and, when asked for,
+    its :data:`TOKEN_VECTOR` rows (uint8, empty for a point without them)."""
 
     id: str
     payload: dict[str, Any]
+    tokens: np.ndarray | None = None
 
 
 class PointsEngine(ABC):
-    """Payload-only points in named collections. Writes are durable and visible when they return."""
+    """Points in named collections. Writes are durable and visible when they return."""
 
     conditions: ConditionBuilder
     indexes_payload: bool = True
@@ -74,18 +81,24 @@ class PointsEngine(ABC):
     def drop_collection(self, collection: str) -> None: ...
 
     @abstractmethod
-    def create_collection(self, collection: str, integer_indexes: Sequence[str]) -> None:
-        """Create a collection with integer lookup indexes on these payload fields and the
-        :data:`SPARSE_VECTOR` sparse vector (IDF modifier)."""
+    def create_collection(self, collection: str, integer_indexes: Sequence[str], token_width: int | None = None) -> None:
+        """Create a collection with integer lookup indexes on these payload fields, the
+        :data:`SPARSE_VECTOR` sparse vector (IDF modifier) and, with ``token_width``, the
+        :data:`TOKEN_VECTOR` multivector of rows that wide."""
+
+    @abstractmethod
+    def token_width(self, collection: str) -> int | None:
+        """The width of the collection's :data:`TOKEN_VECTOR` rows; ``None`` if it has none."""
 
     @abstractmethod
     def upsert(
         self, collection: str, points: Sequence[tuple[str, dict[str, Any]]], *,
-        terms: Sequence[Terms | None] | None = None, condition: Condition | None = None,
-        mode: WriteMode = WriteMode.UPSERT,
+        terms: Sequence[Terms | None] | None = None, tokens: Sequence[np.ndarray] | None = None,
+        condition: Condition | None = None, mode: WriteMode = WriteMode.UPSERT,
     ) -> None:
-        """Write points (with ``terms``, each point's :data:`SPARSE_VECTOR`, ``None`` for none); with
-        ``condition``, an existing point is overwritten only if it matches it."""
+        """Write points (with ``terms``, each point's :data:`SPARSE_VECTOR`, ``None`` for none; with
+        ``tokens``, its :data:`TOKEN_VECTOR` rows); with ``condition``, an existing point is overwritten
+        only if it matches it."""
 
     @abstractmethod
     def has_sparse_vector(self, collection: str) -> bool:
@@ -97,12 +110,16 @@ class PointsEngine(ABC):
         dot product with ``query`` (IDF-weighted), best first."""
 
     @abstractmethod
-    def retrieve(self, collection: str, ids: Sequence[str], fields: Sequence[str] | None) -> list[Record]:
-        """The points with these ids that exist (``fields=None``: the whole payload)."""
+    def retrieve(
+        self, collection: str, ids: Sequence[str], fields: Sequence[str] | None, tokens: bool = False
+    ) -> list[Record]:
+        """The points with these ids that exist (``fields=None``: the whole payload; ``tokens``: with
+        their :data:`TOKEN_VECTOR` rows)."""
 
     @abstractmethod
     def scroll(
-        self, collection: str, condition: Condition | None, fields: Sequence[str], limit: int, offset: Any
+        self, collection: str, condition: Condition | None, fields: Sequence[str], limit: int, offset: Any,
+        tokens: bool = False,
     ) -> tuple[list[Record], Any]:
         """One page of the points matching ``condition``, in id order, and the offset of the next page (or None)."""
 
@@ -156,12 +173,17 @@ class ClientEngine(PointsEngine):
     def collection_exists(self, collection: str) -> bool:
         return bool(self.client.collection_exists(collection))
 
-    def create_collection(self, collection: str, integer_indexes: Sequence[str]) -> None:
+    def create_collection(self, collection: str, integer_indexes: Sequence[str], token_width: int | None = None) -> None:
         m = models()
         try:
             sparse = {SPARSE_VECTOR: m.SparseVectorParams(modifier=m.Modifier.IDF)}
+            vectors = {} if token_width is None else {TOKEN_VECTOR: m.VectorParams(
+                size=token_width, distance=m.Distance.DOT, datatype=m.Datatype.UINT8, on_disk=True,
+                multivector_config=m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM),
+                hnsw_config=m.HnswConfigDiff(m=0),
+            )}
             self.client.create_collection(
-                collection, vectors_config={}, sparse_vectors_config=sparse,
+                collection, vectors_config=vectors, sparse_vectors_config=sparse,
                 **{"on_disk_payload": True, **self._collection_options},
             )
         except Exception:  # another process created it first
@@ -172,6 +194,11 @@ class ClientEngine(PointsEngine):
             for field in integer_indexes:
                 self.client.create_payload_index(collection, field, field_schema=schema, wait=True)
 
+    def token_width(self, collection: str) -> int | None:
+        vectors = self.client.get_collection(collection).config.params.vectors
+        params = vectors.get(TOKEN_VECTOR) if isinstance(vectors, dict) else None
+        return None if params is None else int(params.size)
+
     def drop_collection(self, collection: str) -> None:
         if self.client.collection_exists(collection):
             self.client.delete_collection(collection)
@@ -179,11 +206,13 @@ class ClientEngine(PointsEngine):
 
     def upsert(
         self, collection: str, points: Sequence[tuple[str, dict[str, Any]]], *,
-        terms: Sequence[Terms | None] | None = None, condition: Condition | None = None,
-        mode: WriteMode = WriteMode.UPSERT,
+        terms: Sequence[Terms | None] | None = None, tokens: Sequence[np.ndarray] | None = None,
+        condition: Condition | None = None, mode: WriteMode = WriteMode.UPSERT,
     ) -> None:
         m = models()
         vectors = [_client_vector(vector) for vector in terms] if terms is not None else [{}] * len(points)
+        if tokens is not None:
+            vectors = [{**vector, **_token_vector(rows)} for vector, rows in zip(vectors, tokens)]
         structs = [
             m.PointStruct(id=point_id, vector=vector, payload=payload) for (point_id, payload), vector in zip(points, vectors)
         ]
@@ -208,20 +237,24 @@ class ClientEngine(PointsEngine):
         )
         return [((point.payload or {})["rev"], float(point.score)) for point in found.points]
 
-    def retrieve(self, collection: str, ids: Sequence[str], fields: Sequence[str] | None) -> list[Record]:
+    def retrieve(
+        self, collection: str, ids: Sequence[str], fields: Sequence[str] | None, tokens: bool = False
+    ) -> list[Record]:
         found = self.client.retrieve(
-            collection, list(ids), with_payload=True if fields is None else list(fields), with_vectors=False
+            collection, list(ids), with_payload=True if fields is None else list(fields),
+            with_vectors=[TOKEN_VECTOR] if tokens else False,
         )
-        return [Record(str(point.id), point.payload or {}) for point in found]
+        return [_record(point, tokens) for point in found]
 
     def scroll(
-        self, collection: str, condition: Condition | None, fields: Sequence[str], limit: int, offset: Any
+        self, collection: str, condition: Condition | None, fields: Sequence[str], limit: int, offset: Any,
+        tokens: bool = False,
     ) -> tuple[list[Record], Any]:
         page, next_offset = self.client.scroll(
             collection, scroll_filter=None if condition is None else _as_filter(condition), limit=limit,
-            offset=offset, with_payload=list(fields), with_vectors=False,
+            offset=offset, with_payload=list(fields), with_vectors=[TOKEN_VECTOR] if tokens else False,
         )
-        return [Record(str(point.id), point.payload or {}) for point in page], next_offset
+        return [_record(point, tokens) for point in page], next_offset
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:
         self.client.delete(collection, list(ids), wait=True)
@@ -262,6 +295,21 @@ class ClientEngine(PointsEngine):
         with self._lock:
             if self._path is None or release_path_client(self._path):
                 self.client.close()
+
+
+def token_rows(vectors: dict[str, Any] | None) -> np.ndarray:
+    """A point's :data:`TOKEN_VECTOR` rows as read back (lists of floats), as uint8."""
+    rows = (vectors or {}).get(TOKEN_VECTOR)
+    return np.array(rows, dtype=np.float32).astype(np.uint8) if rows else np.empty((0, 0), np.uint8)
+
+
+def _token_vector(rows: np.ndarray) -> dict[str, Any]:
+    """A point's :data:`TOKEN_VECTOR`, none for no rows (a multivector holds at least one)."""
+    return {TOKEN_VECTOR: rows.tolist()} if len(rows) else {}
+
+
+def _record(point: Any, tokens: bool) -> Record:
+    return Record(str(point.id), point.payload or {}, token_rows(point.vector) if tokens else None)
 
 
 def _client_vector(terms: Terms | None) -> dict[str, Any]:

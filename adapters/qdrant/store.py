@@ -2,9 +2,10 @@
 that speaks Qdrant's data model (:class:`PointsStore`), and :class:`QdrantStore` on qdrant-client.
 
 Every document is one point (see :mod:`colbert_store.adapters.qdrant.records`), its id derived from
-the document id, so writing a document again overwrites its point atomically: a payload, and one
-sparse vector, the BM25 term weights of its text (:mod:`colbert_store.lexical`), which Qdrant's IDF
-modifier turns into BM25 scores for the lexical leg of a hybrid search. Candidates are one filtered scroll over an integer
+the document id, so writing a document again overwrites its point atomically: a payload (and, in a
+compact collection, its tokens as rows of a uint8 multivector), and one sparse vector, the BM25 term
+weights of its text (:mod:`colbert_store.lexical`), which Qdrant's IDF modifier turns into BM25
+scores for the lexical leg of a hybrid search. Candidates are one filtered scroll over an integer
 payload index on ``centroids``; a fetch by revision, one over an index on ``rev``. qdrant-client's
 local mode has no payload indexes and evaluates filters point by point in Python, so there centroid
 lookups and fetches by revision are answered from a
@@ -32,6 +33,7 @@ from colbert_store.adapters.qdrant.engine import ClientEngine, PointsEngine, Rec
 from colbert_store.adapters.qdrant.filters import Translated, all_of, translate_filter
 from colbert_store.adapters.qdrant.records import (
     STORED_FIELDS,
+    compact_width,
     document_payloads,
     payloads_to_batch,
     point_id,
@@ -56,18 +58,25 @@ class PointsStore(Store):
     """colbert-store on a Qdrant engine (:class:`~colbert_store.adapters.qdrant.engine.PointsEngine`).
 
     Collections are ``<prefix>_catalogue`` and ``<prefix>__<index>__<random>`` (one per index, named
-    when it is created), so a catalogue is never mistaken for an index.
+    when it is created), so a catalogue is never mistaken for an index. With ``compact``, indexes this
+    store creates keep their tokens in a uint8 multivector; every index is read in the layout it has.
     """
 
-    def __init__(self, engine: PointsEngine, prefix: str) -> None:
+    def __init__(self, engine: PointsEngine, prefix: str, compact: bool = False) -> None:
         self._engine = engine
         self._prefix = prefix
+        self._compact = compact
         self._catalogue = Catalogue(engine, f"{prefix}_catalogue")
         self._collections: dict[str, str] = {}  # index name -> its documents collection
+        self._token_widths: dict[str, int | None] = {}  # documents collection -> its row width
         self._admin = threading.Lock()
 
     def close(self) -> None:
         self._engine.close()
+
+    def _options_repr(self) -> str:
+        """The constructor's keyword options, as a repr shows them."""
+        return f"prefix={self._prefix!r}" + (", compact=True" if self._compact else "")
 
     # -- catalogue ----------------------------------------------------------------------------
     def list_indexes(self) -> list[str]:
@@ -77,10 +86,11 @@ class PointsStore(Store):
     def create_index(self, name: str, manifest: dict[str, Any]) -> None:
         check_index_name(name)
         docs = f"{self._prefix}__{name}__{uuid.uuid4().hex[:12]}"
+        token_width = _row_width(manifest) if self._compact else None
         with self._admin, self._engine.lock():
             if name in self._catalogue.names():
                 raise IndexExistsError(name)
-            self._engine.create_collection(docs, _INDEXED_FIELDS)
+            self._engine.create_collection(docs, _INDEXED_FIELDS, token_width)
             if not self._catalogue.insert(name, manifest, docs):
                 self._engine.drop_collection(docs)
                 raise IndexExistsError(name)
@@ -120,15 +130,17 @@ class PointsStore(Store):
         ``replacing``, update-only and only where the stored ``rev`` is one of those revisions."""
         if not len(batch):
             return
-        ids, payloads, terms, sizes = document_payloads(batch)
+        ids, payloads, terms, tokens, sizes = document_payloads(batch, self._run(name, self._token_width))
         condition = None
         if replacing is not None:
             condition = self._engine.conditions.match_any("rev", np.asarray(replacing, dtype=np.int64).tolist())
         mode = WriteMode.UPSERT if replacing is None else WriteMode.UPDATE_ONLY
-        for chunk in request_chunks(list(zip(ids, payloads, terms)), sizes):
+        points = list(zip(ids, payloads, terms, tokens or [None] * len(ids)))
+        for chunk in request_chunks(points, sizes):
             write = partial(
-                self._engine.upsert, points=[(point, payload) for point, payload, _ in chunk],
-                terms=[vector for _, _, vector in chunk], condition=condition, mode=mode,
+                self._engine.upsert, points=[(point, payload) for point, payload, _, _ in chunk],
+                terms=[vector for _, _, vector, _ in chunk],
+                tokens=None if tokens is None else [rows for _, _, _, rows in chunk], condition=condition, mode=mode,
             )
             self._run(name, write, writing=True)
 
@@ -208,8 +220,13 @@ class PointsStore(Store):
     def fetch(self, name: str, revisions: np.ndarray) -> DocumentBatch:
         """Scroll by ``rev`` (integer payload index), 2048 revisions a query; without payload indexes,
         the revisions are looked up in the collection's :class:`LocalTable` and the points retrieved by id."""
-        records = self._run(name, partial(self._records_with_revisions, revisions=revisions, fields=STORED_FIELDS))
-        return payloads_to_batch([record.payload for record in records])
+
+        def read(docs: str) -> DocumentBatch:
+            width = self._token_width(docs)
+            records = self._records_with_revisions(docs, revisions, STORED_FIELDS, tokens=width is not None)
+            return _documents(records, width)
+
+        return self._run(name, read)
 
     def centroid_lists(self, name: str, revisions: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Read from the ``rev`` and ``centroids`` payload fields alone."""
@@ -225,30 +242,53 @@ class PointsStore(Store):
         return _revisions(records), offsets, centroids
     def scan(self, name: str, batch_size: int = 1024) -> Iterator[DocumentBatch]:
         offset = None
+
+        def read(docs: str) -> tuple[DocumentBatch | None, Any]:
+            width = self._token_width(docs)
+            page, next_offset = self._engine.scroll(
+                docs, None, STORED_FIELDS, batch_size, offset, tokens=width is not None
+            )
+            return (_documents(page, width) if page else None), next_offset
+
         while True:
-            read = partial(self._engine.scroll, condition=None, fields=STORED_FIELDS, limit=batch_size, offset=offset)
-            page, offset = self._run(name, read)
-            if page:
-                yield payloads_to_batch([record.payload for record in page])
+            batch, offset = self._run(name, read)
+            if batch is not None:
+                yield batch
             if offset is None:
                 return
 
     def size_bytes(self, name: str, fields: Sequence[str] = ("codes", "residuals")) -> int:
-        """Bytes the given payload fields take as stored: the length of their base64 text (all documents)."""
-        records = self._run(name, lambda docs: self._scroll_all(docs, None, list(fields)))
-        return sum(len(record.payload.get(field) or "") for record in records for field in fields)
+        """Bytes the given payload fields take as stored: the length of their base64 text (all documents).
+        In a compact collection, the tokens' rows: token count times row width, whatever ``fields``."""
+
+        def measure(docs: str) -> int:
+            width = self._token_width(docs)
+            if width is not None:
+                return width * sum(record.payload["n_tokens"] for record in self._scroll_all(docs, None, ["n_tokens"]))
+            records = self._scroll_all(docs, None, list(fields))
+            return sum(len(record.payload.get(field) or "") for record in records for field in fields)
+
+        return self._run(name, measure)
 
     # -- helpers ------------------------------------------------------------------------------
-    def _records_with_revisions(self, docs: str, revisions: np.ndarray, fields: list[str]) -> list[Record]:
+    def _token_width(self, docs: str) -> int | None:
+        """The row width of a compact documents collection, ``None`` for one with tokens in the payload."""
+        if docs not in self._token_widths:
+            self._token_widths[docs] = self._engine.token_width(docs)
+        return self._token_widths[docs]
+
+    def _records_with_revisions(
+        self, docs: str, revisions: np.ndarray, fields: list[str], tokens: bool = False
+    ) -> list[Record]:
         wanted = np.unique(np.asarray(revisions, dtype=np.int64))
         if not self._engine.indexes_payload:
-            found = self._engine.retrieve(docs, self._engine.local_table(docs).point_ids_of(wanted), fields)
+            found = self._engine.retrieve(docs, self._engine.local_table(docs).point_ids_of(wanted), fields, tokens)
             wanted_set = set(wanted.tolist())
             return [record for record in found if record.payload["rev"] in wanted_set]
         records: list[Record] = []
         for start in range(0, len(wanted), _FETCH_CHUNK):
             chunk = wanted[start : start + _FETCH_CHUNK].tolist()
-            records += self._scroll_all(docs, self._engine.conditions.match_any("rev", chunk), fields)
+            records += self._scroll_all(docs, self._engine.conditions.match_any("rev", chunk), fields, tokens)
         return records
 
     def _run(self, name: str, operation: Callable[[str], T], writing: bool = False) -> T:
@@ -282,11 +322,11 @@ class PointsStore(Store):
         page, _ = self._engine.scroll(collection, with_text, ["rev"], 1, None)
         return not page and bool(self._engine.count(collection))
 
-    def _scroll_all(self, collection: str, condition: Any, fields: list[str]) -> list[Record]:
+    def _scroll_all(self, collection: str, condition: Any, fields: list[str], tokens: bool = False) -> list[Record]:
         records: list[Record] = []
         offset = None
         while True:
-            page, offset = self._engine.scroll(collection, condition, fields, _CANDIDATE_PAGE, offset)
+            page, offset = self._engine.scroll(collection, condition, fields, _CANDIDATE_PAGE, offset, tokens)
             records += page
             if offset is None:
                 return records
@@ -304,6 +344,10 @@ class QdrantStore(PointsStore):
         collection_options: more ``create_collection`` arguments for the documents collections of new
             indexes, e.g. ``{"shard_number": 6, "replication_factor": 2}`` on a cluster; a name
             ``create_collection`` does not take raises ``TypeError``.
+        compact: new indexes keep each token's centroid id and packed residual as a row of a uint8
+            multivector, which Qdrant stores as raw bytes, instead of base64 text in the payload: a
+            fifth less disk, but a document not yet cached comes back as lists of numbers, about ten
+            times slower to read than base64 text (benchmarks/README.md, "Compact Qdrant").
         **client_kwargs: passed to ``QdrantClient`` for a URL (e.g. ``api_key``, ``timeout``,
             ``prefer_grpc``); unknown ones raise ``TypeError``. Local mode takes only
             ``force_disable_check_same_thread``; a client takes none.
@@ -318,21 +362,23 @@ class QdrantStore(PointsStore):
         *,
         prefix: str = "colbert_store",
         collection_options: Mapping[str, Any] | None = None,
+        compact: bool = False,
         **client_kwargs: Any,
     ) -> None:
         check_prefix(prefix)
+        check_compact(compact)
         options = check_collection_options(collection_options)
         client, path = open_client(client_or_location, client_kwargs)
         engine = ClientEngine(
             client, owns_client=not isinstance(client_or_location, client_class()), path=path, collection_options=options
         )
-        super().__init__(engine, prefix)
+        super().__init__(engine, prefix, compact)
         self._client = client
 
     def __repr__(self) -> str:
         options = getattr(self._client, "init_options", {}) or {}
         where = options.get("path") or options.get("location") or options.get("url") or options.get("host")
-        return f"QdrantStore({where!r}, prefix={self._prefix!r})"
+        return f"QdrantStore({where!r}, {self._options_repr()})"
 
 
 def check_prefix(prefix: Any) -> None:
@@ -341,6 +387,30 @@ def check_prefix(prefix: Any) -> None:
         raise InvalidInputError(
             f"prefix must be 1-64 letters, digits, '-' or single '_' (not leading or trailing); got {prefix!r}"
         )
+
+
+def _row_width(manifest: Mapping[str, Any]) -> int:
+    """The row width of a new compact collection, from the manifest's ``settings.dim`` and ``settings.nbits``."""
+    settings = manifest.get("settings")
+    try:
+        return compact_width(int(settings["dim"]) * int(settings["nbits"]) // 8)  # type: ignore[index]
+    except (KeyError, TypeError, ValueError) as error:
+        raise InvalidInputError(
+            f"a compact Qdrant store sizes its rows from the manifest's settings.dim and settings.nbits; got {settings!r}"
+        ) from error
+
+
+def _documents(records: list[Record], token_width: int | None) -> DocumentBatch:
+    payloads = [record.payload for record in records]
+    if token_width is None:
+        return payloads_to_batch(payloads)
+    return payloads_to_batch(payloads, [record.tokens for record in records if record.tokens is not None], token_width)
+
+
+def check_compact(compact: Any) -> None:
+    """The ``compact`` flag of a Qdrant store: a bool."""
+    if not isinstance(compact, bool):
+        raise InvalidInputError(f"compact must be True or False; got {compact!r}")
 
 
 def _revisions(records: list[Record]) -> np.ndarray:

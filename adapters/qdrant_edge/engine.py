@@ -2,7 +2,9 @@
 
 Each collection is one Edge shard, a folder under the store's root: its segments and payload indexes
 are Qdrant's own. Every shard declares one sparse vector (``bm25``, with the IDF modifier): each
-document's BM25 term weights, empty for a document without text.
+document's BM25 term weights, empty for a document without text. A compact shard also declares the
+uint8 ``tokens`` multivector, and its segments are never rebuilt for indexing (nothing searches those
+rows, and Qdrant's appendable segments keep payload indexes in less space than its indexed ones).
 
 Shards are created without Qdrant's write-ahead log, which would hold a second copy of every payload
 written: each update is flushed to the segments before it returns instead, so a write is durable once
@@ -13,6 +15,7 @@ serialised by a lock.
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 from collections.abc import Callable, Sequence
@@ -22,15 +25,25 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 from filelock import FileLock, Timeout
 
 from colbert_store._optional import require
-from colbert_store.adapters.qdrant.engine import SPARSE_VECTOR, PointsEngine, Record, Terms, WriteMode
+from colbert_store.adapters.qdrant.engine import (
+    SPARSE_VECTOR,
+    TOKEN_VECTOR,
+    PointsEngine,
+    Record,
+    Terms,
+    WriteMode,
+    token_rows,
+)
 from colbert_store.adapters.qdrant.filters import Condition
 from colbert_store.errors import ColbertStoreError
 
 _CONFIG_FILE = "edge_config.json"
 _LOCK_FILE = "colbert_store.lock"
+_NEVER_INDEXED_KB = 1 << 40
 
 
 @cache
@@ -82,20 +95,36 @@ class EdgeEngine(PointsEngine):
     def collection_exists(self, collection: str) -> bool:
         return collection in self._shards or (self._root / collection / _CONFIG_FILE).is_file()
 
-    def create_collection(self, collection: str, integer_indexes: Sequence[str]) -> None:
+    def create_collection(self, collection: str, integer_indexes: Sequence[str], token_width: int | None = None) -> None:
         e = edge()
         with self._lock:
             if self.collection_exists(collection):
                 return
-            config = e.EdgeConfig(
-                sparse_vectors={SPARSE_VECTOR: e.EdgeSparseVectorParams(modifier=e.Modifier.Idf)}, wal_enabled=False
-            )
+            sparse = {SPARSE_VECTOR: e.EdgeSparseVectorParams(modifier=e.Modifier.Idf)}
+            if token_width is None:
+                config = e.EdgeConfig(sparse_vectors=sparse, wal_enabled=False)
+            else:
+                tokens = e.EdgeVectorParams(
+                    size=token_width, distance=e.Distance.Dot, datatype=e.VectorStorageDatatype.Uint8,
+                    multivector_config=e.MultiVectorConfig(comparator=e.MultiVectorComparator.MaxSim),
+                    hnsw_config=e.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000),
+                )
+                config = e.EdgeConfig(
+                    vectors={TOKEN_VECTOR: tokens}, sparse_vectors=sparse, wal_enabled=False,
+                    optimizers=e.EdgeOptimizersConfig(indexing_threshold=_NEVER_INDEXED_KB),
+                )
             path = self._root / collection
             path.mkdir(parents=True, exist_ok=True)
             shard = self._shards[collection] = self._locked(collection, lambda: e.EdgeShard.create(str(path), config))
             for field in integer_indexes:
                 shard.update(e.UpdateOperation.create_field_index(field, e.IntegerIndexParams(lookup=True, range=False)))
             shard.flush()
+
+    def token_width(self, collection: str) -> int | None:
+        """Read from the shard's own configuration file."""
+        config = json.loads((self._root / collection / _CONFIG_FILE).read_text())
+        params = (config.get("vectors") or {}).get(TOKEN_VECTOR)
+        return None if params is None else int(params["size"])
 
     def drop_collection(self, collection: str) -> None:
         with self._lock:
@@ -109,13 +138,18 @@ class EdgeEngine(PointsEngine):
 
     def upsert(
         self, collection: str, points: Sequence[tuple[str, dict[str, Any]]], *,
-        terms: Sequence[Terms | None] | None = None, condition: Condition | None = None,
-        mode: WriteMode = WriteMode.UPSERT,
+        terms: Sequence[Terms | None] | None = None, tokens: Sequence[np.ndarray] | None = None,
+        condition: Condition | None = None, mode: WriteMode = WriteMode.UPSERT,
     ) -> None:
         e = edge()
         update_mode = {WriteMode.UPSERT: None, WriteMode.INSERT_ONLY: e.UpdateMode.InsertOnly,
                        WriteMode.UPDATE_ONLY: e.UpdateMode.UpdateOnly}[mode]
         vectors = [_edge_vector(vector) for vector in terms] if terms is not None else [{}] * len(points)
+        if tokens is not None:
+            vectors = [
+                {**vector, TOKEN_VECTOR: rows.astype(np.float32).tolist()} if len(rows) else vector
+                for vector, rows in zip(vectors, tokens)
+            ]
         structs = [e.Point(point_id, vector, payload) for (point_id, payload), vector in zip(points, vectors)]
         with self._lock:
             upsert = e.UpdateOperation.upsert_points(structs, condition=_as_filter(condition), update_mode=update_mode)
@@ -134,24 +168,29 @@ class EdgeEngine(PointsEngine):
             found = self._shard(collection).query(request)
         return [(dict(point.payload or {})["rev"], float(point.score)) for point in found]
 
-    def retrieve(self, collection: str, ids: Sequence[str], fields: Sequence[str] | None) -> list[Record]:
+    def retrieve(
+        self, collection: str, ids: Sequence[str], fields: Sequence[str] | None, tokens: bool = False
+    ) -> list[Record]:
         if not ids:
             return []
         with self._lock:
             found = self._shard(collection).retrieve(
-                list(ids), with_payload=True if fields is None else list(fields), with_vector=False
+                list(ids), with_payload=True if fields is None else list(fields),
+                with_vector=[TOKEN_VECTOR] if tokens else False,
             )
-        return [Record(str(point.id), dict(point.payload or {})) for point in found]
+        return [_record(point, tokens) for point in found]
 
     def scroll(
-        self, collection: str, condition: Condition | None, fields: Sequence[str], limit: int, offset: Any
+        self, collection: str, condition: Condition | None, fields: Sequence[str], limit: int, offset: Any,
+        tokens: bool = False,
     ) -> tuple[list[Record], Any]:
         request = edge().ScrollRequest(
-            offset=offset, limit=limit, filter=_as_filter(condition), with_payload=list(fields), with_vector=False
+            offset=offset, limit=limit, filter=_as_filter(condition), with_payload=list(fields),
+            with_vector=[TOKEN_VECTOR] if tokens else False,
         )
         with self._lock:
             page, next_offset = self._shard(collection).scroll(request)
-        return [Record(str(point.id), dict(point.payload or {})) for point in page], next_offset
+        return [_record(point, tokens) for point in page], next_offset
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:
         if ids:
@@ -231,6 +270,10 @@ def _open_error(path: Path, error: Exception) -> ColbertStoreError:
             "(serve the index from one process, with threads)"
         )
     return ColbertStoreError(f"cannot open the Qdrant Edge shard {path}: {error}")
+
+
+def _record(point: Any, tokens: bool) -> Record:
+    return Record(str(point.id), dict(point.payload or {}), token_rows(point.vector) if tokens else None)
 
 
 def _edge_vector(terms: Terms | None) -> dict[str, Any]:

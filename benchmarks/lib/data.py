@@ -49,15 +49,16 @@ def load_page_cache(path: Path) -> None:
 
 
 def open_store(kind: str, folder: Path) -> Any:
-    """colbert-store's store of ``kind`` ("lancedb", "qdrant" local mode or "qdrant-edge") in ``folder``."""
+    """colbert-store's store of ``kind`` ("lancedb", "qdrant" local mode, "qdrant-edge" or "qdrant-edge-compact")
+    in ``folder``."""
     if kind == "lancedb":
         from colbert_store.adapters.lancedb import LanceDBStore
 
         return LanceDBStore(folder)
-    if kind == "qdrant-edge":
+    if kind in ("qdrant-edge", "qdrant-edge-compact"):
         from colbert_store.adapters.qdrant_edge import QdrantEdgeStore
 
-        return QdrantEdgeStore(folder)
+        return QdrantEdgeStore(folder, compact=kind == "qdrant-edge-compact")
     from colbert_store.adapters.qdrant import QdrantStore
 
     return QdrantStore(folder)

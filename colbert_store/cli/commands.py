@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from colbert_store.cli.errors import CliError
 from colbert_store.cli.output import print_hits, print_hits_json, print_info, print_search_params
-from colbert_store.cli.resources import load_encoder, open_index, open_writable_retriever, opened_store
+from colbert_store.cli.resources import (
+    check_compact_backend,
+    load_encoder,
+    open_index,
+    open_writable_retriever,
+    opened_store,
+)
 from colbert_store.cli.sources import SourceDocument, open_source
 
 if TYPE_CHECKING:
@@ -25,6 +31,7 @@ CHUNK_DOCS = 10_000
 
 def cmd_index(args: argparse.Namespace) -> int:
     """``colbert-store index``: add the documents of SOURCE to an index."""
+    check_compact_backend(args.backend, args.compact)  # before the source is read and the model loaded
     if args.pool_factor is not None:
         from colbert_store.settings import check_pool_factor
 
@@ -35,7 +42,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     if not first:
         raise CliError(f"no documents found in {args.source}")
     started = time.perf_counter()
-    with opened_store(args.store, args.backend, must_exist=False) as store:
+    with opened_store(args.store, args.backend, must_exist=False, compact=args.compact) as store:
         retriever = open_writable_retriever(
             store, args.name, model=args.model, doc_maxlen=args.doc_maxlen, nbits=args.nbits, pool_factor=args.pool_factor
         )

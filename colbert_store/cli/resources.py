@@ -28,7 +28,7 @@ DEFAULT_NBITS = 2
 logger = logging.getLogger(__name__)
 
 
-def open_store(location: str, backend: str, *, must_exist: bool) -> Store:
+def open_store(location: str, backend: str, *, must_exist: bool, compact: bool = False) -> Store:
     """Open a :class:`~colbert_store.storage.Store` of ``backend`` at ``location``.
 
     Args:
@@ -37,12 +37,15 @@ def open_store(location: str, backend: str, *, must_exist: bool) -> Store:
             ``QDRANT_API_KEY``).
         backend: ``"lancedb"``, ``"qdrant"`` or ``"qdrant-edge"``.
         must_exist: Refuse a local ``location`` that does not exist instead of creating a store there.
+        compact: A Qdrant store creating compact indexes (tokens as raw bytes).
 
     Raises:
-        CliError: ``must_exist`` and a local ``location`` that does not exist, or the backend is unavailable.
+        CliError: ``must_exist`` and a local ``location`` that does not exist, the backend is unavailable,
+            or ``compact`` for LanceDB.
     """
     if must_exist and "://" not in location and not Path(location).exists():
         raise CliError(f"store {location!r} does not exist")
+    check_compact_backend(backend, compact)
     if backend == "lancedb":
         from colbert_store.adapters.lancedb import LanceDBStore
 
@@ -53,16 +56,26 @@ def open_store(location: str, backend: str, *, must_exist: bool) -> Store:
     except ImportError as error:
         raise CliError(f"the {backend} backend is unavailable ({error}); pip install \"colbert-store[{backend}]\"") from error
     if backend == "qdrant-edge":
-        return QdrantEdgeStore(location)
+        return QdrantEdgeStore(location, compact=compact)
     if location.lower().startswith(("http://", "https://")):
-        return QdrantStore(location, api_key=os.environ.get("QDRANT_API_KEY"))
-    return QdrantStore(location)
+        return QdrantStore(location, api_key=os.environ.get("QDRANT_API_KEY"), compact=compact)
+    return QdrantStore(location, compact=compact)
+
+
+def check_compact_backend(backend: str, compact: bool) -> None:
+    """``--compact`` only with a Qdrant backend.
+
+    Raises:
+        CliError: ``compact`` with LanceDB.
+    """
+    if compact and backend == "lancedb":
+        raise CliError("--compact is a Qdrant layout (--backend qdrant or qdrant-edge); LanceDB stores raw bytes already")
 
 
 @contextlib.contextmanager
-def opened_store(location: str, backend: str, *, must_exist: bool) -> Iterator[Store]:
+def opened_store(location: str, backend: str, *, must_exist: bool, compact: bool = False) -> Iterator[Store]:
     """:func:`open_store`, closed on exit."""
-    store = open_store(location, backend, must_exist=must_exist)
+    store = open_store(location, backend, must_exist=must_exist, compact=compact)
     try:
         yield store
     finally:
