@@ -169,15 +169,10 @@ def request_chunks(items: Sequence[Any], sizes: Sequence[int]) -> Iterator[list[
         yield chunk
 
 
-def payloads_to_batch(
-    payloads: Sequence[dict[str, Any]], tokens: Sequence[np.ndarray] | None = None, token_width: int | None = None
-) -> DocumentBatch:
-    """A DocumentBatch from stored payloads, decoding each document's base64 (or, from a compact
-    collection, splitting its ``tokens`` rows of ``token_width`` bytes) then joining with numpy."""
-    n_tokens = np.fromiter((p["n_tokens"] for p in payloads), np.int64, len(payloads))
-    token_offsets = np.concatenate([[0], np.cumsum(n_tokens)]).astype(np.int64)
-    if tokens is not None and token_width is not None:
-        return _compact_batch(payloads, token_offsets, tokens, token_width)
+def payloads_to_batch(payloads: Sequence[dict[str, Any]]) -> DocumentBatch:
+    """A DocumentBatch from stored payloads, decoding each document's base64 then joining with numpy."""
+    token_offsets = _token_offsets(payloads)
+    n_tokens = np.diff(token_offsets)
     total = int(token_offsets[-1])
     codes = [base64.b64decode(p["codes"]) for p in payloads]
     residuals = bytearray().join(base64.b64decode(p["residuals"]) for p in payloads)  # writable for numpy
@@ -194,9 +189,9 @@ def payloads_to_batch(
     return _batch(payloads, token_offsets, centroid_ids, np.frombuffer(residuals, dtype=np.uint8).reshape(total, residual_width))
 
 
-def _compact_batch(
-    payloads: Sequence[dict[str, Any]], token_offsets: np.ndarray, tokens: Sequence[np.ndarray], token_width: int
-) -> DocumentBatch:
+def compact_to_batch(payloads: Sequence[dict[str, Any]], tokens: Sequence[np.ndarray], token_width: int) -> DocumentBatch:
+    """A DocumentBatch from the payloads of a compact collection and each document's ``tokens`` rows."""
+    token_offsets = _token_offsets(payloads)
     rows = np.concatenate([np.empty((0, token_width), np.uint8), *(part for part in tokens if len(part))])
     centroid_ids = rows[:, :_ROW_ID_BYTES].copy().view("<u2").ravel().astype(np.uint16)
     wide = [(i, p["codes_high"]) for i, p in enumerate(payloads) if p.get("codes_high")]
@@ -206,6 +201,11 @@ def _compact_batch(
             high = np.frombuffer(base64.b64decode(text), "<u2").astype(np.uint32)
             centroid_ids[token_offsets[i] : token_offsets[i + 1]] |= high << 16
     return _batch(payloads, token_offsets, centroid_ids, np.ascontiguousarray(rows[:, _ROW_ID_BYTES:]))
+
+
+def _token_offsets(payloads: Sequence[dict[str, Any]]) -> np.ndarray:
+    n_tokens = np.fromiter((p["n_tokens"] for p in payloads), np.int64, len(payloads))
+    return np.concatenate([[0], np.cumsum(n_tokens)]).astype(np.int64)
 
 
 def _batch(

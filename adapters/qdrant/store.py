@@ -33,6 +33,7 @@ from colbert_store.adapters.qdrant.engine import ClientEngine, PointsEngine, Rec
 from colbert_store.adapters.qdrant.filters import Translated, all_of, translate_filter
 from colbert_store.adapters.qdrant.records import (
     STORED_FIELDS,
+    compact_to_batch,
     compact_width,
     document_payloads,
     payloads_to_batch,
@@ -401,10 +402,12 @@ def _row_width(manifest: Mapping[str, Any]) -> int:
 
 
 def _documents(records: list[Record], token_width: int | None) -> DocumentBatch:
+    """The documents of these records (read with their rows from a compact collection of ``token_width``)."""
     payloads = [record.payload for record in records]
     if token_width is None:
         return payloads_to_batch(payloads)
-    return payloads_to_batch(payloads, [record.tokens for record in records if record.tokens is not None], token_width)
+    rows = [record.tokens for record in records]
+    return compact_to_batch(payloads, [part for part in rows if part is not None], token_width)
 
 
 def check_compact(compact: Any) -> None:
