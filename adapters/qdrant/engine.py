@@ -212,7 +212,7 @@ class ClientEngine(PointsEngine):
         m = models()
         vectors = [_client_vector(vector) for vector in terms] if terms is not None else [{}] * len(points)
         if tokens is not None:
-            vectors = [{**vector, **_token_vector(rows)} for vector, rows in zip(vectors, tokens)]
+            vectors = [{**vector, **token_vector(rows)} for vector, rows in zip(vectors, tokens)]
         structs = [
             m.PointStruct(id=point_id, vector=vector, payload=payload) for (point_id, payload), vector in zip(points, vectors)
         ]
@@ -244,7 +244,7 @@ class ClientEngine(PointsEngine):
             collection, list(ids), with_payload=True if fields is None else list(fields),
             with_vectors=[TOKEN_VECTOR] if tokens else False,
         )
-        return [_record(point, tokens) for point in found]
+        return [record_of(point, tokens) for point in found]
 
     def scroll(
         self, collection: str, condition: Condition | None, fields: Sequence[str], limit: int, offset: Any,
@@ -254,7 +254,7 @@ class ClientEngine(PointsEngine):
             collection, scroll_filter=None if condition is None else _as_filter(condition), limit=limit,
             offset=offset, with_payload=list(fields), with_vectors=[TOKEN_VECTOR] if tokens else False,
         )
-        return [_record(point, tokens) for point in page], next_offset
+        return [record_of(point, tokens) for point in page], next_offset
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:
         self.client.delete(collection, list(ids), wait=True)
@@ -297,19 +297,20 @@ class ClientEngine(PointsEngine):
                 self.client.close()
 
 
-def token_rows(vectors: dict[str, Any] | None) -> np.ndarray:
-    """A point's :data:`TOKEN_VECTOR` rows as read back (lists of floats), as uint8."""
-    rows = (vectors or {}).get(TOKEN_VECTOR)
-    return np.array(rows, dtype=np.float32).astype(np.uint8) if rows else np.empty((0, 0), np.uint8)
-
-
-def _token_vector(rows: np.ndarray) -> dict[str, Any]:
+def token_vector(rows: np.ndarray) -> dict[str, Any]:
     """A point's :data:`TOKEN_VECTOR`, none for no rows (a multivector holds at least one)."""
     return {TOKEN_VECTOR: rows.tolist()} if len(rows) else {}
 
 
-def _record(point: Any, tokens: bool) -> Record:
-    return Record(str(point.id), point.payload or {}, token_rows(point.vector) if tokens else None)
+def record_of(point: Any, tokens: bool) -> Record:
+    """A point an engine returned (payload, and vectors when ``tokens``) as a :class:`Record`."""
+    return Record(str(point.id), dict(point.payload or {}), _token_rows(point.vector) if tokens else None)
+
+
+def _token_rows(vectors: dict[str, Any] | None) -> np.ndarray:
+    """A point's :data:`TOKEN_VECTOR` rows as read back (lists of floats), as uint8."""
+    rows = (vectors or {}).get(TOKEN_VECTOR)
+    return np.array(rows, dtype=np.float32).astype(np.uint8) if rows else np.empty((0, 0), np.uint8)
 
 
 def _client_vector(terms: Terms | None) -> dict[str, Any]:

@@ -36,7 +36,8 @@ from colbert_store.adapters.qdrant.engine import (
     Record,
     Terms,
     WriteMode,
-    token_rows,
+    record_of,
+    token_vector,
 )
 from colbert_store.adapters.qdrant.filters import Condition
 from colbert_store.errors import ColbertStoreError
@@ -146,10 +147,7 @@ class EdgeEngine(PointsEngine):
                        WriteMode.UPDATE_ONLY: e.UpdateMode.UpdateOnly}[mode]
         vectors = [_edge_vector(vector) for vector in terms] if terms is not None else [{}] * len(points)
         if tokens is not None:
-            vectors = [
-                {**vector, TOKEN_VECTOR: rows.astype(np.float32).tolist()} if len(rows) else vector
-                for vector, rows in zip(vectors, tokens)
-            ]
+            vectors = [{**vector, **token_vector(rows)} for vector, rows in zip(vectors, tokens)]
         structs = [e.Point(point_id, vector, payload) for (point_id, payload), vector in zip(points, vectors)]
         with self._lock:
             upsert = e.UpdateOperation.upsert_points(structs, condition=_as_filter(condition), update_mode=update_mode)
@@ -178,7 +176,7 @@ class EdgeEngine(PointsEngine):
                 list(ids), with_payload=True if fields is None else list(fields),
                 with_vector=[TOKEN_VECTOR] if tokens else False,
             )
-        return [_record(point, tokens) for point in found]
+        return [record_of(point, tokens) for point in found]
 
     def scroll(
         self, collection: str, condition: Condition | None, fields: Sequence[str], limit: int, offset: Any,
@@ -190,7 +188,7 @@ class EdgeEngine(PointsEngine):
         )
         with self._lock:
             page, next_offset = self._shard(collection).scroll(request)
-        return [_record(point, tokens) for point in page], next_offset
+        return [record_of(point, tokens) for point in page], next_offset
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:
         if ids:
@@ -270,10 +268,6 @@ def _open_error(path: Path, error: Exception) -> ColbertStoreError:
             "(serve the index from one process, with threads)"
         )
     return ColbertStoreError(f"cannot open the Qdrant Edge shard {path}: {error}")
-
-
-def _record(point: Any, tokens: bool) -> Record:
-    return Record(str(point.id), dict(point.payload or {}), token_rows(point.vector) if tokens else None)
 
 
 def _edge_vector(terms: Terms | None) -> dict[str, Any]:
