@@ -37,15 +37,13 @@ def open_store(location: str, backend: str, *, must_exist: bool, compact: bool =
             ``QDRANT_API_KEY``).
         backend: ``"lancedb"``, ``"qdrant"`` or ``"qdrant-edge"``.
         must_exist: Refuse a local ``location`` that does not exist instead of creating a store there.
-        compact: A Qdrant store creating compact indexes (tokens as raw bytes).
+        compact: A Qdrant store creating compact indexes (tokens as raw bytes); see :func:`check_compact_backend`.
 
     Raises:
-        CliError: ``must_exist`` and a local ``location`` that does not exist, the backend is unavailable,
-            or ``compact`` for LanceDB.
+        CliError: ``must_exist`` and a local ``location`` that does not exist, or the backend is unavailable.
     """
     if must_exist and "://" not in location and not Path(location).exists():
         raise CliError(f"store {location!r} does not exist")
-    check_compact_backend(backend, compact)
     if backend == "lancedb":
         from colbert_store.adapters.lancedb import LanceDBStore
 
